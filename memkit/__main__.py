@@ -1,0 +1,5 @@
+"""`python -m memkit`: the same as the `memkit` command."""
+
+from memkit.cli import main
+
+main()

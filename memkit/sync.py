@@ -1,0 +1,371 @@
+"""Keeping the search index true to the vault's files: manifest, incremental sync, full rebuild."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from multiprocessing import get_context
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from memkit.documents import documents_for
+from memkit.errors import InvalidRecord, LockTimeout
+from memkit.index import SCHEMA_VERSION, IndexDoc, RankWeights, SearchIndex, SearchResult
+from memkit.records import STORE_TYPES, TYPE_FOLDERS, parse_record
+from memkit.vault import Problem, Vault, is_record_path
+
+MANIFEST_VERSION = 1
+WATCHER_FILE = "watcher.json"
+# Below this many files to parse, a process pool costs more than it saves.
+PARALLEL_THRESHOLD = 2000
+STORE_FOLDERS = {TYPE_FOLDERS[t] for t in STORE_TYPES.values()}
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class FileState:
+    """What the manifest remembers of one file."""
+
+    mtime_ns: int
+    size: int
+    sha256: str
+    record_id: str = ""
+    type: str = ""
+    problem: str = ""  # "line: message" when the file is not a valid record
+    line: int = 0
+
+    def to_list(self) -> list[Any]:
+        return [self.mtime_ns, self.size, self.sha256, self.record_id, self.type, self.problem,
+                self.line]
+
+    @classmethod
+    def from_list(cls, row: list[Any]) -> FileState:
+        return cls(*row)
+
+
+@dataclass
+class SyncReport:
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    moved: list[tuple[str, str]] = field(default_factory=list)
+    unchanged: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    proposals_in_stores: list[str] = field(default_factory=list)
+    rebuilt: bool = False
+    seconds: float = 0.0
+
+    @property
+    def touched(self) -> int:
+        return len(self.added) + len(self.changed) + len(self.deleted)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "added": self.added, "changed": self.changed, "deleted": self.deleted,
+            "moved": [{"from": a, "to": b} for a, b in self.moved],
+            "unchanged": self.unchanged, "rebuilt": self.rebuilt,
+            "problems": [p.to_json() for p in self.problems],
+            "proposals_in_stores": self.proposals_in_stores,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class Parsed:
+    path: str
+    state: FileState
+    docs: list[IndexDoc]
+
+
+def _parse_file(root: str, relpath: str) -> Parsed | None:
+    """Read and parse one file into its manifest state and index documents (None if gone)."""
+    full = os.path.join(root, relpath)
+    try:
+        with open(full, "rb") as handle:
+            data = handle.read()
+            stat = os.fstat(handle.fileno())
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    state = FileState(stat.st_mtime_ns, stat.st_size, hashlib.sha256(data).hexdigest())
+    try:
+        record = parse_record(data, relpath)
+    except InvalidRecord as error:
+        state.problem, state.line = error.reason, error.line
+        return Parsed(relpath, state, [])
+    state.record_id, state.type = record.id, record.type
+    return Parsed(relpath, state, documents_for(record))
+
+
+def _parse_batch(root: str, relpaths: list[str]) -> list[Parsed]:
+    return [p for p in (_parse_file(root, r) for r in relpaths) if p is not None]
+
+
+class VaultIndex:
+    """The vault's search index and manifest, kept in line with the files under `.memkit/`."""
+
+    def __init__(self, vault: Vault, *, lock_timeout: float = 30.0) -> None:
+        self.vault = vault
+        self.lock_timeout = lock_timeout
+        self._index: SearchIndex | None = None
+        self._manifest: dict[str, FileState] | None = None
+
+    # --- state files ---------------------------------------------------------------------
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.vault.state_dir / "manifest.json"
+
+    @property
+    def index(self) -> SearchIndex:
+        if self._index is None:
+            self._index = SearchIndex(self.vault.state_dir / "index", lock_timeout=self.lock_timeout)
+        return self._index
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def load_manifest(self) -> dict[str, FileState]:
+        try:
+            data = json.loads(self.manifest_path.read_text("utf-8"))
+            if data.get("version") != MANIFEST_VERSION or data.get("index_schema") != SCHEMA_VERSION:
+                return {}
+            return {path: FileState.from_list(row) for path, row in data["files"].items()}
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            # A missing or damaged manifest is derived state: rebuild from the files.
+            return {}
+
+    def _save_manifest(self, files: dict[str, FileState]) -> None:
+        data = {
+            "version": MANIFEST_VERSION,
+            "index_schema": SCHEMA_VERSION,
+            "files": {path: state.to_list() for path, state in sorted(files.items())},
+        }
+        temp = self.manifest_path.with_suffix(".json.tmp")
+        temp.write_text(json.dumps(data, separators=(",", ":")), "utf-8")
+        os.replace(temp, self.manifest_path)
+
+    @contextlib.contextmanager
+    def lock(self, timeout: float | None = None) -> Iterator[None]:
+        """One index writer (sync, watcher) at a time across processes."""
+        lock_dir = self.vault.state_dir / "locks"
+        lock_dir.mkdir(exist_ok=True)
+        wait = self.lock_timeout if timeout is None else timeout
+        with (lock_dir / "index.lock").open("a+") as handle:
+            deadline = time.monotonic() + wait
+            delay = 0.005
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as error:
+                    if error.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise LockTimeout(
+                            f"another memkit process is updating the index of {self.vault.root} "
+                            f"(waited {wait:.0f} s); try again in a moment"
+                        ) from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.1)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # --- looking at the files --------------------------------------------------------------
+
+    def stat_files(self) -> dict[str, tuple[int, int]]:
+        """path -> (mtime_ns, size) for every file that may be a record."""
+        found: dict[str, tuple[int, int]] = {}
+        root = str(self.vault.root)
+        prefix = len(root) + 1
+
+        def walk(directory: str) -> None:
+            try:
+                entries = list(os.scandir(directory))
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
+                return
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        walk(entry.path)
+                    elif entry.name.endswith(".md"):
+                        relpath = entry.path[prefix:].replace(os.sep, "/")
+                        if is_record_path(relpath):
+                            stat = entry.stat()
+                            found[relpath] = (stat.st_mtime_ns, stat.st_size)
+                except OSError:
+                    continue  # vanished while walking: the next sync sees it gone
+
+        for top in ("memory", "learning"):
+            walk(os.path.join(root, top))
+        return found
+
+    def changes(self) -> tuple[dict[str, tuple[int, int]], dict[str, FileState], list[str], list[str]]:
+        """(stats, manifest, paths to read, paths gone) comparing files with the manifest."""
+        stats = self.stat_files()
+        manifest = self.load_manifest()
+        to_read = [
+            path for path, (mtime, size) in stats.items()
+            if (state := manifest.get(path)) is None or state.mtime_ns != mtime or state.size != size
+        ]
+        gone = [path for path in manifest if path not in stats]
+        return stats, manifest, to_read, gone
+
+    def is_stale(self) -> bool:
+        _stats, manifest, to_read, gone = self.changes()
+        return bool(to_read or gone) or (not manifest and bool(_stats)) or self.index.rebuilt
+
+    # --- syncing -----------------------------------------------------------------------------
+
+    def _parse_many(self, relpaths: Sequence[str], progress: Progress | None) -> list[Parsed]:
+        root = str(self.vault.root)
+        total = len(relpaths)
+        if total < PARALLEL_THRESHOLD or (os.cpu_count() or 1) < 2:
+            results = []
+            for done, relpath in enumerate(relpaths, start=1):
+                parsed = _parse_file(root, relpath)
+                if parsed is not None:
+                    results.append(parsed)
+                if progress and done % 200 == 0:
+                    progress(done, total)
+            return results
+        # Parsing YAML is the slow part of a rebuild: spread it over the cores.
+        workers = min(os.cpu_count() or 2, 4)
+        chunk = max(200, total // (workers * 8))
+        batches = [list(relpaths[i : i + chunk]) for i in range(0, total, chunk)]
+        results = []
+        done = 0
+        with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
+            for batch_result in pool.map(_parse_batch, [root] * len(batches), batches):
+                results.extend(batch_result)
+                done += chunk
+                if progress:
+                    progress(min(done, total), total)
+        return results
+
+    def sync(self, *, full: bool = False, progress: Progress | None = None,
+             lock_timeout: float | None = None) -> SyncReport:
+        """Bring the index in line with the files; `full` rebuilds it from scratch."""
+        started = time.monotonic()
+        with self.lock(lock_timeout):
+            report = SyncReport()
+            stats, manifest, to_read, gone = self.changes()
+            if self.index.rebuilt or not manifest:
+                full = True
+            if full:
+                report.rebuilt = True
+                to_read, gone, manifest = sorted(stats), [], {}
+            unchanged_candidates = [p for p in to_read if p in manifest]
+            parsed = self._parse_many(to_read, progress)
+            new_manifest = dict(manifest)
+            for path in gone:
+                new_manifest.pop(path, None)
+            upserts: list[IndexDoc] = []
+            reindexed: list[str] = []
+            for item in parsed:
+                previous = manifest.get(item.path)
+                new_manifest[item.path] = item.state
+                if previous is not None and previous.sha256 == item.state.sha256 and not full:
+                    continue  # touched, not changed (mtime only): nothing to reindex
+                upserts.extend(item.docs)
+                reindexed.append(item.path)
+                (report.changed if previous is not None else report.added).append(item.path)
+            parsed_paths = {item.path for item in parsed}
+            vanished = [p for p in to_read if p not in parsed_paths]  # deleted while we read
+            for path in vanished:
+                new_manifest.pop(path, None)
+            report.deleted = sorted(set(gone) | {p for p in vanished if p in manifest})
+            report.unchanged = len(stats) - len(report.added) - len(report.changed)
+            del unchanged_candidates
+            # A deleted file whose content reappeared elsewhere is a move (approval, rename).
+            gone_hashes = {manifest[p].sha256: p for p in report.deleted if p in manifest}
+            for path in report.added:
+                origin = gone_hashes.get(new_manifest[path].sha256)
+                if origin is not None:
+                    report.moved.append((origin, path))
+            if full:
+                self.index.replace_all(upserts)
+            elif upserts or report.deleted or reindexed:
+                self.index.update(upserts, [*report.deleted, *reindexed])
+            self._save_manifest(new_manifest)
+            self._manifest = new_manifest
+        report.problems = self.problems(new_manifest)
+        report.proposals_in_stores = sorted(
+            path for path, state in new_manifest.items()
+            if state.type == "proposal" and str(PurePosixPath(path).parent) in STORE_FOLDERS
+        )
+        report.seconds = time.monotonic() - started
+        return report
+
+    def problems(self, manifest: dict[str, FileState] | None = None) -> list[Problem]:
+        files = manifest if manifest is not None else self.load_manifest()
+        return [
+            Problem(path, state.line, state.problem)
+            for path, state in sorted(files.items())
+            if state.problem
+        ]
+
+    # --- searching ---------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        types: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_hidden: bool = False,
+        sync: bool = True,
+        now: datetime | None = None,
+    ) -> tuple[SearchResult, bool]:
+        """Search, syncing first when files changed; returns (result, stale)."""
+        stale = False
+        if sync:
+            try:
+                if self.is_stale():
+                    self.sync(lock_timeout=2.0)
+            except LockTimeout:
+                stale = True  # someone else is writing the index right now; say so
+        settings = self.vault.settings.search
+        weights = RankWeights(
+            bm25=settings.weights.bm25,
+            importance=settings.weights.importance,
+            recency=settings.weights.recency,
+            recency_half_life_days=settings.recency_half_life_days,
+        )
+        result = self.index.search(
+            query, k=k, types=types, tags=tags, since=since, until=until,
+            include_hidden=include_hidden, now=now, weights=weights,
+        )
+        return result, stale
+
+    # --- watcher presence ---------------------------------------------------------------------
+
+    def watcher_info(self) -> dict[str, Any] | None:
+        """The running watcher's pid and heartbeat, or None when none is alive."""
+        try:
+            info: dict[str, Any] = json.loads((self.vault.state_dir / WATCHER_FILE).read_text())
+            os.kill(int(info["pid"]), 0)
+        except (FileNotFoundError, ValueError, KeyError, ProcessLookupError, PermissionError,
+                TypeError):
+            return None
+        if time.time() - float(info.get("heartbeat", 0)) > 30:
+            return None
+        return info

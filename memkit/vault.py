@@ -1,0 +1,508 @@
+"""The vault on disk: finding it, its layout, and the only code that writes record files."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from memkit import ids, schema
+from memkit.errors import (
+    ConflictError,
+    InvalidRecord,
+    LockTimeout,
+    PathOutsideVault,
+    RecordNotFound,
+    UsageError,
+    VaultError,
+    VaultNotFound,
+)
+from memkit.records import (
+    REJECTED_FOLDER,
+    TYPE_FOLDERS,
+    Record,
+    folder_for_type,
+    parse_record,
+    render_record,
+    type_for_folder,
+)
+from memkit.secret_guard import check_text
+from memkit.settings import DEFAULT_SETTINGS_TEXT, SETTINGS_FILE, Settings, load_settings
+from memkit.timeutil import now_iso
+
+STATE_DIR = ".memkit"
+RECORD_ROOTS = ("memory", "learning")
+GITIGNORE_TEXT = "# memkit's derived state (search index, manifest, locks): rebuilt by `memkit reindex`\n.memkit/\n"
+
+
+def is_temporary_name(name: str) -> bool:
+    """Editor and tool scratch files that are never records (vim, JetBrains, atomic saves)."""
+    return (
+        name.startswith((".", "#", "~"))
+        or name.endswith(("~", ".tmp", ".swp", ".swx", ".bak"))
+        or "___jb_" in name
+        or name == "4913"
+    )
+
+
+def is_record_path(relpath: str) -> bool:
+    """Whether a vault-relative path is where a record file may live."""
+    parts = PurePosixPath(relpath).parts
+    return (
+        len(parts) >= 3
+        and parts[0] in RECORD_ROOTS
+        and relpath.endswith(".md")
+        and not any(is_temporary_name(part) for part in parts)
+    )
+
+
+def find_vault_root(start: Path) -> Path:
+    """The nearest folder at or above `start` holding memkit.yaml."""
+    current = start.resolve()
+    for folder in (current, *current.parents):
+        if (folder / SETTINGS_FILE).is_file():
+            return folder
+    raise VaultNotFound(start)
+
+
+def fingerprint_bytes(data: bytes, stat: os.stat_result) -> tuple[int, int, str]:
+    return (stat.st_mtime_ns, stat.st_size, hashlib.sha256(data).hexdigest())
+
+
+@dataclass
+class Problem:
+    """One thing wrong with one file, as `path:line: message`."""
+
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "line": self.line, "message": self.message}
+
+
+@dataclass
+class ScanResult:
+    records: list[Record] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+class Vault:
+    """A memkit vault rooted at a folder holding memkit.yaml."""
+
+    def __init__(self, root: Path, settings: Settings | None = None) -> None:
+        root = Path(root)
+        if not (root / SETTINGS_FILE).is_file():
+            raise VaultNotFound(root)
+        self.root = root.resolve()
+        self.settings = settings if settings is not None else load_settings(self.root)
+        self._thread_lock = threading.RLock()
+        self._lock_depth = 0
+        self._lock_file: Any = None
+
+    def __repr__(self) -> str:
+        return f"Vault({str(self.root)!r})"
+
+    # --- creating and finding ------------------------------------------------------------
+
+    @classmethod
+    def init(cls, path: Path) -> Vault:
+        """Create the vault layout at `path` (idempotent: existing files are left alone)."""
+        root = Path(path)
+        if root.exists() and not root.is_dir():
+            raise VaultError(f"{root}: exists and is not a folder")
+        root.mkdir(parents=True, exist_ok=True)
+        for folder in (*TYPE_FOLDERS.values(), REJECTED_FOLDER):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / STATE_DIR).mkdir(exist_ok=True)
+        settings_file = root / SETTINGS_FILE
+        if not settings_file.exists():
+            settings_file.write_text(DEFAULT_SETTINGS_TEXT, "utf-8")
+        gitignore = root / ".gitignore"
+        if not gitignore.exists():
+            gitignore.write_text(GITIGNORE_TEXT, "utf-8")
+        elif ".memkit/" not in gitignore.read_text("utf-8", errors="replace").split():
+            with gitignore.open("a", encoding="utf-8") as handle:
+                handle.write("\n" + GITIGNORE_TEXT)
+        return cls(root)
+
+    @property
+    def state_dir(self) -> Path:
+        path = self.root / STATE_DIR
+        path.mkdir(exist_ok=True)
+        return path
+
+    def relpath(self, path: Path | str) -> str:
+        """The vault-relative POSIX path of a file inside the vault (symlinks resolved)."""
+        candidate = Path(path)
+        if not candidate.is_absolute():
+            candidate = self.root / candidate
+        resolved = candidate.resolve()
+        try:
+            return resolved.relative_to(self.root).as_posix()
+        except ValueError:
+            raise PathOutsideVault(path, self.root) from None
+
+    def safe_path(self, relpath: str) -> Path:
+        """An absolute path for a vault-relative one, refusing anything that leaves the vault."""
+        pure = PurePosixPath(relpath.replace("\\", "/"))
+        if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+            raise PathOutsideVault(relpath, self.root)
+        full = self.root.joinpath(*pure.parts)
+        resolved = full.resolve()  # follows symlinks: one leading outside is refused too
+        if resolved != self.root and self.root not in resolved.parents:
+            raise PathOutsideVault(relpath, self.root)
+        return full
+
+    # --- locking ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write_lock(self, timeout: float = 30.0) -> Iterator[None]:
+        """One memkit writer at a time across processes; re-entrant within a process."""
+        with self._thread_lock:
+            if self._lock_depth == 0:
+                lock_dir = self.state_dir / "locks"
+                lock_dir.mkdir(exist_ok=True)
+                handle = (lock_dir / "write.lock").open("a+")
+                deadline = time.monotonic() + timeout
+                delay = 0.01
+                while True:
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except OSError as error:
+                        if error.errno not in (errno.EAGAIN, errno.EACCES):
+                            handle.close()
+                            raise
+                        if time.monotonic() > deadline:
+                            handle.close()
+                            raise LockTimeout(
+                                f"another memkit process kept the vault {self.root} locked for "
+                                f"{timeout:.0f} s; try again when it has finished"
+                            ) from None
+                        time.sleep(delay)
+                        delay = min(delay * 2, 0.2)
+                self._lock_file = handle
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+                if self._lock_depth == 0:
+                    fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+                    self._lock_file.close()
+                    self._lock_file = None
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def record_paths(self, types: Iterable[str] | None = None) -> Iterator[str]:
+        """Vault-relative paths of every file that may be a record, in sorted order."""
+        wanted = set(types) if types else None
+        folders = (
+            sorted({folder_for_type(t) for t in wanted}) if wanted else list(RECORD_ROOTS)
+        )
+        if wanted and "proposal" in wanted:
+            folders.append(REJECTED_FOLDER)
+        seen: set[str] = set()
+        for folder in folders:
+            base = self.root / folder
+            if not base.is_dir():
+                continue
+            for directory, subdirs, files in os.walk(base):
+                subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+                for name in sorted(files):
+                    rel = self.relpath_fast(Path(directory) / name)
+                    if rel not in seen and is_record_path(rel):
+                        seen.add(rel)
+                        yield rel
+
+    def relpath_fast(self, path: Path) -> str:
+        """relpath for paths already known to be under the root (no symlink resolution)."""
+        return path.relative_to(self.root).as_posix()
+
+    def read_record(self, relpath: str) -> Record:
+        """Parse one file; raises InvalidRecord (path:line) when it is not a valid record."""
+        full = self.safe_path(relpath)
+        try:
+            with full.open("rb") as handle:
+                data = handle.read()
+                stat = os.fstat(handle.fileno())
+        except FileNotFoundError:
+            raise RecordNotFound(relpath) from None
+        except IsADirectoryError:
+            raise InvalidRecord(relpath, 1, "is a folder, not a record file") from None
+        record = parse_record(data, relpath)
+        record.fingerprint = fingerprint_bytes(data, stat)
+        return record
+
+    def scan(self, types: Iterable[str] | None = None) -> ScanResult:
+        """Every record of the given types; files that do not parse become problems."""
+        wanted = set(types) if types else None
+        result = ScanResult()
+        for relpath in self.record_paths(wanted):
+            try:
+                record = self.read_record(relpath)
+            except InvalidRecord as error:
+                result.problems.append(Problem(error.path, error.line, error.reason))
+                continue
+            except (RecordNotFound, PathOutsideVault):
+                continue  # vanished while we walked, or a symlink leading out: not ours
+            if wanted is None or record.type in wanted:
+                result.records.append(record)
+        return result
+
+    def _find_by_id(self, record_id: str) -> str | None:
+        # Fast path: memkit's file names end with the id's last characters.
+        suffix = ids.id_suffix(record_id)
+        for root in RECORD_ROOTS:
+            for candidate in sorted((self.root / root).rglob(f"*-{suffix}.md")):
+                relpath = self.relpath_fast(candidate)
+                with contextlib.suppress(InvalidRecord, RecordNotFound, PathOutsideVault):
+                    if self.read_record(relpath).id == record_id:
+                        return relpath
+        # Slow path: a person renamed the file, or it is an entity/episodic file.
+        for relpath in self.record_paths():
+            try:
+                with self.safe_path(relpath).open("rb") as handle:
+                    head = handle.read(4096)
+            except OSError:
+                continue
+            if record_id.encode() not in head:
+                continue
+            with contextlib.suppress(InvalidRecord, RecordNotFound, PathOutsideVault):
+                if self.read_record(relpath).id == record_id:
+                    return relpath
+        return None
+
+    def resolve(self, ref: str, cwd: Path | None = None) -> str:
+        """The vault-relative path of a record given by id, vault-relative path or file path."""
+        ref = ref.strip()
+        if not ref:
+            raise UsageError("give a record id or a path")
+        looks_like_path = "/" in ref or "\\" in ref or ref.endswith(".md")
+        if looks_like_path:
+            as_path = Path(ref)
+            if as_path.is_absolute():
+                return self.relpath(as_path)
+            if cwd is not None and (cwd / as_path).exists():
+                return self.relpath(cwd / as_path)
+            full = self.safe_path(ref)
+            if full.exists():
+                return self.relpath(full)
+            raise RecordNotFound(ref)
+        found = self._find_by_id(ref)
+        if found is None:
+            raise RecordNotFound(ref)
+        return found
+
+    def get(self, ref: str, cwd: Path | None = None) -> Record:
+        return self.read_record(self.resolve(ref, cwd))
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def _write_bytes(self, full: Path, data: bytes, *, exclusive: bool) -> None:
+        """Atomically write a file: temp file in the same folder, fsync, then link or replace."""
+        full.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix=f".{full.name}.", suffix=".tmp", dir=full.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if exclusive:
+                # link() fails when the name exists: two writers can never overwrite each other.
+                os.link(temp_name, full)
+                os.unlink(temp_name)
+            else:
+                os.replace(temp_name, full)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp_name)
+            raise
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(full.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def _validate_for_write(self, record: Record) -> None:
+        found = schema.problems(record)
+        if found:
+            line, message = found[0]
+            raise InvalidRecord(record.path or record.type, line, f"refused to write: {message}")
+
+    def create(
+        self,
+        record_type: str,
+        body: str,
+        *,
+        title: str | None = None,
+        tags: Iterable[str] = (),
+        importance: float | None = None,
+        source: Any = None,
+        extra: dict[str, Any] | None = None,
+        relpath: str | None = None,
+        allow_secrets: bool = False,
+        record_id: str | None = None,
+        created: str | None = None,
+    ) -> Record:
+        """Write a new record file and return it. Never overwrites an existing file."""
+        folder = folder_for_type(record_type)
+        check_text(f"{title or ''}\n{body}", allow_secrets=allow_secrets)
+        if extra:
+            check_text("\n".join(str(v) for v in extra.values()), allow_secrets=allow_secrets)
+        stamp = created or now_iso()
+        meta: dict[str, Any] = {
+            "id": record_id or ids.new_id(),
+            "type": record_type,
+            "title": title or None,
+            "created": stamp,
+            "updated": stamp,
+            "tags": sorted(dict.fromkeys(tags)) or None,
+            "importance": importance,
+            "source": source,
+        }
+        for key, value in (extra or {}).items():
+            meta[key] = value
+        meta = {key: value for key, value in meta.items() if value is not None}
+        if not body.endswith("\n"):
+            body += "\n"
+        record = Record(meta=meta, body=body)
+        if relpath is None:
+            relpath = f"{folder}/{ids.file_stem(title or body, meta['id'])}.md"
+        record.path = relpath
+        self._validate_for_write(record)
+        full = self.safe_path(relpath)
+        with self.write_lock():
+            try:
+                self._write_bytes(full, render_record(record), exclusive=True)
+            except FileExistsError:
+                raise VaultError(f"{relpath}: a file with this name already exists") from None
+        return self.read_record(relpath)
+
+    def _check_unchanged(self, record: Record) -> Path:
+        assert record.path is not None
+        full = self.safe_path(record.path)
+        if record.fingerprint is None:
+            raise ConflictError(record.path, "the record was not read from disk")
+        try:
+            data = full.read_bytes()
+            stat = full.stat()
+        except FileNotFoundError:
+            raise ConflictError(record.path, "it was deleted") from None
+        if fingerprint_bytes(data, stat)[1:] != record.fingerprint[1:]:
+            raise ConflictError(record.path)
+        return full
+
+    def update(self, record: Record, *, touch: bool = True, allow_secrets: bool = False) -> Record:
+        """Rewrite a record read earlier, refusing if its file changed since it was read."""
+        if record.path is None:
+            raise UsageError("this record was never written; use create()")
+        check_text(record.body, allow_secrets=allow_secrets)
+        if touch:
+            record.meta["updated"] = now_iso()
+        self._validate_for_write(record)
+        with self.write_lock():
+            full = self._check_unchanged(record)
+            self._write_bytes(full, render_record(record), exclusive=False)
+        return self.read_record(record.path)
+
+    def move(self, record: Record, new_relpath: str) -> Record:
+        """Move a record's file (keeping its id), refusing to overwrite or to lose an edit."""
+        if record.path is None:
+            raise UsageError("this record was never written")
+        target = self.safe_path(new_relpath)
+        with self.write_lock():
+            source = self._check_unchanged(record)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except FileExistsError:
+                raise VaultError(f"{new_relpath}: a file with this name already exists") from None
+            os.unlink(source)
+        record.path = new_relpath
+        return self.read_record(new_relpath)
+
+    def delete(self, ref: str | Record, cwd: Path | None = None) -> Record:
+        """Delete a record's file (git keeps its history) and return what was deleted."""
+        record = ref if isinstance(ref, Record) else self.get(ref, cwd)
+        with self.write_lock():
+            full = self._check_unchanged(record)
+            full.unlink()
+        return record
+
+    # --- checking --------------------------------------------------------------------------
+
+    def check(self, paths: Iterable[str] | None = None, cwd: Path | None = None) -> ScanResult:
+        """Validate files (all records when no paths): parse, schema, folder, unique ids."""
+        result = ScanResult()
+        if paths:
+            relpaths: list[str] = []
+            for given in paths:
+                relpaths.extend(self._expand(given, cwd))
+        else:
+            relpaths = list(self.record_paths())
+        seen_ids: dict[str, str] = {}
+        for relpath in relpaths:
+            try:
+                record = self.read_record(relpath)
+            except InvalidRecord as error:
+                result.problems.append(Problem(error.path, error.line, error.reason))
+                continue
+            except RecordNotFound:
+                result.problems.append(Problem(relpath, 1, "no such file"))
+                continue
+            for line, message in schema.problems(record):
+                result.problems.append(Problem(relpath, line, message))
+            result.problems.extend(self._placement_problems(record))
+            if record.id in seen_ids:
+                result.problems.append(
+                    Problem(relpath, record.line_of("id"),
+                            f"id {record.id} is also used by {seen_ids[record.id]}")
+                )
+            else:
+                seen_ids[record.id] = relpath
+            result.records.append(record)
+        return result
+
+    def _expand(self, given: str, cwd: Path | None) -> list[str]:
+        path = Path(given)
+        if not path.is_absolute():
+            path = (cwd or Path.cwd()) / path
+        relpath = self.relpath(path)
+        if path.is_dir():
+            prefix = "" if relpath == "." else relpath + "/"
+            return [p for p in self.record_paths() if p.startswith(prefix)]
+        return [relpath]
+
+    def _placement_problems(self, record: Record) -> list[Problem]:
+        assert record.path is not None
+        folder = str(PurePosixPath(record.path).parent)
+        expected_type = type_for_folder(folder)
+        if expected_type is None:
+            return [Problem(record.path, 1, "not in a record folder of the vault layout")]
+        if record.type == expected_type:
+            return []
+        if record.type == "proposal" and folder in TYPE_FOLDERS.values():
+            return [Problem(
+                record.path, record.line_of("type"),
+                "a proposal moved into a store folder: run `memkit sync` to finalise the approval",
+            )]
+        return [Problem(
+            record.path, record.line_of("type"),
+            f"type {record.type!r} does not belong in {folder}/ "
+            f"(it belongs in {TYPE_FOLDERS.get(record.type, '?')}/)",
+        )]

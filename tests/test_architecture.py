@@ -1,0 +1,92 @@
+"""The module map in docs/ARCHITECTURE.md is the truth: imports only point down its layers."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+
+import memkit
+
+from .conftest import REPO
+
+THIRD_PARTY_OWNERS = {
+    "click": "cli",
+    "tantivy": "index",
+    "watchdog": "watcher",
+    "openai": "llm",
+    "mcp": "mcp_server",
+}
+
+
+def documented_layers() -> dict[str, int]:
+    text = (REPO / "docs" / "ARCHITECTURE.md").read_text()
+    rows = re.findall(r"^\|\s*`memkit/(\w+)\.py`\s*\|\s*(\d+)\s*\|", text, re.MULTILINE)
+    return {name: int(layer) for name, layer in rows}
+
+
+def memkit_modules() -> dict[str, ast.Module]:
+    return {
+        path.stem: ast.parse(path.read_text(), str(path))
+        for path in sorted((REPO / "memkit").glob("*.py"))
+    }
+
+
+def imports_of(tree: ast.Module) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            if node.module == "memkit":
+                found.update(f"memkit.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_every_module_is_documented() -> None:
+    layers = documented_layers()
+    missing = set(memkit_modules()) - set(layers)
+    assert not missing, f"add these to docs/ARCHITECTURE.md: {sorted(missing)}"
+    stale = set(layers) - set(memkit_modules())
+    assert not stale, f"docs/ARCHITECTURE.md lists modules that are gone: {sorted(stale)}"
+
+
+def test_imports_point_down_the_layers() -> None:
+    layers = documented_layers()
+    wrong = []
+    for name, tree in memkit_modules().items():
+        for imported in imports_of(tree):
+            if not imported.startswith("memkit."):
+                continue
+            target = imported.split(".")[1]
+            if target in layers and target != name and layers[target] >= layers[name]:
+                wrong.append(f"{name} (layer {layers[name]}) imports {target} (layer {layers[target]})")
+    assert not wrong
+
+
+def test_each_third_party_library_has_one_home() -> None:
+    wrong = []
+    for name, tree in memkit_modules().items():
+        for imported in imports_of(tree):
+            top = imported.split(".")[0]
+            owner = THIRD_PARTY_OWNERS.get(top)
+            if owner is not None and owner != name:
+                wrong.append(f"{name} imports {top}, which only {owner} may import")
+    assert not wrong
+
+
+def test_public_names_resolve() -> None:
+    for name in memkit.__all__:
+        assert getattr(memkit, name) is not None
+
+
+def test_import_memkit_stays_light() -> None:
+    code = (
+        "import sys, memkit, memkit.cli\n"
+        "heavy = [m for m in ('openai', 'tantivy', 'watchdog', 'jsonschema') if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
