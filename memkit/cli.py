@@ -129,7 +129,7 @@ def remember(
     from memkit.memory import Memory
 
     if text == "-":
-        text = click.get_text_stream("stdin").read()
+        text = sys.stdin.read()
     record = Memory(vault).remember(
         text, type=type_, title=title, tags=tags, importance=importance,
         source={"tool": "cli"}, allow_secrets=allow_secrets,
@@ -206,6 +206,222 @@ def check(vault: Vault, paths: tuple[str, ...], json_: bool) -> None:
         click.echo(summary, err=True)
     if result.problems:
         sys.exit(1)
+
+
+# --- the index: sync, reindex, watch, search, status -------------------------------------------
+
+
+def open_index(vault: Vault) -> Any:
+    from memkit.sync import VaultIndex
+
+    return VaultIndex(vault)
+
+
+class ProgressBar:
+    """A progress bar on stderr when it is a terminal; silent when piped."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar: Any = None
+        self.shown = 0
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.shown)
+        self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+def report_sync(report: Any, json_: bool) -> None:
+    warn_problems(report.problems)
+    if json_:
+        emit_json(report.to_json())
+        return
+    verb = "Rebuilt" if report.rebuilt else "Synced"
+    click.echo(
+        f"{verb} index: {len(report.added)} added, {len(report.changed)} changed, "
+        f"{len(report.deleted)} deleted, {report.unchanged} unchanged "
+        f"({report.seconds:.2f} s)"
+    )
+    for old, new in report.moved:
+        click.echo(f"moved: {old} -> {new}")
+
+
+def run_sync(vault: Vault, *, full: bool) -> Any:
+    from memkit.maintenance import refresh
+
+    bar = ProgressBar("Indexing")
+    try:
+        return refresh(vault, full=full, progress=bar)
+    finally:
+        bar.close()
+
+
+@cli.command()
+@json_option
+@pass_vault
+def sync(vault: Vault, json_: bool) -> None:
+    """Bring the search index up to date with the files (new, changed, deleted, moved)."""
+    report_sync(run_sync(vault, full=False), json_)
+
+
+@cli.command()
+@json_option
+@pass_vault
+def reindex(vault: Vault, json_: bool) -> None:
+    """Rebuild the search index from scratch."""
+    report_sync(run_sync(vault, full=True), json_)
+
+
+@cli.command()
+@click.option("--polling", is_flag=True, help="Poll the files instead of using inotify.")
+@click.option("--reconcile", "reconcile_seconds", type=click.FloatRange(min=1), default=60.0,
+              show_default=True, help="Seconds between full reconciles with the files.")
+@json_option
+@pass_vault
+def watch(vault: Vault, polling: bool, reconcile_seconds: float, json_: bool) -> None:
+    """Keep the index fresh as files change, until Ctrl-C."""
+    from memkit.maintenance import watch_vault
+
+    def on_sync(report: Any) -> None:
+        if json_:
+            click.echo(json.dumps(report.to_json(), ensure_ascii=False))
+        else:
+            for path in report.added + report.changed:
+                click.echo(f"indexed {path}", err=True)
+            for path in report.deleted:
+                click.echo(f"removed {path}", err=True)
+        touched = set(report.added) | set(report.changed)
+        warn_problems(p for p in report.problems if p.path in touched)
+
+    def on_error(error: Exception) -> None:
+        warn(str(error))
+
+    click.echo(f"Watching {vault.root} (Ctrl-C to stop)", err=True)
+    watch_vault(vault, polling=polling, reconcile_seconds=reconcile_seconds,
+                on_sync=on_sync, on_error=on_error)
+    click.echo("Stopped.", err=True)
+
+
+def _date_option(name: str, help_text: str) -> Callable[[F], F]:
+    return click.option(name, metavar="DATE", help=help_text)
+
+
+def _parse_date(value: str | None, option: str) -> Any:
+    from memkit.timeutil import parse_when
+
+    if value is None:
+        return None
+    moment = parse_when(value)
+    if moment is None:
+        raise click.BadParameter(
+            f"{value!r} is not a date (try 2026-11-01, 2026-11-01T09:00Z, today, 7d)",
+            param_hint=option,
+        )
+    return moment
+
+
+def highlight(snippet: str, ranges: list[tuple[int, int]]) -> str:
+    out, last = [], 0
+    for start, end in sorted(ranges):
+        out.append(snippet[last:start])
+        out.append(click.style(snippet[start:end], bold=True, fg="yellow"))
+        last = end
+    out.append(snippet[last:])
+    return "".join(out)
+
+
+def hit_json(hit: Any) -> dict[str, Any]:
+    data = {
+        "id": hit.record_id, "type": hit.type, "path": hit.path, "title": hit.title,
+        "score": round(hit.score, 4), "snippet": hit.snippet, "line": hit.line,
+        "tags": hit.tags, "importance": hit.importance,
+        "created": hit.created.strftime("%Y-%m-%dT%H:%M:%SZ") if hit.created else None,
+        "updated": hit.updated.strftime("%Y-%m-%dT%H:%M:%SZ") if hit.updated else None,
+        "fuzzy": hit.fuzzy,
+    }
+    if hit.message_id:
+        data.update(message_id=hit.message_id, session=hit.session, speaker=hit.speaker)
+    return data
+
+
+@cli.command()
+@click.argument("query", nargs=-1, required=True)
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="How many results.")
+@click.option("--type", "types", multiple=True, type=click.Choice(RECORD_TYPES),
+              help="Only this type; repeat for more.")
+@click.option("--tag", "tags", multiple=True, help="Only records with this tag; repeat for more.")
+@_date_option("--since", "Only records updated on or after DATE.")
+@_date_option("--until", "Only records updated on or before DATE.")
+@click.option("--all", "include_hidden", is_flag=True, help="Include expired and superseded records.")
+@click.option("--no-sync", is_flag=True, help="Do not sync first, even if files changed.")
+@json_option
+@pass_vault
+def search(
+    vault: Vault, query: tuple[str, ...], k: int, types: tuple[str, ...], tags: tuple[str, ...],
+    since: str | None, until: str | None, include_hidden: bool, no_sync: bool, json_: bool,
+) -> None:
+    """Search the vault (free text, "phrases", type:T, tag:T)."""
+    text = " ".join(query)
+    since_at, until_at = _parse_date(since, "--since"), _parse_date(until, "--until")
+    index = open_index(vault)
+    try:
+        result, stale = index.search(
+            text, k=k, types=types, tags=tags, since=since_at, until=until_at,
+            include_hidden=include_hidden, sync=not no_sync,
+        )
+        if no_sync:
+            stale = index.is_stale()
+    finally:
+        index.close()
+    if stale:
+        warn("the index is out of date with the files (another process is updating it); "
+             "results may miss recent changes: run `memkit sync`")
+    if json_:
+        emit_json({"query": text, "total": result.total, "stale": stale,
+                   "hits": [hit_json(hit) for hit in result.hits]})
+        return
+    if not result.hits:
+        click.echo("No matches.", err=True)
+    for hit in result.hits:
+        where = f"{hit.path}:{hit.line}"
+        fuzzy = " (fuzzy)" if hit.fuzzy else ""
+        click.echo(f"{click.style(where, fg='cyan')}  {hit.type}  {hit.title}{fuzzy}  [{hit.score:.3f}]")
+        snippet = " ".join(highlight(hit.snippet, hit.highlights).split())
+        click.echo(f"    {snippet}")
+
+
+@cli.command()
+@json_option
+@pass_vault
+def status(vault: Vault, json_: bool) -> None:
+    """Record counts, index freshness, files that failed to parse, watcher."""
+    from memkit.maintenance import vault_status
+
+    info = vault_status(vault)
+    if json_:
+        emit_json(info)
+        return
+    click.echo(f"vault: {info['vault']}")
+    counts = ", ".join(f"{n} {t}" for t, n in info["counts"].items()) or "none"
+    click.echo(f"records: {info['records']} ({counts})")
+    index = info["index"]
+    freshness = "up to date" if index["fresh"] else (
+        f"stale: {index['changed']} changed, {index['deleted']} deleted since the last sync")
+    click.echo(f"index: {index['documents']} documents, {freshness}")
+    watcher = info["watcher"]
+    click.echo("watcher: " + (f"running (pid {watcher['pid']})" if watcher["running"] else "not running"))
+    for problem in info["problems"]:
+        click.echo(f"problem: {problem['path']}:{problem['line']}: {problem['message']}")
 
 
 def main() -> None:

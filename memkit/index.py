@@ -249,7 +249,9 @@ class SearchIndex:
     def _remove_stale_entries(self) -> None:
         for entry in self.directory.iterdir():
             if entry.is_dir() and _VERSION_DIR.match(entry.name):
-                shutil.rmtree(entry, ignore_errors=True)
+                # Only a folder that holds an index: a person's own "v2" folder stays.
+                if (entry / "meta.json").exists():
+                    shutil.rmtree(entry, ignore_errors=True)
             elif entry.is_file() and _TANTIVY_FILE.match(entry.name):
                 entry.unlink(missing_ok=True)
 

@@ -271,7 +271,8 @@ def parse_record(data: bytes, path: str) -> Record:
 
 # --- writing ----------------------------------------------------------------------------------
 
-_PLAIN_STRING = re.compile(r"^[A-Za-z0-9_][\w .,'()/@+&?!-]*$", re.UNICODE)
+# Characters safe in a plain (unquoted) YAML scalar, in block and flow context alike.
+_PLAIN_STRING = re.compile(r"^[A-Za-z0-9_][\w .'()/@+&?!-]*$", re.UNICODE)
 _MAX_FLOW_WIDTH = 80
 
 
@@ -322,12 +323,6 @@ def dump_key(key: str, value: Any, indent: int = 0) -> list[str]:
     """YAML lines for one key, the way memkit writes it (flow style when short)."""
     pad = " " * indent
     if _is_scalar(value):
-        if isinstance(value, str) and "\n" in value:
-            body = value if value.endswith("\n") else value + "\n"
-            chomp = "" if value.endswith("\n") else "-"
-            lines = [f"{pad}{_scalar(key)}: |{chomp}"]
-            lines += [f"{pad}  {line}" if line else "" for line in body[:-1].split("\n")]
-            return lines
         return [f"{pad}{_scalar(key)}: {_scalar(value)}"]
     flow = _flow(value)
     if flow is not None and (len(pad) + len(key) + len(flow) + 2) <= 100:

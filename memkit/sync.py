@@ -118,6 +118,7 @@ class VaultIndex:
         self.lock_timeout = lock_timeout
         self._index: SearchIndex | None = None
         self._manifest: dict[str, FileState] | None = None
+        self._manifest_mtime = 0
 
     # --- state files ---------------------------------------------------------------------
 
@@ -137,14 +138,23 @@ class VaultIndex:
             self._index = None
 
     def load_manifest(self) -> dict[str, FileState]:
+        """The manifest (path -> FileState); cached while the file on disk is unchanged."""
+        try:
+            mtime = self.manifest_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return {}
+        if self._manifest is not None and self._manifest_mtime == mtime:
+            return dict(self._manifest)
         try:
             data = json.loads(self.manifest_path.read_text("utf-8"))
             if data.get("version") != MANIFEST_VERSION or data.get("index_schema") != SCHEMA_VERSION:
                 return {}
-            return {path: FileState.from_list(row) for path, row in data["files"].items()}
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
-            # A missing or damaged manifest is derived state: rebuild from the files.
+            files = {path: FileState.from_list(row) for path, row in data["files"].items()}
+        except (ValueError, KeyError, TypeError):
+            # A damaged manifest is derived state: the next sync rebuilds from the files.
             return {}
+        self._manifest, self._manifest_mtime = files, mtime
+        return dict(files)
 
     def _save_manifest(self, files: dict[str, FileState]) -> None:
         data = {
@@ -155,6 +165,7 @@ class VaultIndex:
         temp = self.manifest_path.with_suffix(".json.tmp")
         temp.write_text(json.dumps(data, separators=(",", ":")), "utf-8")
         os.replace(temp, self.manifest_path)
+        self._manifest, self._manifest_mtime = dict(files), self.manifest_path.stat().st_mtime_ns
 
     @contextlib.contextmanager
     def lock(self, timeout: float | None = None) -> Iterator[None]:
@@ -226,6 +237,33 @@ class VaultIndex:
         gone = [path for path in manifest if path not in stats]
         return stats, manifest, to_read, gone
 
+    def targeted_changes(
+        self, manifest: dict[str, FileState], paths: Sequence[str], directories: Sequence[str]
+    ) -> tuple[dict[str, tuple[int, int]], list[str], list[str]]:
+        """Like `changes` but only for the given paths and folders (what a watcher saw)."""
+        candidates = set(paths)
+        for directory in directories:
+            prefix = directory.rstrip("/") + "/"
+            candidates.update(p for p in manifest if p.startswith(prefix))
+            for folder, _subdirs, files in os.walk(self.vault.root / directory):
+                base = Path(folder).relative_to(self.vault.root).as_posix()
+                candidates.update(f"{base}/{name}" for name in files)
+        stats: dict[str, tuple[int, int]] = {}
+        for relpath in candidates:
+            if not is_record_path(relpath):
+                continue
+            try:
+                stat = (self.vault.root / relpath).stat()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            stats[relpath] = (stat.st_mtime_ns, stat.st_size)
+        to_read = [
+            path for path, (mtime, size) in stats.items()
+            if (state := manifest.get(path)) is None or state.mtime_ns != mtime or state.size != size
+        ]
+        gone = [path for path in candidates if path not in stats and path in manifest]
+        return stats, to_read, gone
+
     def is_stale(self) -> bool:
         _stats, manifest, to_read, gone = self.changes()
         return bool(to_read or gone) or (not manifest and bool(_stats)) or self.index.rebuilt
@@ -258,19 +296,35 @@ class VaultIndex:
                     progress(min(done, total), total)
         return results
 
-    def sync(self, *, full: bool = False, progress: Progress | None = None,
-             lock_timeout: float | None = None) -> SyncReport:
-        """Bring the index in line with the files; `full` rebuilds it from scratch."""
+    def sync(
+        self,
+        *,
+        full: bool = False,
+        paths: Sequence[str] | None = None,
+        directories: Sequence[str] = (),
+        progress: Progress | None = None,
+        lock_timeout: float | None = None,
+    ) -> SyncReport:
+        """Bring the index in line with the files.
+
+        `full` rebuilds from scratch; `paths`/`directories` limit the look to what a watcher saw
+        change (otherwise every file is stat-ed and compared with the manifest).
+        """
         started = time.monotonic()
         with self.lock(lock_timeout):
             report = SyncReport()
-            stats, manifest, to_read, gone = self.changes()
+            manifest = self.load_manifest()
             if self.index.rebuilt or not manifest:
                 full = True
+            if not full and (paths is not None or directories):
+                stats, to_read, gone = self.targeted_changes(manifest, paths or (), directories)
+                total = len(manifest) - len(gone) + len([p for p in stats if p not in manifest])
+            else:
+                stats, manifest, to_read, gone = self.changes()
+                total = len(stats)
             if full:
                 report.rebuilt = True
                 to_read, gone, manifest = sorted(stats), [], {}
-            unchanged_candidates = [p for p in to_read if p in manifest]
             parsed = self._parse_many(to_read, progress)
             new_manifest = dict(manifest)
             for path in gone:
@@ -290,8 +344,7 @@ class VaultIndex:
             for path in vanished:
                 new_manifest.pop(path, None)
             report.deleted = sorted(set(gone) | {p for p in vanished if p in manifest})
-            report.unchanged = len(stats) - len(report.added) - len(report.changed)
-            del unchanged_candidates
+            report.unchanged = total - len(report.added) - len(report.changed)
             # A deleted file whose content reappeared elsewhere is a move (approval, rename).
             gone_hashes = {manifest[p].sha256: p for p in report.deleted if p in manifest}
             for path in report.added:
@@ -303,7 +356,7 @@ class VaultIndex:
             elif upserts or report.deleted or reindexed:
                 self.index.update(upserts, [*report.deleted, *reindexed])
             self._save_manifest(new_manifest)
-            self._manifest = new_manifest
+            self.index.rebuilt = False
         report.problems = self.problems(new_manifest)
         report.proposals_in_stores = sorted(
             path for path, state in new_manifest.items()

@@ -361,6 +361,8 @@ class Vault:
     ) -> Record:
         """Write a new record file and return it. Never overwrites an existing file."""
         folder = folder_for_type(record_type)
+        if "\x00" in body:
+            raise UsageError("the text contains NUL bytes; a record is Markdown text")
         check_text(f"{title or ''}\n{body}", allow_secrets=allow_secrets)
         if extra:
             check_text("\n".join(str(v) for v in extra.values()), allow_secrets=allow_secrets)

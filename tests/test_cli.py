@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from memkit import __version__
@@ -84,10 +85,9 @@ def test_usage_errors_exit_2(run: Runner) -> None:
     assert run.run("nonsense").exit_code == 2
 
 
-def test_no_vault_is_a_clear_error(tmp_path: Path, monkeypatch: object) -> None:
-    runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        result = runner.invoke(cli, ["list"])
+def test_no_vault_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["list"])
     assert result.exit_code == 1
     assert "memkit init" in result.stderr
 

@@ -140,7 +140,7 @@ def test_scan_skips_bad_files_and_reports_them(vault: Vault) -> None:
         "allowed in this context (a value containing ': ' must be quoted)",
         "memory/long-term/empty.md:1: empty file: a record starts with '---', YAML "
         "front-matter, '---'",
-        "memory/long-term/latin1.md:2: not UTF-8 text (byte 0xe9 at offset 15); save the file "
+        "memory/long-term/latin1.md:2: not UTF-8 text (byte 0xe9 at offset 14); save the file "
         "as UTF-8",
     ]
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

@@ -1,0 +1,97 @@
+"""Keeping a vault in order: sync plus finalising approvals-by-move, status, the watch loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from memkit.sync import Progress, SyncReport, VaultIndex
+from memkit.vault import Vault
+
+
+def finalise_moved_proposals(vault: Vault, report: SyncReport) -> list[str]:
+    """Proposals a person moved into a store folder are approvals: finalise them."""
+    if not report.proposals_in_stores:
+        return []
+    from memkit.learning import Learning
+
+    learning = Learning(vault)
+    return [learning.finalise_moved(path) for path in report.proposals_in_stores]
+
+
+def refresh(
+    vault: Vault,
+    *,
+    full: bool = False,
+    progress: Progress | None = None,
+    vault_index: VaultIndex | None = None,
+) -> SyncReport:
+    """Sync the index with the files, finalise approvals that arrived by moving a file, and
+    sync again so the index shows the finalised entries."""
+    own_index = vault_index is None
+    index = vault_index or VaultIndex(vault)
+    try:
+        report = index.sync(full=full, progress=progress)
+        if report.proposals_in_stores and finalise_moved_proposals(vault, report):
+            again = index.sync()
+            report.changed = sorted(set(report.changed) | set(again.changed) | set(again.added))
+            report.problems = again.problems
+            report.proposals_in_stores = again.proposals_in_stores
+        return report
+    finally:
+        if own_index:
+            index.close()
+
+
+def vault_status(vault: Vault) -> dict[str, Any]:
+    index = VaultIndex(vault)
+    try:
+        stats, manifest, to_read, gone = index.changes()
+        counts: dict[str, int] = {}
+        for state in manifest.values():
+            if state.type:
+                counts[state.type] = counts.get(state.type, 0) + 1
+        watcher = index.watcher_info()
+        return {
+            "vault": str(vault.root),
+            "records": sum(counts.values()),
+            "counts": dict(sorted(counts.items())),
+            "index": {
+                "documents": index.index.doc_count(),
+                "fresh": not to_read and not gone and bool(manifest or not stats),
+                "changed": len(to_read),
+                "deleted": len(gone),
+                "files": len(stats),
+            },
+            "problems": [p.to_json() for p in index.problems(manifest)],
+            "watcher": {"running": watcher is not None, **(watcher or {})},
+        }
+    finally:
+        index.close()
+
+
+def watch_vault(
+    vault: Vault,
+    *,
+    polling: bool = False,
+    reconcile_seconds: float = 60.0,
+    on_sync: Callable[[SyncReport], None] | None = None,
+    on_error: Callable[[Exception], None] | None = None,
+) -> None:
+    """Run the watcher in the foreground until Ctrl-C."""
+    from memkit.watcher import Watcher
+
+    index = VaultIndex(vault)
+
+    def after_sync(report: SyncReport) -> None:
+        if report.proposals_in_stores:
+            finalise_moved_proposals(vault, report)
+        if on_sync is not None:
+            on_sync(report)
+
+    watcher = Watcher(index, polling=polling, reconcile_seconds=reconcile_seconds,
+                      on_sync=after_sync, on_error=on_error)
+    try:
+        watcher.run_forever()
+    finally:
+        index.close()

@@ -1,0 +1,250 @@
+"""`memkit watch`: a watchdog observer that keeps the index fresh as files change on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from memkit.errors import MemkitError
+from memkit.sync import WATCHER_FILE, SyncReport, VaultIndex
+from memkit.vault import RECORD_ROOTS, is_temporary_name
+
+log = logging.getLogger("memkit.watcher")
+
+
+class _OverflowSpotter(logging.Handler):
+    """watchdog only *logs* an inotify queue overflow; this turns that log line into a signal."""
+
+    def __init__(self, on_overflow: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.on_overflow = on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.on_overflow()
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        paths = [os.fsdecode(event.src_path)]
+        if getattr(event, "dest_path", ""):
+            paths.append(os.fsdecode(event.dest_path))
+        self.watcher.notice(paths, is_directory=event.is_directory)
+
+
+class Watcher:
+    """Coalesces file events, waits for quiet, then syncs just the paths that changed.
+
+    Reconciles the whole vault at start, every `reconcile_seconds`, and after an inotify
+    overflow (whose lost events are never delivered).
+    """
+
+    def __init__(
+        self,
+        vault_index: VaultIndex,
+        *,
+        quiet_seconds: float = 0.1,
+        max_delay_seconds: float = 1.0,
+        reconcile_seconds: float = 60.0,
+        polling: bool = False,
+        on_sync: Callable[[SyncReport], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        self.vault_index = vault_index
+        self.root = vault_index.vault.root
+        self.quiet_seconds = quiet_seconds
+        self.max_delay_seconds = max_delay_seconds
+        self.reconcile_seconds = reconcile_seconds
+        self.polling = polling
+        self.on_sync = on_sync
+        self.on_error = on_error
+        self.using_polling = False
+        self._pending: set[str] = set()
+        self._pending_dirs: set[str] = set()
+        self._full_pending = False
+        self._first_event = 0.0
+        self._last_event = 0.0
+        self._condition = threading.Condition()
+        self._stop = threading.Event()
+        self._observer: BaseObserver | None = None
+        self._thread: threading.Thread | None = None
+        self._spotter = _OverflowSpotter(self.request_reconcile)
+        self.syncs = 0
+
+    # --- events in ---------------------------------------------------------------------------
+
+    def _relevant(self, relpath: str) -> bool:
+        parts = relpath.split("/")
+        return bool(parts) and parts[0] in RECORD_ROOTS and not any(
+            part.startswith(".") and part != "." for part in parts[:-1]
+        )
+
+    def notice(self, paths: list[str], *, is_directory: bool = False) -> None:
+        now = time.monotonic()
+        prefix = str(self.root) + os.sep
+        with self._condition:
+            for path in paths:
+                if not path.startswith(prefix):
+                    continue
+                relpath = path[len(prefix) :].replace(os.sep, "/")
+                if not self._relevant(relpath):
+                    continue
+                if is_directory:
+                    self._pending_dirs.add(relpath)
+                elif relpath.endswith(".md") and not is_temporary_name(relpath.rsplit("/", 1)[-1]):
+                    self._pending.add(relpath)
+                else:
+                    continue  # an editor's scratch file: its rename onto the real name arrives too
+                if not self._first_event:
+                    self._first_event = now
+                self._last_event = now
+            self._condition.notify()
+
+    def request_reconcile(self) -> None:
+        with self._condition:
+            self._full_pending = True
+            self._first_event = self._first_event or time.monotonic()
+            self._last_event = time.monotonic()
+            self._condition.notify()
+
+    # --- the worker ----------------------------------------------------------------------------
+
+    def _take_batch(self) -> tuple[set[str], set[str], bool] | None:
+        """Wait until events have gone quiet (or waited too long); None when stopping."""
+        with self._condition:
+            next_reconcile = time.monotonic() + self.reconcile_seconds
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now >= next_reconcile:
+                    self._full_pending = True
+                    self._first_event = self._first_event or now
+                    self._last_event = 0.0
+                has_work = self._pending or self._pending_dirs or self._full_pending
+                if has_work:
+                    quiet_for = now - self._last_event
+                    waited = now - self._first_event
+                    if quiet_for >= self.quiet_seconds or waited >= self.max_delay_seconds:
+                        batch = (self._pending, self._pending_dirs, self._full_pending)
+                        self._pending, self._pending_dirs = set(), set()
+                        self._full_pending = False
+                        self._first_event = 0.0
+                        return batch
+                    timeout = max(0.005, min(self.quiet_seconds - quiet_for,
+                                             self.max_delay_seconds - waited))
+                else:
+                    timeout = min(5.0, max(0.01, next_reconcile - now))
+                self._condition.wait(timeout)
+                self._heartbeat()
+        return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = self._take_batch()
+            if batch is None:
+                return
+            paths, directories, full = batch
+            try:
+                if full:
+                    report = self.vault_index.sync()
+                else:
+                    report = self.vault_index.sync(paths=sorted(paths), directories=sorted(directories))
+                self.syncs += 1
+                if self.on_sync is not None and (report.touched or report.proposals_in_stores):
+                    self.on_sync(report)
+            except (MemkitError, OSError) as error:
+                # Never die on one bad sync: say so and reconcile everything on the next round.
+                log.warning("sync failed: %s", error)
+                if self.on_error is not None:
+                    self.on_error(error)
+                with self._condition:
+                    self._full_pending = True
+                    self._first_event = time.monotonic()
+                    self._last_event = time.monotonic()
+                self._stop.wait(1.0)
+
+    def _heartbeat(self) -> None:
+        info = {"pid": os.getpid(), "heartbeat": time.time(), "polling": self.using_polling}
+        path = self.vault_index.vault.state_dir / WATCHER_FILE
+        with contextlib.suppress(OSError):
+            temp = path.with_suffix(".tmp")
+            temp.write_text(json.dumps(info))
+            os.replace(temp, path)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start observing; reconcile once first so that nothing that changed while no watcher
+        ran is missed."""
+        self.vault_index.sync()
+        for folder in RECORD_ROOTS:
+            (self.root / folder).mkdir(exist_ok=True)
+        logging.getLogger("watchdog").addHandler(self._spotter)
+        self._observer = self._make_observer()
+        self._heartbeat()
+        self._thread = threading.Thread(target=self._run, name="memkit-watch-sync", daemon=True)
+        self._thread.start()
+
+    def _make_observer(self) -> BaseObserver:
+        if not self.polling:
+            observer: BaseObserver = Observer()
+            try:
+                observer.schedule(_Handler(self), str(self.root), recursive=True)
+                observer.start()
+                return observer
+            except OSError as error:
+                # inotify watch or instance limit reached (errno 28 / 24): poll instead.
+                log.warning("inotify unavailable (%s); falling back to polling", error)
+                with contextlib.suppress(Exception):
+                    observer.stop()
+        self.using_polling = True
+        polling = PollingObserver(timeout=1.0)
+        polling.schedule(_Handler(self), str(self.root), recursive=True)
+        polling.start()
+        return polling
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._condition:
+            self._condition.notify_all()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        logging.getLogger("watchdog").removeHandler(self._spotter)
+        with contextlib.suppress(FileNotFoundError):
+            (self.vault_index.vault.state_dir / WATCHER_FILE).unlink()
+
+    def __enter__(self) -> Watcher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def run_forever(self) -> None:
+        """Block until interrupted (Ctrl-C), then stop cleanly."""
+        self.start()
+        try:
+            while not self._stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+

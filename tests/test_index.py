@@ -1,0 +1,697 @@
+"""The Tantivy search index, against a real index on disk: writes, filters, ranking, locking."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import memkit.index as index_module
+from memkit.errors import IndexError_, LockTimeout
+from memkit.index import SCHEMA_VERSION, IndexDoc, RankWeights, SearchIndex
+
+REPO = Path(__file__).resolve().parent.parent
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def doc(key: str, text: str = "", **fields: object) -> IndexDoc:
+    path = key.split("#", 1)[0]
+    values: dict[str, object] = {
+        "key": key,
+        "path": path,
+        "record_id": path.rsplit("/", 1)[-1].removesuffix(".md"),
+        "type": "long-term",
+        "title": "",
+        "text": text,
+        "message_id": key.split("#", 1)[1] if "#" in key else "",
+    }
+    values.update(fields)
+    return IndexDoc(**values)  # type: ignore[arg-type]
+
+
+def keys(index: SearchIndex, query: str, **kwargs: object) -> list[str]:
+    kwargs.setdefault("now", NOW)
+    return [hit.key for hit in index.search(query, **kwargs).hits]  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[SearchIndex]:
+    opened = SearchIndex(tmp_path / "index")
+    yield opened
+    opened.close()
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+# --------------------------------------------------------------------- opening, rebuild
+
+
+def test_a_new_index_asks_for_a_rebuild_and_a_built_one_does_not(tmp_path: Path) -> None:
+    first = SearchIndex(tmp_path / "index")
+    assert first.rebuilt
+    assert first.replace_all([doc("a.md", "apples")]) == 1
+    first.close()
+    again = SearchIndex(tmp_path / "index")
+    assert not again.rebuilt
+    assert again.doc_count() == 1
+
+
+def test_a_first_build_that_never_finished_still_asks_for_a_rebuild(tmp_path: Path) -> None:
+    # Only replace_all marks an index complete; updates alone do not.
+    first = SearchIndex(tmp_path / "index")
+    first.update([doc("a.md", "apples")], [])
+    first.close()
+    assert SearchIndex(tmp_path / "index").rebuilt
+
+
+def test_a_schema_version_change_rebuilds_instead_of_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "index"
+    old = SearchIndex(directory)
+    old.replace_all([doc("a.md", "apples")])
+    old.close()
+    # Not ours: a rebuild must leave them alone.
+    (directory / "notes.md").write_text("a note")
+    (directory / "v99").mkdir()
+    (directory / "v99" / "keep.md").write_text("a note")
+
+    monkeypatch.setattr(index_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    new = SearchIndex(directory)
+    assert new.rebuilt
+    assert new.doc_count() == 0
+    assert not (directory / f"v{SCHEMA_VERSION}").exists()
+    assert (directory / "notes.md").exists()
+    assert (directory / "v99" / "keep.md").exists()
+    new.replace_all([doc("b.md", "bananas")])
+    assert keys(new, "bananas") == ["b.md"]
+
+
+def test_an_unreadable_index_is_wiped_and_rebuilt(tmp_path: Path) -> None:
+    directory = tmp_path / "index"
+    first = SearchIndex(directory)
+    first.replace_all([doc("a.md", "apples")])
+    first.close()
+    (directory / f"v{SCHEMA_VERSION}" / "meta.json").write_text("{ not json")
+    again = SearchIndex(directory)
+    assert again.rebuilt
+    assert again.doc_count() == 0
+    again.update([doc("a.md", "apples")], [])
+    assert keys(again, "apples") == ["a.md"]
+
+
+def test_a_closed_index_says_so(index: SearchIndex) -> None:
+    index.close()
+    with pytest.raises(IndexError_, match="closed"):
+        index.search("anything")
+
+
+# --------------------------------------------------------------------- writing
+
+
+def test_replace_all_then_search(index: SearchIndex) -> None:
+    count = index.replace_all(
+        doc(f"notes/{i}.md", f"note number {i} about {'cats' if i % 2 else 'dogs'}")
+        for i in range(20)
+    )
+    assert count == 20
+    assert index.doc_count() == 20
+    result = index.search("cats", k=3, now=NOW)
+    assert result.total == 10
+    assert len(result.hits) == 3
+    # Everything goes on replace: the old documents do not linger.
+    index.replace_all([doc("only.md", "cats")])
+    assert index.doc_count() == 1
+    assert keys(index, "cats") == ["only.md"]
+
+
+def test_update_adds_replaces_and_deletes_by_path(index: SearchIndex) -> None:
+    index.update([doc("a.md", "red apples"), doc("b.md", "yellow bananas")], [])
+    assert keys(index, "apples") == ["a.md"]  # read-your-writes, no polling delay
+
+    index.update([doc("a.md", "green pears")], [])
+    assert keys(index, "apples") == []
+    assert keys(index, "pears") == ["a.md"]
+    assert index.doc_count() == 2
+
+    index.update([], ["b.md"])
+    assert keys(index, "bananas") == []
+    assert index.doc_count() == 1
+    index.update([], [])  # nothing to do is not an error
+    assert index.doc_count() == 1
+
+
+def test_message_docs_go_with_their_path(index: SearchIndex) -> None:
+    day = "episodic/2025-06-01.md"
+    messages = [doc(f"{day}#m{i}", f"message {i} mentions kiwis") for i in range(3)]
+    index.update([*messages, doc("other.md", "kiwis too")], [])
+    assert sorted(keys(index, "kiwis")) == sorted([*(m.key for m in messages), "other.md"])
+
+    # The day file was rewritten with two messages: the third must not linger.
+    index.update(messages[:2], [])
+    assert sorted(keys(index, "kiwis")) == sorted([f"{day}#m0", f"{day}#m1", "other.md"])
+
+    index.update([], [day])
+    assert keys(index, "kiwis") == ["other.md"]
+
+
+def test_a_later_duplicate_key_wins(index: SearchIndex) -> None:
+    assert index.replace_all([doc("a.md", "first version"), doc("a.md", "second version")]) == 1
+    assert index.doc_count() == 1
+    assert keys(index, "first") == []
+    assert keys(index, "second") == ["a.md"]
+
+
+def test_a_failing_batch_commits_nothing_and_frees_the_lock(index: SearchIndex) -> None:
+    index.replace_all([doc("a.md", "apples")])
+
+    def broken() -> Iterator[IndexDoc]:
+        yield doc("b.md", "bananas")
+        raise RuntimeError("parse error half-way")
+
+    with pytest.raises(RuntimeError, match="half-way"):
+        index.replace_all(broken())
+    assert keys(index, "apples") == ["a.md"]
+    assert keys(index, "bananas") == []
+    index.update([doc("c.md", "cherries")], [])  # the writer lock was released
+    assert keys(index, "cherries") == ["c.md"]
+
+
+def test_hit_fields_round_trip(index: SearchIndex) -> None:
+    created = datetime(2025, 5, 1, 8, 30, tzinfo=timezone.utc)
+    updated = datetime(2025, 5, 2, 9, 45, 12, 345678, tzinfo=timezone.utc)
+    index.update(
+        [
+            doc(
+                "episodic/day.md#m7",
+                "The user said mangoes are best.",
+                record_id="ep-1",
+                type="episodic",
+                title="Monday",
+                tags=["Fruit", "food"],
+                created=created,
+                updated=updated,
+                importance=0.8,
+                line=42,
+                session="s-9",
+                speaker="user",
+            )
+        ],
+        [],
+    )
+    [hit] = index.search("mangoes", now=NOW).hits
+    assert (hit.key, hit.path, hit.record_id, hit.type, hit.title) == (
+        "episodic/day.md#m7",
+        "episodic/day.md",
+        "ep-1",
+        "episodic",
+        "Monday",
+    )
+    assert (hit.message_id, hit.session, hit.speaker, hit.line) == ("m7", "s-9", "user", 42)
+    assert hit.tags == ["Fruit", "food"]
+    assert hit.importance == pytest.approx(0.8)
+    assert hit.created == created
+    assert hit.updated == updated
+    assert not hit.fuzzy
+    assert hit.bm25 > 0
+
+
+# --------------------------------------------------------------------- filters and hiding
+
+
+@pytest.fixture
+def filtered(index: SearchIndex) -> SearchIndex:
+    index.replace_all(
+        [
+            doc("i1.md", "plans for the trip", type="insight", tags=["Travel"], created=NOW - timedelta(days=40)),
+            doc("i2.md", "plans for dinner", type="insight", tags=["food", "travel"], created=NOW - timedelta(days=5)),
+            doc("e1.md", "plans for Paris", type="entity", tags=["travel"], created=NOW - timedelta(days=2),
+                updated=NOW - timedelta(hours=1)),
+            doc("d1.md", "plans without a date", type="decision"),
+        ]
+    )  # fmt: skip
+    return index
+
+
+def test_type_filters(filtered: SearchIndex) -> None:
+    assert sorted(keys(filtered, "plans", types=["insight"])) == ["i1.md", "i2.md"]
+    assert sorted(keys(filtered, "plans", types=["insight", "entity"])) == ["e1.md", "i1.md", "i2.md"]
+    assert keys(filtered, "plans", types="entity") == ["e1.md"]  # a lone string is one type
+    assert sorted(keys(filtered, "type:insight plans")) == ["i1.md", "i2.md"]
+    assert keys(filtered, "plans type:Entity") == ["e1.md"]
+    # Keyword and inline filters both apply.
+    assert keys(filtered, "type:entity plans", types=["insight"]) == []
+
+
+def test_tag_filters_are_case_insensitive_and_all_must_match(filtered: SearchIndex) -> None:
+    assert sorted(keys(filtered, "plans", tags=["travel"])) == ["e1.md", "i1.md", "i2.md"]
+    assert sorted(keys(filtered, "plans", tags=["#TRAVEL", "food"])) == ["i2.md"]
+    assert keys(filtered, "tag:food plans") == ["i2.md"]
+    assert sorted(keys(filtered, "tag:travel")) == ["e1.md", "i1.md", "i2.md"]
+
+
+def test_unknown_field_prefixes_are_plain_text(filtered: SearchIndex) -> None:
+    assert keys(filtered, "foo:paris") == ["e1.md"]
+
+
+def test_since_and_until_use_updated_then_created(filtered: SearchIndex) -> None:
+    week_ago = NOW - timedelta(days=7)
+    assert sorted(keys(filtered, "plans", since=week_ago)) == ["e1.md", "i2.md"]
+    assert keys(filtered, "plans", until=week_ago) == ["i1.md"]
+    # e1 was created 2 days ago but updated 1 hour ago: `updated` decides.
+    assert keys(filtered, "plans", since=NOW - timedelta(hours=2)) == ["e1.md"]
+    assert keys(filtered, "plans", since=NOW - timedelta(days=3), until=NOW - timedelta(days=1)) == []
+    assert filtered.search("plans", since=NOW, until=week_ago).total == 0
+    # Naive datetimes are read as UTC.
+    naive = (NOW - timedelta(hours=2)).replace(tzinfo=None)
+    assert keys(filtered, "plans", since=naive) == ["e1.md"]
+
+
+def test_expired_and_superseded_are_hidden_unless_asked(index: SearchIndex) -> None:
+    index.replace_all(
+        [
+            doc("live.md", "olive oil"),
+            doc("expired.md", "olive tree", expires=NOW - timedelta(days=1)),
+            doc("later.md", "olive branch", expires=NOW + timedelta(days=1)),
+            doc("old.md", "olive green", superseded=True),
+        ]
+    )
+    result = index.search("olive", now=NOW)
+    assert sorted(h.key for h in result.hits) == ["later.md", "live.md"]
+    assert result.total == 2
+    everything = index.search("olive", now=NOW, include_hidden=True)
+    assert everything.total == 4
+    # `now` decides what has expired.
+    assert "later.md" not in keys(index, "olive", now=NOW + timedelta(days=2))
+    # Browsing with an empty query hides the same documents.
+    assert sorted(keys(index, "")) == ["later.md", "live.md"]
+
+
+# --------------------------------------------------------------------- ranking
+
+
+def test_importance_orders_equal_text(index: SearchIndex) -> None:
+    index.replace_all(
+        [doc("low.md", "walnut cake", importance=0.1), doc("high.md", "walnut cake", importance=0.9)]
+    )
+    assert keys(index, "walnut") == ["high.md", "low.md"]
+    assert keys(index, "walnut", weights=RankWeights(importance=-1.0)) == ["low.md", "high.md"]
+
+
+def test_recency_orders_equal_text(index: SearchIndex) -> None:
+    index.replace_all(
+        [
+            doc("old.md", "hazelnut", created=NOW - timedelta(days=90)),
+            doc("new.md", "hazelnut", created=NOW - timedelta(days=1)),
+        ]
+    )
+    result = index.search("hazelnut", now=NOW)
+    assert [h.key for h in result.hits] == ["new.md", "old.md"]
+    new, old = result.hits
+    assert new.bm25 == pytest.approx(old.bm25)
+    # score = bm25/top + 0.3 * importance + 0.2 * 2^(-age/30)
+    assert new.score == pytest.approx(1 + 0.3 * 0.5 + 0.2 * 2 ** (-1 / 30))
+    assert old.score == pytest.approx(1 + 0.3 * 0.5 + 0.2 * 2 ** (-90 / 30))
+
+
+def test_text_relevance_beats_small_importance_differences(index: SearchIndex) -> None:
+    index.replace_all(
+        [
+            doc("title.md", "something else", title="Pistachio", importance=0.4),
+            doc("passing.md", "a long note that mentions pistachio once " + "filler " * 50,
+                importance=0.6),
+        ]
+    )  # fmt: skip
+    assert keys(index, "pistachio") == ["title.md", "passing.md"]
+
+
+def test_exact_hits_suppress_the_fuzzy_fallback(index: SearchIndex) -> None:
+    index.replace_all([doc("coffee.md", "coffee beans"), doc("toffee.md", "toffee sweets")])
+    result = index.search("coffee", now=NOW)
+    assert [h.key for h in result.hits] == ["coffee.md"]  # toffee is one edit away, not shown
+    assert not result.hits[0].fuzzy
+
+
+def test_the_fuzzy_fallback_finds_a_typo_and_says_so(index: SearchIndex) -> None:
+    index.replace_all([doc("coffee.md", "Café noir: strong coffee beans"), doc("tea.md", "green tea")])
+    result = index.search("cofee", now=NOW)
+    assert [h.key for h in result.hits] == ["coffee.md"]
+    hit = result.hits[0]
+    assert hit.fuzzy
+    assert "coffee" in [hit.snippet[s:e] for s, e in hit.highlights]
+    # The last word is matched as a prefix: a half-typed word finds the note.
+    assert keys(index, "strong cof") == ["coffee.md"]
+
+
+def test_k_limits_hits_but_total_counts_all(index: SearchIndex) -> None:
+    index.replace_all(doc(f"{i}.md", "almond") for i in range(30))
+    result = index.search("almond", k=5, now=NOW)
+    assert len(result.hits) == 5
+    assert result.total == 30
+    assert index.search("almond", k=0, now=NOW).hits == []
+
+
+def test_an_empty_query_lists_by_importance_and_recency(index: SearchIndex) -> None:
+    index.replace_all(
+        [
+            doc("dull.md", "x", importance=0.1, created=NOW - timedelta(days=300)),
+            doc("key.md", "y", importance=1.0, created=NOW - timedelta(days=300)),
+            doc("fresh.md", "z", importance=0.1, created=NOW),
+            doc("insight.md", "w", type="insight", importance=0.1),
+        ]
+    )
+    result = index.search("", now=NOW)
+    assert [h.key for h in result.hits][:2] == ["key.md", "fresh.md"]
+    assert result.total == 4
+    assert all(h.bm25 == 0 for h in result.hits)
+    assert keys(index, "type:insight") == ["insight.md"]
+    assert keys(index, "  ", k=1) == ["key.md"]
+
+
+# --------------------------------------------------------------------- query text
+
+SPECIAL_QUERIES = [
+    "",
+    " ",
+    '"',
+    '""',
+    '"unbalanced',
+    'balanced "phrase here" and "another',
+    "it's",
+    "don't stop",
+    "a:b",
+    "type:",
+    "tag:",
+    ":",
+    "::",
+    "type:insight:extra",
+    "-",
+    "--",
+    "-x",
+    "x -",
+    "OR",
+    "AND",
+    "NOT",
+    "x OR",
+    "OR x AND",
+    "a AND NOT b",
+    "(",
+    ")",
+    "(a OR b",
+    "[",
+    "]",
+    "[1 TO 5]",
+    "importance:[0.5 TO 1]",
+    "{x}",
+    "*",
+    "a*",
+    "*a",
+    "?",
+    "~",
+    "a~2",
+    "^",
+    "a^3",
+    "\\",
+    "\\\\",
+    'a\\"b',
+    "+",
+    "+a -b",
+    "!",
+    "&&",
+    "||",
+    "/regex/",
+    "title:x",
+    "text:",
+    "key:a.md",
+    "path:/etc/passwd",
+    "😀",
+    "😀😀 coffee 😀",
+    "日本",
+    "日本語のテキスト",
+    "中文 搜索",
+    "한국어",
+    "Ελληνικά",
+    "العربية",
+    "עברית",
+    "é",
+    "e\u0301",
+    "naïve café",
+    "\u200b",
+    "\u0000",
+    "\t\n\r",
+    "x" * 500,
+    "word " * 200,
+    "“smart quotes”",
+    "„low quote",
+    "«guillemets»",
+    "'single quotes'",
+    "`backticks`",
+    "<script>alert(1)</script>",
+    "SELECT * FROM notes; --",
+    "%s %d {0}",
+    "$HOME",
+    "@user #tag",
+    "1e9",
+    "-1",
+    "3.14",
+    "2025-06-01",
+    "2025-06-01T12:00:00Z",
+    "\ud800".encode("utf-8", "surrogatepass").decode("utf-8", "replace"),
+]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SearchIndex]:
+    opened = SearchIndex(tmp_path_factory.mktemp("shared") / "index")
+    opened.replace_all(
+        [
+            doc("a.md", "It's a naïve café in 日本 😀 serving coffee", title="Café", tags=["food"]),
+            doc("b.md", "Phrase here and another phrase; OR AND NOT words", type="insight"),
+            doc("c.md", "x " * 100),
+        ]
+    )
+    yield opened
+    opened.close()
+
+
+@pytest.mark.parametrize("query", SPECIAL_QUERIES)
+def test_any_query_text_is_accepted(shared: SearchIndex, query: str) -> None:
+    result = shared.search(query, now=NOW)
+    assert result.total >= len(result.hits)
+    for hit in result.hits:
+        for start, end in hit.highlights:
+            assert 0 <= start < end <= len(hit.snippet)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text())
+def test_random_query_text_is_accepted(shared: SearchIndex, query: str) -> None:
+    shared.search(query, k=3, now=NOW)
+
+
+def test_quoted_text_is_a_stemmed_phrase(index: SearchIndex) -> None:
+    index.replace_all(
+        [
+            doc("phrase.md", "She drinks black coffee daily"),
+            doc("apart.md", "Coffee that is black and drinks"),
+        ]
+    )
+    assert sorted(keys(index, "black coffee")) == ["apart.md", "phrase.md"]
+    assert keys(index, '"black coffee"') == ["phrase.md"]
+    # Stemmed like the field: "drinking" finds "drinks".
+    assert keys(index, '"drinking black coffee"') == ["phrase.md"]
+    assert keys(index, "“drinking black coffee”") == ["phrase.md"]
+    # A phrase must match; the other words only rank.
+    assert keys(index, '"black coffee" unrelated') == ["phrase.md"]
+
+
+def test_accents_fold_both_ways(index: SearchIndex) -> None:
+    index.replace_all([doc("cafe.md", "a small café"), doc("naive.md", "a naive plan")])
+    assert keys(index, "cafe") == ["cafe.md"]
+    assert keys(index, "naïve") == ["naive.md"]
+
+
+# --------------------------------------------------------------------- snippets
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["é", "日本", "😀", "Café 日本語 😀👍🏽 naïve — ", "ü" * 150 + " ", "日本 " * 120],
+)
+def test_highlights_are_str_offsets_after_multibyte_text(index: SearchIndex, prefix: str) -> None:
+    text = f"{prefix} the user loves espresso in the morning"
+    index.update([doc("a.md", text)], [])
+    [hit] = index.search("espresso", now=NOW).hits
+    assert [hit.snippet[s:e] for s, e in hit.highlights] == ["espresso"]
+    assert hit.snippet in text
+    assert len(hit.snippet) <= 220
+
+
+def test_highlights_mark_every_matched_word(index: SearchIndex) -> None:
+    index.update([doc("a.md", "日本 😀 Espresso beans, espressos and more espresso")], [])
+    [hit] = index.search("espresso", now=NOW).hits
+    assert [hit.snippet[s:e] for s, e in hit.highlights] == ["Espresso", "espressos", "espresso"]
+
+
+def test_snippet_falls_back_to_the_start_of_the_text(index: SearchIndex) -> None:
+    body = "\n  First words of a long body. " + "more text " * 60
+    index.update([doc("a.md", body, title="Macadamia")], [])
+    [hit] = index.search("macadamia", now=NOW).hits
+    assert hit.snippet.startswith("First words")
+    assert len(hit.snippet) <= 200
+    assert hit.highlights == []
+
+
+def test_hit_line_points_at_the_snippet(index: SearchIndex) -> None:
+    body = "\n".join(["intro"] * 5 + ["filler " * 40] * 5 + ["the answer is pecan"])
+    index.update([doc("a.md", body, line=4)], [])
+    [hit] = index.search("pecan", now=NOW).hits
+    assert "pecan" in hit.snippet
+    start = body.index(hit.snippet)  # unique: the snippet holds the only "pecan"
+    assert start > 0
+    assert hit.line == 4 + body.count("\n", 0, start)
+    assert hit.line > 4 + 5
+
+
+# --------------------------------------------------------------------- locking, processes
+
+WRITER_SCRIPT = """
+import sys
+from pathlib import Path
+from memkit.index import IndexDoc, SearchIndex
+
+index = SearchIndex(Path(sys.argv[1]))
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(int(sys.argv[2])):
+    key = f"child/{i}.md"
+    index.update([IndexDoc(key=key, path=key, record_id=key, type="long-term",
+                           title="", text=f"shared word {i}")], [])
+"""
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
+    directory = tmp_path / "index"
+    parent = SearchIndex(directory)
+    parent.replace_all([])
+    n = 25
+    with subprocess.Popen(
+        [sys.executable, "-c", WRITER_SCRIPT, str(directory), str(n)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    ) as child:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "ready"
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        for i in range(n):
+            parent.update([doc(f"parent/{i}.md", f"shared word {i}")], [])
+        assert child.wait(timeout=30) == 0
+    assert parent.doc_count() == 2 * n  # sees the child's commits without reopening
+    assert parent.search("shared", now=NOW).total == 2 * n
+
+
+def test_a_busy_writer_lock_times_out_with_a_message(tmp_path: Path) -> None:
+    directory = tmp_path / "index"
+    holder = SearchIndex(directory)
+    waiter = SearchIndex(directory, lock_timeout=0.3)
+    started, release = threading.Event(), threading.Event()
+
+    def slow_docs() -> Iterator[IndexDoc]:
+        started.set()
+        release.wait(10)
+        yield doc("slow.md", "slow")
+
+    thread = threading.Thread(target=holder.replace_all, args=(slow_docs(),))
+    thread.start()
+    try:
+        assert started.wait(10)
+        begun = time.monotonic()
+        with pytest.raises(LockTimeout, match="try again"):
+            waiter.update([doc("fast.md", "fast")], [])
+        assert 0.25 < time.monotonic() - begun < 3
+    finally:
+        release.set()
+        thread.join(10)
+    waiter.update([doc("fast.md", "fast")], [])  # free again once the holder committed
+    assert sorted(h.key for h in waiter.search("slow fast", now=NOW).hits) == ["fast.md", "slow.md"]
+
+
+def test_threads_share_one_index(index: SearchIndex) -> None:
+    errors: list[BaseException] = []
+
+    def write(prefix: str) -> None:
+        try:
+            for i in range(15):
+                index.update([doc(f"{prefix}/{i}.md", f"threaded note {i}")], [])
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    def read() -> None:
+        try:
+            for _ in range(60):
+                index.search("threaded note", now=NOW)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in ("x", "y")]
+    threads += [threading.Thread(target=read) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert index.search("threaded", now=NOW).total == 30
+
+
+KILLED_SCRIPT = """
+import sys
+from pathlib import Path
+from memkit.index import IndexDoc, SearchIndex
+
+index = SearchIndex(Path(sys.argv[1]))
+docs = [IndexDoc(key=f"{i}.md", path=f"{i}.md", record_id=str(i), type="long-term",
+                 title="", text="killed while writing " * 20) for i in range(3000)]
+print("ready", flush=True)
+while True:
+    index.replace_all(docs)
+"""
+
+
+def test_a_writer_killed_mid_commit_leaves_an_index_that_opens(tmp_path: Path) -> None:
+    directory = tmp_path / "index"
+    first = SearchIndex(directory)
+    first.replace_all([doc("keep.md", "survivor")])
+    first.close()
+    with subprocess.Popen(
+        [sys.executable, "-c", KILLED_SCRIPT, str(directory)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.6)
+        child.kill()
+        child.wait(10)
+
+    after = SearchIndex(directory, lock_timeout=5)
+    assert not after.rebuilt
+    assert after.doc_count() in (1, 3000)  # the last completed commit, never half of one
+    after.update([doc("new.md", "written after the crash")], [])  # the stale lock file is fine
+    assert keys(after, "crash") == ["new.md"]
