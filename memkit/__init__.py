@@ -35,7 +35,33 @@ _EXPORTS = {
     "LLMError": "memkit.errors",
     "ImportFormatError": "memkit.errors",
 }
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "RECORD_TYPES",
+    "ConflictError",
+    "ImportFormatError",
+    "InvalidRecord",
+    "LLMError",
+    "LockTimeout",
+    "MemkitError",
+    "Memory",
+    "PathOutsideVault",
+    "Problem",
+    "Record",
+    "RecordNotFound",
+    "SecretRefused",
+    "Settings",
+    "SettingsError",
+    "UsageError",
+    "Vault",
+    "VaultError",
+    "VaultNotFound",
+    "__version__",
+    "check_text",
+    "find_secrets",
+    "find_vault_root",
+    "load_settings",
+    "redact_secrets",
+]
 
 if TYPE_CHECKING:
     from memkit.errors import (

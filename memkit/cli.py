@@ -111,29 +111,58 @@ def init(ctx: click.Context, path: Path | None, json_: bool) -> None:
 @cli.command()
 @click.argument("text")
 @click.option(
-    "--type", "type_", default="long-term", show_default=True,
+    "--type",
+    "type_",
+    default="long-term",
+    show_default=True,
     type=click.Choice([t for t in RECORD_TYPES if t not in ("proposal", "episodic")]),
     help="The kind of memory.",
 )
 @click.option("--title", help="A short title (also names the file).")
 @click.option("--tag", "tags", multiple=True, help="A tag; repeat for more.")
 @click.option("--importance", type=click.FloatRange(0, 1), help="How much it matters, 0..1.")
+@click.option("--supersedes", metavar="ID", help="This fact replaces the long-term fact ID.")
+@click.option(
+    "--subject",
+    help="What the fact is about; a newer fact on the same subject supersedes the older one.",
+)
 @click.option("--allow-secrets", is_flag=True, help="Write it even if it looks like a credential.")
 @json_option
 @pass_vault
 def remember(
-    vault: Vault, text: str, type_: str, title: str | None, tags: tuple[str, ...],
-    importance: float | None, allow_secrets: bool, json_: bool,
+    vault: Vault,
+    text: str,
+    type_: str,
+    title: str | None,
+    tags: tuple[str, ...],
+    importance: float | None,
+    supersedes: str | None,
+    subject: str | None,
+    allow_secrets: bool,
+    json_: bool,
 ) -> None:
     """Remember TEXT (use - to read it from stdin)."""
     from memkit.memory import Memory
 
     if text == "-":
         text = sys.stdin.read()
-    record = Memory(vault).remember(
-        text, type=type_, title=title, tags=tags, importance=importance,
-        source={"tool": "cli"}, allow_secrets=allow_secrets,
-    )
+    if (supersedes or subject) and type_ != "long-term":
+        raise UsageError("--supersedes and --subject apply to long-term facts only")
+    memory = Memory(vault)
+    try:
+        record = memory.remember(
+            text,
+            type=type_,
+            title=title,
+            tags=tags,
+            importance=importance,
+            source={"tool": "cli"},
+            supersedes=supersedes,
+            subject=subject,
+            allow_secrets=allow_secrets,
+        )
+    finally:
+        memory.close()
     if json_:
         emit_json(record.to_json())
     else:
@@ -156,8 +185,13 @@ def show(vault: Vault, ref: str, json_: bool) -> None:
 
 
 @cli.command(name="list")
-@click.option("--type", "types", multiple=True, type=click.Choice(RECORD_TYPES),
-              help="Only this type; repeat for more.")
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    type=click.Choice(RECORD_TYPES),
+    help="Only this type; repeat for more.",
+)
 @json_option
 @pass_vault
 def list_(vault: Vault, types: tuple[str, ...], json_: bool) -> None:
@@ -194,11 +228,17 @@ def forget(vault: Vault, ref: str, json_: bool) -> None:
 def check(vault: Vault, paths: tuple[str, ...], json_: bool) -> None:
     """Validate record files; print each problem as path:line: message."""
     result = vault.check(paths or None, cwd=Path.cwd())
-    checked = len(result.records) + len({p.path for p in result.problems} - {
-        r.path for r in result.records})
+    checked = len(result.records) + len(
+        {p.path for p in result.problems} - {r.path for r in result.records}
+    )
     if json_:
-        emit_json({"ok": not result.problems, "checked": checked,
-                   "problems": [p.to_json() for p in result.problems]})
+        emit_json(
+            {
+                "ok": not result.problems,
+                "checked": checked,
+                "problems": [p.to_json() for p in result.problems],
+            }
+        )
     else:
         for problem in result.problems:
             click.echo(str(problem))
@@ -206,6 +246,246 @@ def check(vault: Vault, paths: tuple[str, ...], json_: bool) -> None:
         click.echo(summary, err=True)
     if result.problems:
         sys.exit(1)
+
+
+# --- memory: entity, expire, import, recall, context ---------------------------------------
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--kind", help="person, place, org, project, pet, ...")
+@click.option("--set", "attributes", multiple=True, metavar="KEY=VALUE", help="Set an attribute.")
+@click.option("--alias", "aliases", multiple=True, help="Another name it goes by.")
+@click.option(
+    "--relate",
+    "relations",
+    multiple=True,
+    metavar="RELATION=OTHER",
+    help="A relation to another entity, written as a [[OTHER]] link.",
+)
+@click.option("--note", help="A dated observation to append.")
+@click.option("--allow-secrets", is_flag=True, help="Write it even if it looks like a credential.")
+@json_option
+@pass_vault
+def entity(
+    vault: Vault,
+    name: str,
+    kind: str | None,
+    attributes: tuple[str, ...],
+    aliases: tuple[str, ...],
+    relations: tuple[str, ...],
+    note: str | None,
+    allow_secrets: bool,
+    json_: bool,
+) -> None:
+    """Show an entity, or create/update it when options are given."""
+    from memkit.entities import Entities, parse_value, split_pair
+
+    entities = Entities(vault)
+    if not (kind or attributes or aliases or relations or note):
+        found = entities.find(name)
+        if found is None:
+            raise MemkitError(
+                f"no entity named {name!r} (create it with `memkit entity {name!r} --kind person`)"
+            )
+        if json_:
+            emit_json(found.to_json())
+        else:
+            assert found.path is not None
+            click.echo(vault.safe_path(found.path).read_text("utf-8"), nl=False)
+        return
+    pairs = [split_pair(a, "--set") for a in attributes]
+    change = entities.upsert(
+        name,
+        kind=kind,
+        attributes={k: parse_value(v) for k, v in pairs},
+        aliases=aliases,
+        relations=[split_pair(r, "--relate") for r in relations],
+        note=note,
+        allow_secrets=allow_secrets,
+    )
+    if json_:
+        emit_json(
+            {**change.record.to_json(), "created_now": change.created, "changes": change.changes}
+        )
+    elif change.changes:
+        verb = "Created" if change.created else "Updated"
+        click.echo(f"{verb} {change.record.path}: " + "; ".join(change.changes))
+    else:
+        click.echo(f"No change to {change.record.path}")
+
+
+@cli.command()
+@json_option
+@pass_vault
+def expire(vault: Vault, json_: bool) -> None:
+    """Drop expired short-term items (promoting important ones) and old episodic days."""
+    from memkit.memory import Memory
+
+    memory = Memory(vault)
+    try:
+        report = memory.expire()
+    finally:
+        memory.close()
+    if json_:
+        emit_json(report.to_json())
+        return
+    click.echo(
+        f"Expired {len(report.expired)} short-term items "
+        f"({len(report.promoted)} promoted to long-term); "
+        f"removed {len(report.episodic_removed)} episodic days past retention."
+    )
+
+
+@cli.command(name="import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--session", help="Session id for messages that have none (default: file name).")
+@click.option(
+    "--short-term",
+    "short_term",
+    is_flag=True,
+    help="Also put the latest session's messages in short-term memory.",
+)
+@click.option("--allow-secrets", is_flag=True, help="Keep credentials instead of redacting them.")
+@json_option
+@pass_vault
+def import_(
+    vault: Vault,
+    file: Any,
+    session: str | None,
+    short_term: bool,
+    allow_secrets: bool,
+    json_: bool,
+) -> None:
+    """Record a conversation (JSONL or a JSON array of messages) in episodic memory."""
+    from memkit.conversations import Episodes, session_default
+    from memkit.memory import Memory
+
+    name = getattr(file, "name", "-")
+    try:
+        text = file.read()
+    except UnicodeDecodeError as error:
+        raise MemkitError(f"{name}:1: not UTF-8 text ({error.reason}); save it as UTF-8") from None
+    episodes = Episodes(vault)
+    report = episodes.import_text(
+        text, name, session=session or session_default(name), allow_secrets=allow_secrets
+    )
+    if short_term and report.added:
+        memory = Memory(vault)
+        try:
+            for message in episodes.session_messages(report.latest_session)[
+                -vault.settings.memory.short_term.capacity :
+            ]:
+                memory.remember(
+                    f"{message.speaker}: {message.text}",
+                    type="short-term",
+                    source={"session": report.latest_session, "messages": [message.message_id]},
+                    allow_secrets=True,
+                )
+        finally:
+            memory.close()
+    if report.redacted:
+        warn(
+            f"{report.redacted} messages contained credentials; they were replaced by "
+            "[REDACTED:...] (use --allow-secrets to keep them)"
+        )
+    if json_:
+        emit_json(report.to_json())
+    else:
+        click.echo(
+            f"Imported {report.added} messages ({report.skipped} already recorded) "
+            f"into {len(report.days)} day files."
+        )
+
+
+def recall_text(item: Any) -> None:
+    hit = item.hit
+    where = click.style(f"{hit.path}:{hit.line}", fg="cyan")
+    if hit.message_id:
+        day = hit.created.date().isoformat() if hit.created else ""
+        click.echo(f"{where}  {day} session {hit.session}  [{hit.score:.3f}]")
+        for message_id, speaker, text in item.before:
+            click.echo(
+                click.style(f"    {speaker} [{message_id}]: {' '.join(text.split())}", dim=True)
+            )
+        click.echo(f"  > {hit.speaker} [{hit.message_id}]: {' '.join(hit.snippet.split())}")
+        for message_id, speaker, text in item.after:
+            click.echo(
+                click.style(f"    {speaker} [{message_id}]: {' '.join(text.split())}", dim=True)
+            )
+    else:
+        click.echo(f"{where}  {hit.type}  {hit.title}  [{hit.score:.3f}]")
+        click.echo(f"    {' '.join(highlight(hit.snippet, hit.highlights).split())}")
+
+
+@cli.command()
+@click.argument("query", nargs=-1, required=True)
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    type=click.Choice(RECORD_TYPES),
+    help="Only this type (default: the memory types); repeat for more.",
+)
+@click.option(
+    "--all", "include_hidden", is_flag=True, help="Include expired and superseded records."
+)
+@json_option
+@pass_vault
+def recall(
+    vault: Vault,
+    query: tuple[str, ...],
+    k: int,
+    types: tuple[str, ...],
+    include_hidden: bool,
+    json_: bool,
+) -> None:
+    """Recall memory relevant to QUERY (episodic hits are single messages)."""
+    from memkit.memory import Memory
+
+    memory = Memory(vault)
+    try:
+        hits = memory.recall(" ".join(query), k=k, types=types, include_hidden=include_hidden)
+    finally:
+        memory.close()
+    if json_:
+        emit_json({"query": " ".join(query), "hits": [h.to_json() for h in hits]})
+        return
+    if not hits:
+        click.echo("Nothing recalled.", err=True)
+    for item in hits:
+        recall_text(item)
+
+
+@cli.command()
+@click.argument("query", nargs=-1, required=True)
+@click.option(
+    "--budget",
+    type=click.IntRange(20, 100_000),
+    default=800,
+    show_default=True,
+    help="Token budget for the block.",
+)
+@json_option
+@pass_vault
+def context(vault: Vault, query: tuple[str, ...], budget: int, json_: bool) -> None:
+    """Print a Markdown block of relevant memory for a system prompt."""
+    from memkit.context import build_context
+
+    block = build_context(vault, " ".join(query), budget=budget)
+    if json_:
+        emit_json(
+            {
+                "query": " ".join(query),
+                "budget": budget,
+                "tokens": block.tokens,
+                "used": block.used,
+                "text": block.text,
+            }
+        )
+    else:
+        click.echo(block.text, nl=False)
 
 
 # --- the index: sync, reindex, watch, search, status -------------------------------------------
@@ -283,8 +563,14 @@ def reindex(vault: Vault, json_: bool) -> None:
 
 @cli.command()
 @click.option("--polling", is_flag=True, help="Poll the files instead of using inotify.")
-@click.option("--reconcile", "reconcile_seconds", type=click.FloatRange(min=1), default=60.0,
-              show_default=True, help="Seconds between full reconciles with the files.")
+@click.option(
+    "--reconcile",
+    "reconcile_seconds",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds between full reconciles with the files.",
+)
 @json_option
 @pass_vault
 def watch(vault: Vault, polling: bool, reconcile_seconds: float, json_: bool) -> None:
@@ -306,8 +592,13 @@ def watch(vault: Vault, polling: bool, reconcile_seconds: float, json_: bool) ->
         warn(str(error))
 
     click.echo(f"Watching {vault.root} (Ctrl-C to stop)", err=True)
-    watch_vault(vault, polling=polling, reconcile_seconds=reconcile_seconds,
-                on_sync=on_sync, on_error=on_error)
+    watch_vault(
+        vault,
+        polling=polling,
+        reconcile_seconds=reconcile_seconds,
+        on_sync=on_sync,
+        on_error=on_error,
+    )
     click.echo("Stopped.", err=True)
 
 
@@ -341,9 +632,15 @@ def highlight(snippet: str, ranges: list[tuple[int, int]]) -> str:
 
 def hit_json(hit: Any) -> dict[str, Any]:
     data = {
-        "id": hit.record_id, "type": hit.type, "path": hit.path, "title": hit.title,
-        "score": round(hit.score, 4), "snippet": hit.snippet, "line": hit.line,
-        "tags": hit.tags, "importance": hit.importance,
+        "id": hit.record_id,
+        "type": hit.type,
+        "path": hit.path,
+        "title": hit.title,
+        "score": round(hit.score, 4),
+        "snippet": hit.snippet,
+        "line": hit.line,
+        "tags": hit.tags,
+        "importance": hit.importance,
         "created": hit.created.strftime("%Y-%m-%dT%H:%M:%SZ") if hit.created else None,
         "updated": hit.updated.strftime("%Y-%m-%dT%H:%M:%SZ") if hit.updated else None,
         "fuzzy": hit.fuzzy,
@@ -355,20 +652,36 @@ def hit_json(hit: Any) -> dict[str, Any]:
 
 @cli.command()
 @click.argument("query", nargs=-1, required=True)
-@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True,
-              help="How many results.")
-@click.option("--type", "types", multiple=True, type=click.Choice(RECORD_TYPES),
-              help="Only this type; repeat for more.")
+@click.option(
+    "-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="How many results."
+)
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    type=click.Choice(RECORD_TYPES),
+    help="Only this type; repeat for more.",
+)
 @click.option("--tag", "tags", multiple=True, help="Only records with this tag; repeat for more.")
 @_date_option("--since", "Only records updated on or after DATE.")
 @_date_option("--until", "Only records updated on or before DATE.")
-@click.option("--all", "include_hidden", is_flag=True, help="Include expired and superseded records.")
+@click.option(
+    "--all", "include_hidden", is_flag=True, help="Include expired and superseded records."
+)
 @click.option("--no-sync", is_flag=True, help="Do not sync first, even if files changed.")
 @json_option
 @pass_vault
 def search(
-    vault: Vault, query: tuple[str, ...], k: int, types: tuple[str, ...], tags: tuple[str, ...],
-    since: str | None, until: str | None, include_hidden: bool, no_sync: bool, json_: bool,
+    vault: Vault,
+    query: tuple[str, ...],
+    k: int,
+    types: tuple[str, ...],
+    tags: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    include_hidden: bool,
+    no_sync: bool,
+    json_: bool,
 ) -> None:
     """Search the vault (free text, "phrases", type:T, tag:T)."""
     text = " ".join(query)
@@ -376,26 +689,42 @@ def search(
     index = open_index(vault)
     try:
         result, stale = index.search(
-            text, k=k, types=types, tags=tags, since=since_at, until=until_at,
-            include_hidden=include_hidden, sync=not no_sync,
+            text,
+            k=k,
+            types=types,
+            tags=tags,
+            since=since_at,
+            until=until_at,
+            include_hidden=include_hidden,
+            sync=not no_sync,
         )
         if no_sync:
             stale = index.is_stale()
     finally:
         index.close()
     if stale:
-        warn("the index is out of date with the files (another process is updating it); "
-             "results may miss recent changes: run `memkit sync`")
+        warn(
+            "the index is out of date with the files (another process is updating it); "
+            "results may miss recent changes: run `memkit sync`"
+        )
     if json_:
-        emit_json({"query": text, "total": result.total, "stale": stale,
-                   "hits": [hit_json(hit) for hit in result.hits]})
+        emit_json(
+            {
+                "query": text,
+                "total": result.total,
+                "stale": stale,
+                "hits": [hit_json(hit) for hit in result.hits],
+            }
+        )
         return
     if not result.hits:
         click.echo("No matches.", err=True)
     for hit in result.hits:
         where = f"{hit.path}:{hit.line}"
         fuzzy = " (fuzzy)" if hit.fuzzy else ""
-        click.echo(f"{click.style(where, fg='cyan')}  {hit.type}  {hit.title}{fuzzy}  [{hit.score:.3f}]")
+        click.echo(
+            f"{click.style(where, fg='cyan')}  {hit.type}  {hit.title}{fuzzy}  [{hit.score:.3f}]"
+        )
         snippet = " ".join(highlight(hit.snippet, hit.highlights).split())
         click.echo(f"    {snippet}")
 
@@ -415,11 +744,16 @@ def status(vault: Vault, json_: bool) -> None:
     counts = ", ".join(f"{n} {t}" for t, n in info["counts"].items()) or "none"
     click.echo(f"records: {info['records']} ({counts})")
     index = info["index"]
-    freshness = "up to date" if index["fresh"] else (
-        f"stale: {index['changed']} changed, {index['deleted']} deleted since the last sync")
+    freshness = (
+        "up to date"
+        if index["fresh"]
+        else (f"stale: {index['changed']} changed, {index['deleted']} deleted since the last sync")
+    )
     click.echo(f"index: {index['documents']} documents, {freshness}")
     watcher = info["watcher"]
-    click.echo("watcher: " + (f"running (pid {watcher['pid']})" if watcher["running"] else "not running"))
+    click.echo(
+        "watcher: " + (f"running (pid {watcher['pid']})" if watcher["running"] else "not running")
+    )
     for problem in info["problems"]:
         click.echo(f"problem: {problem['path']}:{problem['line']}: {problem['message']}")
 

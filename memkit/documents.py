@@ -92,9 +92,10 @@ def _message_documents(
     for interaction in parse_day(record.body):
         turns = interaction.messages
         for position, message in enumerate(turns):
-            neighbours = turns[max(0, position - NEIGHBOUR_TURNS) : position] + turns[
-                position + 1 : position + 1 + NEIGHBOUR_TURNS
-            ]
+            neighbours = (
+                turns[max(0, position - NEIGHBOUR_TURNS) : position]
+                + turns[position + 1 : position + 1 + NEIGHBOUR_TURNS]
+            )
             context = " ".join(
                 [message.speaker, interaction.session, day_words]
                 + [f"{n.speaker}: {n.text}" for n in neighbours]

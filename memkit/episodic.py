@@ -44,16 +44,23 @@ def parse_day(body: str) -> list[Interaction]:
     for number, line in enumerate(body.split("\n"), start=1):
         heading = _HEADING.match(line)
         if heading:
-            speakers = [s.strip() for s in (heading.group("speakers") or "").split(",") if s.strip()]
-            current = Interaction(heading.group("time"), heading.group("session"), speakers, [], number)
+            speakers = [
+                s.strip() for s in (heading.group("speakers") or "").split(",") if s.strip()
+            ]
+            current = Interaction(
+                heading.group("time"), heading.group("session"), speakers, [], number
+            )
             interactions.append(current)
             last = None
             continue
         message = _MESSAGE.match(line)
         if message and current is not None:
             last = Message(
-                message.group("id"), message.group("speaker").strip(), message.group("text"),
-                message.group("time") or "", number,
+                message.group("id"),
+                message.group("speaker").strip(),
+                message.group("text"),
+                message.group("time") or "",
+                number,
             )
             current.messages.append(last)
             continue
@@ -84,7 +91,9 @@ def render_interaction(interaction: Interaction) -> str:
     lines = [heading, ""]
     for message in interaction.messages:
         stamp = f"{message.time} " if message.time else ""
-        lines.append(f"- {stamp}**{message.speaker}** [{message.message_id}]: {_one_line(message.text)}")
+        lines.append(
+            f"- {stamp}**{message.speaker}** [{message.message_id}]: {_one_line(message.text)}"
+        )
     return "\n".join(lines) + "\n"
 
 

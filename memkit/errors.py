@@ -1,19 +1,19 @@
 """Every error memkit raises on purpose, written for the person who will read it.
 
-    MemkitError
-     +-- VaultNotFound        no vault at or above a folder
-     +-- VaultError           the vault is not usable (layout, settings, path outside it)
-     |    +-- PathOutsideVault
-     |    +-- SettingsError   memkit.yaml is not valid (path:line)
-     +-- RecordNotFound       no record with that id or path
-     +-- InvalidRecord        a file is not a valid record (path:line: why)
-     +-- ConflictError        a file changed on disk since memkit read it
-     +-- SecretRefused        text to remember holds a credential
-     +-- UsageError           the caller asked for something that cannot be (unknown type, ...)
-     +-- IndexError_          the search index cannot be used
-     +-- LockTimeout          another process held the vault's write lock for too long
-     +-- LLMError             the language model could not be reached or replied badly
-     +-- ImportFormatError    a conversation file has bad lines (path:line: why)
+MemkitError
+ +-- VaultNotFound        no vault at or above a folder
+ +-- VaultError           the vault is not usable (layout, settings, path outside it)
+ |    +-- PathOutsideVault
+ |    +-- SettingsError   memkit.yaml is not valid (path:line)
+ +-- RecordNotFound       no record with that id or path
+ +-- InvalidRecord        a file is not a valid record (path:line: why)
+ +-- ConflictError        a file changed on disk since memkit read it
+ +-- SecretRefused        text to remember holds a credential
+ +-- UsageError           the caller asked for something that cannot be (unknown type, ...)
+ +-- IndexError_          the search index cannot be used
+ +-- LockTimeout          another process held the vault's write lock for too long
+ +-- LLMError             the language model could not be reached or replied badly
+ +-- ImportFormatError    a conversation file has bad lines (path:line: why)
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ class VaultError(MemkitError):
 
 class PathOutsideVault(VaultError):
     def __init__(self, path: str | Path, root: Path) -> None:
-        super().__init__(f"{path}: path is outside the vault {root}; memkit only touches files inside it")
+        super().__init__(
+            f"{path}: path is outside the vault {root}; memkit only touches files inside it"
+        )
         self.path = path
 
 
@@ -55,9 +57,7 @@ class SettingsError(VaultError):
 
 class RecordNotFound(MemkitError):
     def __init__(self, ref: str) -> None:
-        super().__init__(
-            f"no record with id or path {ref!r} in this vault (see `memkit list`)"
-        )
+        super().__init__(f"no record with id or path {ref!r} in this vault (see `memkit list`)")
         self.ref = ref
 
 
@@ -96,7 +96,7 @@ class UsageError(MemkitError):
     """The request itself is wrong (unknown type or store, bad value)."""
 
 
-class IndexError_(MemkitError):  # noqa: N801 - trailing underscore avoids the builtin name
+class IndexError_(MemkitError):
     """The search index could not be opened or written."""
 
 

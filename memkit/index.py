@@ -56,6 +56,7 @@ _TANTIVY_FILE = re.compile(
     r"|[0-9a-f]{32}(\.[0-9]+)?\.(idx|term|store|pos|fast|fieldnorm|del))$"
 )
 _VERSION_DIR = re.compile(r"^v[0-9]+$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _FILTER = re.compile(r"(?<!\S)(type|tags?):(\S+)", re.IGNORECASE)
 _SMART_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‟": '"', "«": '"', "»": '"'})
 
@@ -275,7 +276,7 @@ class SearchIndex:
         if not paths:
             return
         with self._writer(_HEAP_SMALL, 1) as writer:
-            for path in sorted(paths):
+            for path in sorted(_clean(p) for p in paths):
                 # Deletes only reach documents added before them, so the adds below survive.
                 self._call(writer.delete_documents_by_term, "path", path)
             self._add_all(writer, docs)
@@ -283,26 +284,28 @@ class SearchIndex:
     def _add_all(self, writer: tantivy.IndexWriter, docs: Iterable[IndexDoc]) -> int:
         seen: set[str] = set()
         for doc in docs:
-            if doc.key in seen:
-                self._call(writer.delete_documents_by_term, "key", doc.key)
-            seen.add(doc.key)
+            key = _clean(doc.key)
+            if key in seen:
+                self._call(writer.delete_documents_by_term, "key", key)
+            seen.add(key)
             self._call(writer.add_document, self._document(doc))
         return len(seen)
 
     def _document(self, doc: IndexDoc) -> tantivy.Document:
         d = tantivy.Document()
         for name in ("key", "path", "record_id", "message_id", "session", "speaker"):
-            value = getattr(doc, name)
+            value = _clean(getattr(doc, name))
             if value:
                 d.add_text(name, value)
-        d.add_text("type", doc.type.lower())
-        d.add_text("title", doc.title)
-        d.add_text("text", doc.text)
+        d.add_text("type", _clean(doc.type).lower())
+        d.add_text("title", _clean(doc.title))
+        d.add_text("text", _clean(doc.text))
+        tags = [_clean(tag) for tag in doc.tags]
         # Tags are searchable words too, at the low weight of the context field.
-        context = " ".join([doc.context, *doc.tags]).strip()
+        context = " ".join([_clean(doc.context), *tags]).strip()
         if context:
             d.add_text("context", context)
-        for tag in doc.tags:
+        for tag in tags:
             d.add_text("tags", tag)
             d.add_text("tag_keys", _tag_key(tag))
         if doc.created is not None:
@@ -325,10 +328,12 @@ class SearchIndex:
     def _writer(self, heap: int, threads: int) -> Iterator[tantivy.IndexWriter]:
         """Yield a writer; commit when the block succeeds, roll back when it raises."""
         index = self._live()
-        if not self._write_lock.acquire(timeout=self.lock_timeout):
+        # One deadline for both waits: another thread here, then another process.
+        deadline = time.monotonic() + self.lock_timeout
+        if not self._write_lock.acquire(timeout=max(self.lock_timeout, 0.0)):
             raise self._lock_timeout("another thread of this process")
         try:
-            writer = self._acquire_writer(index, heap, threads)
+            writer = self._acquire_writer(index, heap, threads, deadline)
             try:
                 yield writer
                 self._call(writer.commit)
@@ -346,8 +351,9 @@ class SearchIndex:
         finally:
             self._write_lock.release()
 
-    def _acquire_writer(self, index: tantivy.Index, heap: int, threads: int) -> tantivy.IndexWriter:
-        deadline = time.monotonic() + self.lock_timeout
+    def _acquire_writer(
+        self, index: tantivy.Index, heap: int, threads: int, deadline: float
+    ) -> tantivy.IndexWriter:
         delay = 0.02
         while True:
             try:
@@ -423,11 +429,11 @@ class SearchIndex:
         pass (one typo per word, the last word as a prefix) runs and marks its hits.
         """
         now_us = _to_us(now if now is not None else datetime.now(timezone.utc))
-        parsed = self._parse(query)
-        type_sets = [[t.lower() for t in _as_list(types)]] if types else []
+        parsed = self._parse(_clean(query))
+        type_sets = [[_clean(t).lower() for t in _as_list(types)]] if types else []
         if parsed.types:
             type_sets.append(parsed.types)
-        tag_keys = sorted({_tag_key(t) for t in [*_as_list(tags), *parsed.tags]} - {""})
+        tag_keys = sorted({_tag_key(_clean(t)) for t in [*_as_list(tags), *parsed.tags]} - {""})
         since_us = _to_us(since) if since is not None else None
         until_us = _to_us(until) if until is not None else None
         if since_us is not None and until_us is not None and since_us > until_us:
@@ -697,6 +703,16 @@ class SearchIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _clean(text: str) -> str:
+    # Lone surrogates (a JSON "\ud800", a file name read with surrogateescape) cannot
+    # cross into Rust as UTF-8; replace them rather than fail.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def _as_list(values: Sequence[str]) -> list[str]:

@@ -1,37 +1,138 @@
-"""Memory semantics on top of the vault: remember, forget (recall and lifecycles build on these)."""
+"""Memory semantics: short-term buffer, long-term facts, supersession, expiry, recall, context."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import timedelta
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from memkit.errors import UsageError
-from memkit.records import RECORD_TYPES, Record
-from memkit.timeutil import format_time, utcnow
+from memkit.errors import MemkitError, UsageError
+from memkit.index import Hit
+from memkit.records import MEMORY_TYPES, RECORD_TYPES, Record
+from memkit.sync import VaultIndex
+from memkit.timeutil import format_time, now_iso, parse_time, utcnow
 from memkit.vault import Vault
 
 REMEMBER_TYPES = tuple(t for t in RECORD_TYPES if t not in ("proposal", "episodic"))
+_WORD = re.compile(r"\w+", re.UNICODE)
+CHARS_PER_TOKEN = 4  # a rough, model-independent estimate for prompt budgets
+
+
+def normalise(text: str) -> str:
+    """The form two facts share when they say the same thing: lowercase words only."""
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def similarity(first: str, second: str) -> float:
+    """Share of distinct words in common (Jaccard), 0..1."""
+    a, b = set(_WORD.findall(first.lower())), set(_WORD.findall(second.lower()))
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN)
+
+
+def _merge_sources(old: Any, new: Any) -> Any:
+    if not old:
+        return new
+    if not new or old == new:
+        return old
+    olds = old if isinstance(old, list) else [old]
+    return [*olds, *(s for s in (new if isinstance(new, list) else [new]) if s not in olds)]
+
+
+@dataclass
+class ExpireReport:
+    expired: list[str] = field(default_factory=list)  # short-term items removed
+    promoted: list[tuple[str, str]] = field(default_factory=list)  # (short-term id, long-term id)
+    episodic_removed: list[str] = field(default_factory=list)  # day files past retention
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "expired": self.expired,
+            "promoted": [{"from": a, "to": b} for a, b in self.promoted],
+            "episodic_removed": self.episodic_removed,
+        }
+
+
+@dataclass
+class RecallHit:
+    """One recalled memory; episodic hits are single messages with their neighbours."""
+
+    hit: Hit
+    before: list[tuple[str, str, str]] = field(default_factory=list)  # (message_id, speaker, text)
+    after: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        hit = self.hit
+        data: dict[str, Any] = {
+            "id": hit.record_id,
+            "type": hit.type,
+            "path": hit.path,
+            "title": hit.title,
+            "score": round(hit.score, 4),
+            "snippet": hit.snippet,
+            "line": hit.line,
+            "importance": hit.importance,
+            "tags": hit.tags,
+            "updated": format_time(hit.updated) if hit.updated else None,
+        }
+        if hit.message_id:
+            data.update(
+                message_id=hit.message_id,
+                session=hit.session,
+                speaker=hit.speaker,
+                date=hit.created.date().isoformat() if hit.created else None,
+                before=[{"message_id": m, "speaker": s, "text": t} for m, s, t in self.before],
+                after=[{"message_id": m, "speaker": s, "text": t} for m, s, t in self.after],
+            )
+        return data
 
 
 class Memory:
-    """What an agent remembers, kept in a vault."""
+    """What an agent remembers, kept in a vault. No language model needed."""
 
-    def __init__(self, vault: Vault) -> None:
+    def __init__(self, vault: Vault, index: VaultIndex | None = None) -> None:
         self.vault = vault
+        self._index = index
+
+    @property
+    def index(self) -> VaultIndex:
+        if self._index is None:
+            self._index = VaultIndex(vault=self.vault)
+        return self._index
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    # --- writing ------------------------------------------------------------------------------
 
     def remember(
         self,
         text: str,
         *,
-        type: str = "long-term",  # noqa: A002 - the vault's own word for it
+        type: str = "long-term",
         title: str | None = None,
         tags: Iterable[str] = (),
         importance: float | None = None,
         source: Any = None,
+        supersedes: str | None = None,
+        subject: str | None = None,
         allow_secrets: bool = False,
     ) -> Record:
-        """Write one memory record and return it."""
+        """Write one memory record and return it (an existing fact when this one repeats it).
+
+        Long-term facts are deduplicated: the same text, or a near-duplicate found through the
+        index, updates the existing record instead. `supersedes` (an id) or a `subject` shared
+        with a live fact marks the older fact superseded by this one.
+        """
         if type not in REMEMBER_TYPES:
             raise UsageError(
                 f"cannot remember a record of type {type!r}; choose one of: "
@@ -42,15 +143,25 @@ class Memory:
             raise UsageError("nothing to remember: the text is empty")
         if importance is not None and not 0 <= importance <= 1:
             raise UsageError(f"importance must be between 0 and 1, not {importance}")
+        tags = list(tags)
+        if type == "long-term":
+            return self._remember_fact(
+                text,
+                title=title,
+                tags=tags,
+                importance=importance,
+                source=source,
+                supersedes=supersedes,
+                subject=subject,
+                allow_secrets=allow_secrets,
+            )
         extra: dict[str, Any] = {}
         if type == "short-term":
             ttl = timedelta(hours=self.vault.settings.memory.short_term.ttl_hours)
             extra["expires"] = format_time(utcnow() + ttl)
         if type == "entity":
             extra["name"] = title or text.splitlines()[0][:80]
-        if type == "long-term" and importance is None:
-            importance = 0.5
-        return self.vault.create(
+        record = self.vault.create(
             type,
             text,
             title=title,
@@ -60,7 +171,205 @@ class Memory:
             extra=extra,
             allow_secrets=allow_secrets,
         )
+        if type == "short-term":
+            self._enforce_capacity()
+        return record
+
+    def _remember_fact(
+        self,
+        text: str,
+        *,
+        title: str | None,
+        tags: list[str],
+        importance: float | None,
+        source: Any,
+        supersedes: str | None,
+        subject: str | None,
+        allow_secrets: bool,
+    ) -> Record:
+        with self.vault.write_lock():
+            existing = None if supersedes else self.find_duplicate(text)
+            if existing is not None:
+                return self._merge_into(
+                    existing,
+                    tags=tags,
+                    importance=importance,
+                    source=source,
+                    allow_secrets=allow_secrets,
+                )
+            older = None
+            if supersedes:
+                older = self.vault.get(supersedes)
+                if older.type != "long-term":
+                    raise UsageError(f"{supersedes} is a {older.type} record, not a long-term fact")
+            elif subject:
+                older = self._live_fact_about(subject)
+            extra: dict[str, Any] = {}
+            if subject:
+                extra["subject"] = subject
+            if older is not None:
+                extra["supersedes"] = older.id
+                extra["valid_from"] = now_iso()
+            record = self.vault.create(
+                "long-term",
+                text,
+                title=title,
+                tags=tags,
+                importance=0.5 if importance is None else importance,
+                source=source,
+                extra=extra,
+                allow_secrets=allow_secrets,
+            )
+            if older is not None:
+                older.meta["superseded_by"] = record.id
+                older.meta["valid_to"] = record.meta["created"]
+                self.vault.update(older, allow_secrets=True)  # only front-matter changes
+            return record
+
+    def _merge_into(
+        self,
+        existing: Record,
+        *,
+        tags: list[str],
+        importance: float | None,
+        source: Any,
+        allow_secrets: bool,
+    ) -> Record:
+        meta = existing.meta
+        if importance is not None:
+            meta["importance"] = max(float(meta.get("importance") or 0), importance)
+        if tags:
+            meta["tags"] = sorted(set(existing.tags) | set(tags))
+        if source:
+            meta["source"] = _merge_sources(meta.get("source"), source)
+        return self.vault.update(existing, allow_secrets=True)  # no new text is written
+
+    def find_duplicate(self, text: str) -> Record | None:
+        """A live long-term fact saying the same thing (same words, or nearly)."""
+        wanted = normalise(text)
+        threshold = self.vault.settings.memory.long_term.duplicate_similarity
+        result, _stale = self.index.search(text, k=8, types=["long-term"])
+        seen: set[str] = set()
+        for hit in result.hits:
+            if hit.path in seen:
+                continue
+            seen.add(hit.path)
+            try:
+                record = self.vault.read_record(hit.path)
+            except (MemkitError, OSError):
+                continue  # a file that vanished or broke is simply not a match
+            if record.meta.get("superseded_by"):
+                continue
+            if normalise(record.body) == wanted or similarity(record.body, text) >= threshold:
+                return record
+        return None
+
+    def _live_fact_about(self, subject: str) -> Record | None:
+        wanted = normalise(subject)
+        candidates = [
+            r
+            for r in self.vault.scan(["long-term"]).records
+            if normalise(str(r.meta.get("subject", ""))) == wanted
+            and not r.meta.get("superseded_by")
+        ]
+        return max(candidates, key=lambda r: str(r.meta.get("created")), default=None)
 
     def forget(self, ref: str) -> Record:
-        """Delete a record's file; git keeps its history."""
+        """Delete a record's file; git keeps its history. Nothing else ever deletes a fact."""
         return self.vault.delete(ref)
+
+    # --- the short-term buffer and retention --------------------------------------------------
+
+    def _promote_or_drop(self, record: Record, report: ExpireReport) -> None:
+        threshold = self.vault.settings.memory.short_term.promote_threshold
+        if (record.importance or 0) >= threshold:
+            promoted = self.remember(
+                record.body,
+                type="long-term",
+                title=record.meta.get("title"),
+                tags=record.tags,
+                importance=record.importance,
+                source={"promoted_from": record.id},
+                allow_secrets=True,  # it was already accepted once (or allowed) when written
+            )
+            report.promoted.append((record.id, promoted.id))
+        self.vault.delete(record)
+        report.expired.append(record.id)
+
+    def _enforce_capacity(self) -> ExpireReport:
+        report = ExpireReport()
+        capacity = self.vault.settings.memory.short_term.capacity
+        with self.vault.write_lock():
+            items = sorted(
+                self.vault.scan(["short-term"]).records,
+                key=lambda r: (str(r.meta.get("created")), r.id),
+            )
+            for record in items[: max(0, len(items) - capacity)]:
+                self._promote_or_drop(record, report)
+        return report
+
+    def expire(self, now: datetime | None = None) -> ExpireReport:
+        """Remove expired short-term items (promoting important ones) and old day files."""
+        now = now or utcnow()
+        report = self._enforce_capacity()
+        with self.vault.write_lock():
+            for record in self.vault.scan(["short-term"]).records:
+                expires = parse_time(record.meta.get("expires"))
+                if expires is not None and expires <= now:
+                    self._promote_or_drop(record, report)
+            retention = self.vault.settings.memory.episodic.retention_days
+            if retention > 0:
+                cutoff = (now - timedelta(days=retention)).date().isoformat()
+                for record in self.vault.scan(["episodic"]).records:
+                    if str(record.meta.get("date", "9999")) < cutoff:
+                        self.vault.delete(record)
+                        report.episodic_removed.append(str(record.path))
+        return report
+
+    # --- recall and context --------------------------------------------------------------------
+
+    def recall(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        types: Sequence[str] = (),
+        include_hidden: bool = False,
+        neighbours: int = 1,
+    ) -> list[RecallHit]:
+        """Memory relevant to a query, ranked by relevance blended with importance and recency."""
+        wanted = list(types) or list(MEMORY_TYPES)
+        unknown = [t for t in wanted if t not in RECORD_TYPES]
+        if unknown:
+            raise UsageError(f"unknown type {unknown[0]!r}; choose from {', '.join(RECORD_TYPES)}")
+        result, _stale = self.index.search(query, k=k, types=wanted, include_hidden=include_hidden)
+        hits = [RecallHit(hit) for hit in result.hits]
+        if neighbours:
+            self._add_neighbours(hits, neighbours)
+        return hits
+
+    def _add_neighbours(self, hits: list[RecallHit], count: int) -> None:
+        from memkit.episodic import parse_day
+
+        days: dict[str, list[Any]] = {}
+        for item in hits:
+            if not item.hit.message_id:
+                continue
+            if item.hit.path not in days:
+                try:
+                    days[item.hit.path] = parse_day(self.vault.read_record(item.hit.path).body)
+                except (MemkitError, OSError):
+                    days[item.hit.path] = []  # the hit is still shown, without its neighbours
+            for interaction in days[item.hit.path]:
+                ids = [m.message_id for m in interaction.messages]
+                if item.hit.message_id in ids:
+                    at = ids.index(item.hit.message_id)
+                    item.before = [
+                        (m.message_id, m.speaker, m.text)
+                        for m in interaction.messages[max(0, at - count) : at]
+                    ]
+                    item.after = [
+                        (m.message_id, m.speaker, m.text)
+                        for m in interaction.messages[at + 1 : at + 1 + count]
+                    ]
+                    break

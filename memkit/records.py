@@ -94,7 +94,9 @@ def _construct_mapping_no_duplicates(
             continue  # unhashable keys are reported by the constructor below
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}; a key may appear only once",
+                None,
+                None,
+                f"duplicate key {key!r}; a key may appear only once",
                 key_node.start_mark,
             )
         seen[key] = key_node.start_mark.line
@@ -105,7 +107,7 @@ _FrontMatterLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping_n
 
 
 def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_FrontMatterLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_FrontMatterLoader)
 
 
 # --- the record -------------------------------------------------------------------------------
@@ -153,7 +155,11 @@ class Record:
     @property
     def importance(self) -> float | None:
         value = self.meta.get("importance")
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        return (
+            float(value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+            else None
+        )
 
     def line_of(self, key: str) -> int:
         """1-based file line of a top-level front-matter key (the opening '---' if absent)."""
@@ -189,10 +195,14 @@ def parse_record(data: bytes, path: str) -> Record:
     `schema.problems` checks types and values.
     """
     if not data.strip():
-        raise InvalidRecord(path, 1, "empty file: a record starts with '---', YAML front-matter, '---'")
+        raise InvalidRecord(
+            path, 1, "empty file: a record starts with '---', YAML front-matter, '---'"
+        )
     if len(data) > MAX_RECORD_BYTES:
         raise InvalidRecord(
-            path, 1, f"file is {len(data):,} bytes, over the {MAX_RECORD_BYTES:,}-byte limit for a record"
+            path,
+            1,
+            f"file is {len(data):,} bytes, over the {MAX_RECORD_BYTES:,}-byte limit for a record",
         )
     if b"\x00" in data:
         raise InvalidRecord(path, 1, "binary file (contains NUL bytes), not a Markdown record")
@@ -201,7 +211,8 @@ def parse_record(data: bytes, path: str) -> Record:
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise InvalidRecord(
-            path, line,
+            path,
+            line,
             f"not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
             "save the file as UTF-8",
         ) from None
@@ -239,10 +250,13 @@ def parse_record(data: bytes, path: str) -> Record:
     except yaml.YAMLError as error:
         raise InvalidRecord(path, 2, f"invalid YAML in front-matter: {error}") from None
     if meta is None:
-        raise InvalidRecord(path, 2, "front-matter is empty: it needs at least id, type, created, updated")
+        raise InvalidRecord(
+            path, 2, "front-matter is empty: it needs at least id, type, created, updated"
+        )
     if not isinstance(meta, dict):
         raise InvalidRecord(
-            path, 2,
+            path,
+            2,
             "front-matter is not a mapping of keys to values (is the '---' on line 1 a "
             "Markdown horizontal rule?)",
         )
@@ -260,10 +274,13 @@ def parse_record(data: bytes, path: str) -> Record:
     )
     for key in REQUIRED_FIELDS:
         if key not in meta or meta[key] in (None, ""):
-            raise InvalidRecord(path, closing + 1, f"front-matter is missing required field {key!r}")
+            raise InvalidRecord(
+                path, closing + 1, f"front-matter is missing required field {key!r}"
+            )
     if meta["type"] not in TYPE_FOLDERS:
         raise InvalidRecord(
-            path, record.line_of("type"),
+            path,
+            record.line_of("type"),
             f"unknown type {meta['type']!r}; expected one of: {', '.join(RECORD_TYPES)}",
         )
     return record
@@ -384,9 +401,7 @@ def edit_front_matter(text: str, old: dict[str, Any], new: dict[str, Any]) -> st
     for position, (start, key) in enumerate(starts):
         end = starts[position + 1][0] if position + 1 < len(starts) else len(lines)
         # Trailing blank lines and column-0 comments belong to the layout, not to this key.
-        while end - 1 > start and (
-            not lines[end - 1].strip() or lines[end - 1].startswith("#")
-        ):
+        while end - 1 > start and (not lines[end - 1].strip() or lines[end - 1].startswith("#")):
             end -= 1
         blocks[key] = (start, end)
     replacements: dict[int, tuple[int, list[str]]] = {}
@@ -420,9 +435,7 @@ def edit_front_matter(text: str, old: dict[str, Any], new: dict[str, Any]) -> st
 def render_record(record: Record) -> bytes:
     """The file bytes for a record; a record read from disk keeps its formatting."""
     if record.front_matter_text is not None and record.loaded_meta is not None:
-        front_matter = edit_front_matter(
-            record.front_matter_text, record.loaded_meta, record.meta
-        )
+        front_matter = edit_front_matter(record.front_matter_text, record.loaded_meta, record.meta)
     else:
         front_matter = dump_front_matter(record.meta)
     body = record.body

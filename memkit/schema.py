@@ -39,9 +39,7 @@ def _validators() -> dict[str, Validator]:
     registry: Registry[Any] = Registry().with_resources(
         (schema["$id"], Resource.from_contents(schema)) for schema in schemas.values()
     )
-    return {
-        name: Draft202012Validator(schemas[name], registry=registry) for name in RECORD_TYPES
-    }
+    return {name: Draft202012Validator(schemas[name], registry=registry) for name in RECORD_TYPES}
 
 
 def _describe(error: Any) -> str:

@@ -17,32 +17,43 @@ __all__ = ["SecretFinding", "check_text", "find_secrets", "redact_secrets"]
 class SecretFinding:
     """One credential found in a text: what it looks like, where, and a redacted excerpt."""
 
-    kind: str
-    line: int
-    excerpt: str
+    kind: str  # human words: "OpenAI API key", "password assignment", "high-entropy token", ...
+    line: int  # 1-based line of the text where the secret starts
+    excerpt: str  # safe to print: never more than a few leading characters of the secret
 
 
 class _Hit(NamedTuple):
-    start: int  # span of the secret itself: what redaction replaces
+    start: int  # the span of the secret itself, which redaction replaces
     end: int
-    rank: int  # lower wins when two hits overlap: specific formats beat generic guesses
+    rank: int  # where hits overlap the lowest rank wins: specific formats beat generic guesses
     kind: str
     excerpt: str
 
 
-# Ranks, most specific first.
 _RANK_PEM = 0
 _RANK_PROVIDER = 1
-_RANK_CONTEXT = 2  # bearer tokens, credentials in URLs, AWS secret assignments
+_RANK_CONTEXT = 2  # bearer and basic auth headers, passwords in URLs, AWS secret keys
 _RANK_ASSIGNMENT = 3
 _RANK_ENTROPY = 4
 
-_SHOWN_MAX = 5
+# How the scan stays fast: regexes only run where a cheap substring search found their literal
+# start (`bytes.find` on an ASCII view of the text, one byte per character so positions agree).
+
+
+def _ascii_view(text: str) -> bytes:
+    return text.encode("ascii", "replace")
+
+
+def _positions(haystack: bytes, needle: bytes) -> Iterator[int]:
+    position = haystack.find(needle)
+    while position >= 0:
+        yield position
+        position = haystack.find(needle, position + 1)
 
 
 def _mask(secret: str) -> str:
-    """The first few characters (a quarter at most) and the length: enough to recognise it."""
-    shown = min(_SHOWN_MAX, len(secret) // 4)
+    """A few leading characters (a sixth at most) and the length: enough to recognise it."""
+    shown = min(5, len(secret) // 6)
     return f"{secret[:shown]}…({len(secret)} chars)"
 
 
@@ -54,111 +65,109 @@ def _has_letter_and_digit(value: str) -> bool:
     return _has_digit(value) and any(c.isalpha() for c in value)
 
 
-def _mixed_case_alnum(value: str) -> bool:
-    """Random base62 text: digits, upper and lower case letters all present."""
-    return _has_digit(value) and any(c.isupper() for c in value) and any(c.islower() for c in value)
-
-
 def _mixed_case(value: str) -> bool:
     return any(c.isupper() for c in value) and any(c.islower() for c in value)
+
+
+def _mixed_case_and_digit(value: str) -> bool:
+    return _has_digit(value) and _mixed_case(value)
 
 
 def _always(value: str) -> bool:
     return True
 
 
-# --- Provider formats: a fixed prefix, then random characters -----------------------------------
+# --- Provider formats: a fixed prefix, then random characters ----------------------------------
 
-_B = r"(?<![A-Za-z0-9_\-])"  # a token starts at a word boundary (so "desk-..." is not "sk-")
+_B = r"(?<![A-Za-z0-9_\-])"  # a token starts at a word boundary ("desk-..." holds no "sk-")
 
 
 class _Provider(NamedTuple):
     kind: str
-    triggers: tuple[str, ...]  # cheap substring test before the regex runs
-    pattern: re.Pattern[str]
+    starts: tuple[str, ...]  # the first two characters of every token of this kind
+    pattern: re.Pattern[str]  # matched where a run of token characters starts
     valid: Callable[[str], bool]  # the whole match must look random enough
 
 
 _PROVIDERS: tuple[_Provider, ...] = (
     _Provider(
         "Anthropic API key",
-        ("sk-ant-",),
+        ("sk",),
         re.compile(_B + r"sk-ant-[A-Za-z0-9_\-]{20,}"),
         _has_letter_and_digit,
     ),
     _Provider(
         "OpenAI API key",
-        ("sk-",),
+        ("sk",),
         re.compile(_B + r"sk-(?!ant-)(?:(?:proj|svcacct|admin|None)-)?[A-Za-z0-9_\-]{20,}"),
-        _mixed_case_alnum,
+        _mixed_case_and_digit,
     ),
     _Provider(
         "AWS access key id",
-        ("AKIA", "ASIA"),
+        ("AK", "AS"),
         re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16,}(?![A-Za-z0-9])"),
         _always,
     ),
     _Provider(
         "GitHub token",
-        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+        ("gh", "gi"),
         re.compile(_B + r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,})"),
         _has_letter_and_digit,
     ),
     _Provider(
         "GitLab token",
-        ("glpat-",),
+        ("gl",),
         re.compile(_B + r"glpat-[A-Za-z0-9_\-]{20,}"),
         _has_letter_and_digit,
     ),
     _Provider(
         "Slack token",
-        ("xox",),
+        ("xo",),
         re.compile(_B + r"xox[abprs]-[A-Za-z0-9\-]{10,}"),
         _has_digit,
     ),
     _Provider(
-        "Slack webhook URL",
-        ("hooks.slack.com",),
-        re.compile(r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/\-]{20,}"),
-        _always,
-    ),
-    _Provider(
         "Google API key",
-        ("AIza",),
-        re.compile(r"(?<![A-Za-z0-9_\-])AIza[A-Za-z0-9_\-]{35}(?![A-Za-z0-9_\-])"),
+        ("AI",),
+        re.compile(_B + r"AIza[A-Za-z0-9_\-]{35}(?![A-Za-z0-9_\-])"),
         _always,
     ),
     _Provider(
         "Stripe secret key",
-        ("_live_",),
-        re.compile(_B + r"(?:sk|rk)_live_[A-Za-z0-9]{16,}"),
+        ("sk", "rk"),
+        re.compile(_B + r"[sr]k_live_[A-Za-z0-9]{16,}"),
         _always,
     ),
     _Provider(
         "Hugging Face token",
-        ("hf_",),
+        ("hf",),
         re.compile(_B + r"hf_[A-Za-z0-9]{30,}(?![A-Za-z0-9_])"),
         _mixed_case,
     ),
     _Provider(
         "npm token",
-        ("npm_",),
+        ("np",),
         re.compile(_B + r"npm_[A-Za-z0-9]{36,}"),
         _has_letter_and_digit,
     ),
     _Provider(
         "PyPI token",
-        ("pypi-",),
+        ("py",),
         re.compile(_B + r"pypi-AgE[A-Za-z0-9_\-]{50,}"),
         _always,
     ),
     _Provider(
         "JSON web token",
-        ("eyJ",),
+        ("ey",),
         re.compile(_B + r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
         _always,
     ),
 )
+_PROVIDERS_BY_START: dict[str, tuple[_Provider, ...]] = {
+    start: tuple(p for p in _PROVIDERS if start in p.starts)
+    for start in {start for p in _PROVIDERS for start in p.starts}
+}
+_SLACK_WEBHOOK = re.compile(r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/\-]{20,}")
 
 _PEM = re.compile(
     r"-----BEGIN (?P<label>[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?)-----"
@@ -167,59 +176,41 @@ _PEM = re.compile(
     re.DOTALL,
 )
 
-# --- Credentials known by their context ---------------------------------------------------------
+# --- Credentials known by what stands before them ----------------------------------------------
 
 _AWS_SECRET = re.compile(
     r"(?i)aws_?secret_?(?:access_?)?key[\"']?[ \t]*(?::=|=>|=|:)[ \t]*[\"']?"
     r"(?P<value>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
 )
-
-_BEARER = re.compile(r"(?i)(?<![A-Za-z0-9])bearer[ \t]+(?P<value>[A-Za-z0-9\-._~+/]{16,}=*)")
+_BEARER = re.compile(r"(?i)bearer[ \t]+(?P<value>[A-Za-z0-9\-._~+/]{16,}=*)")
 _BASIC = re.compile(
     r"(?i)authorization[\"']?[ \t]*:[ \t]*[\"']?basic[ \t]+(?P<value>[A-Za-z0-9+/]{8,}={0,2})"
 )
 _URL_CREDENTIALS = re.compile(
-    r"(?i)(?P<scheme>[a-z][a-z0-9+.\-]{1,20})://(?P<user>[^\s:/@?#\[\]<>\"'`]+)"
-    r":(?P<value>[^\s/@?#<>\"'`]+)@(?P<host>[A-Za-z0-9.\-_\[\]]+)"
+    r"://(?P<user>[^\s:/@?#\[\]<>\"'`]+):(?P<value>[^\s/@?#<>\"'`]+)@(?P<host>[A-Za-z0-9.\-_\[\]]+)"
 )
+_SCHEME_BEFORE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,20}\Z")
 
-# `password = ...`, `"api_key": "..."`, `DB_PASSWORD=...`, `--token ...`
+# `password = "..."`, `"api_key": "..."`, `DB_PASSWORD=...`, `token: ...`, `--password ...`
 _KEYWORD = (
-    r"(?P<kw>passwd|password|passphrase|pwd|secret|api[_\-]?key|apikey"
-    r"|access[_\-]?key|private[_\-]?key|token)"
+    r"(?i)(?P<kw>passwd|password|passphrase|pwd|secret|token"
+    r"|api[_\-]?key|access[_\-]?key|private[_\-]?key)(?:[_\-]?key)?"
 )
 _VALUE = (
     r"(?:\"(?P<dq>[^\"\n]*)\"|'(?P<sq>[^'\n]*)'|`(?P<bq>[^`\n]*)`"
-    r"|(?P<bare>[^\s\"'`,;&<>)\]}*]+))"
+    r"|(?P<bare>[^\s\"'`,;&<>()\[\]{}*]+))"
 )
 _ASSIGNMENT = re.compile(
-    r"(?i)(?<![A-Za-z0-9_.\-])(?P<key>[A-Za-z0-9_.\-]{0,40}?" + _KEYWORD + r"(?:[_\-]?key)?)"
-    r"[\"']?(?:\*\*|__)?[ \t]*(?P<sep>:=|=>|==?|:)[ \t]*(?:\*\*|__)?[ \t]*" + _VALUE
+    _KEYWORD + r"[\"']?(?:\*\*|__)?[ \t]*(?P<sep>:=|=>|==?|:)[ \t]*(?:\*\*|__)?[ \t]*" + _VALUE
 )
-_FLAG = re.compile(
-    r"(?i)(?<![A-Za-z0-9_\-])(?P<key>--[A-Za-z0-9\-]{0,30}?"
-    r"(?P<kw>password|passwd|passphrase|token|secret|api-?key))[ \t]+(?P<sep>)" + _VALUE
-)
-_ASSIGNMENT_TRIGGERS = ("pass", "pwd", "secret", "key", "token")
-
-_KIND_BY_KEYWORD = {
-    "passwd": "password assignment",
-    "password": "password assignment",
-    "passphrase": "password assignment",
-    "pwd": "password assignment",
-    "secret": "secret assignment",
-    "token": "token assignment",
-}
+_FLAG = re.compile(_KEYWORD + r"[ \t]+" + _VALUE)  # after "--": --password hunter2
+_KEYWORD_STARTS = (b"pass", b"pwd", b"secret", b"token", b"api", b"access", b"private")
+_KEY_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_PASSWORD_WORDS = frozenset(("passwd", "password", "passphrase", "pwd"))
 
 # Values that say "a secret goes here" rather than being one.
 _PLACEHOLDER_WORDS = frozenset(
-    """
-    password passwd passphrase pwd pass secret secrets token tokens key apikey api_key none null
-    nil true false yes no empty string str bytes int required optional hidden masked unset
-    undefined unknown env todo tbd fixme changeme change_me change-me default redacted omitted
-    removed example sample dummy fake test placeholder value your_password your_token
-    1password
-    """.split()
+    ["password", "passwd", "passphrase", "pwd", "pass", "secret", "secrets", "token", "tokens", "key", "apikey", "api_key", "none", "null", "nil", "true", "false", "yes", "no", "empty", "string", "str", "bytes", "int", "required", "optional", "hidden", "masked", "unset", "undefined", "unknown", "env", "todo", "tbd", "fixme", "changeme", "default", "redacted", "omitted", "removed", "example", "sample", "dummy", "fake", "test", "placeholder", "value", "1password"]
 )
 _PLACEHOLDER_PARTS = (
     "example",
@@ -241,13 +232,11 @@ _PLACEHOLDER_PARTS = (
 )
 _FILLER = re.compile(r"[*xX.•#?_\-]+")
 _REFERENCE = re.compile(
-    r"[$%@{(\[]"  # $VAR, %(name)s, @var, {{ x }}, (expr), [REDACTED:...]
-    r"|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?:\(.*)?$"  # settings.API_KEY, os.getenv(
-    r"|[A-Za-z_]+$"  # a bare word or variable name: prose, or code that passes a variable
-    r"|(?:~|\.{1,2})?/"  # a path
-    r"|[A-Za-z]:\\"
-    r"|[a-z][a-z0-9+.\-]*://"  # a URL (credentials inside one are found separately)
-    r"|[A-Za-z_][A-Za-z0-9_]*\("  # a call: getpass(), read_secret("x")
+    r"[$%@]"  # $VAR, %s, @var
+    r"|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+$"  # settings.API_KEY, os.environ
+    r"|[A-Za-z_]+$"  # a bare word or variable name: prose, or code passing a variable along
+    r"|(?:~|\.{1,2})?/|[A-Za-z]:\\"  # a path
+    r"|[A-Za-z][A-Za-z0-9+.\-]*://"  # a URL (a password inside one is found on its own)
 )
 
 
@@ -260,14 +249,11 @@ def _is_placeholder(value: str, user: str = "") -> bool:
     return any(part in lowered for part in _PLACEHOLDER_PARTS)
 
 
-def _assignment_value_is_secret(keyword: str, value: str, quoted: bool) -> bool:
-    """Whether the value assigned to a password/token/... key is a real-looking credential."""
-    if _is_placeholder(value):
+def _assigned_secret(keyword: str, value: str, quoted: bool) -> bool:
+    """Whether a value given to a password/token/... key is a real-looking credential."""
+    if _is_placeholder(value) or (not quoted and _REFERENCE.match(value)):
         return False
-    if not quoted and _REFERENCE.match(value):
-        return False
-    is_password = keyword in ("passwd", "password", "passphrase", "pwd")
-    if is_password:
+    if keyword in _PASSWORD_WORDS:
         if len(value) < 4 or (value.isdigit() and len(value) < 6):
             return False
         return quoted or not value.isalpha()
@@ -277,50 +263,98 @@ def _assignment_value_is_secret(keyword: str, value: str, quoted: bool) -> bool:
 
 
 def _assignment_kind(keyword: str) -> str:
-    lowered = keyword.lower()
-    if lowered in _KIND_BY_KEYWORD:
-        return _KIND_BY_KEYWORD[lowered]
-    if lowered.startswith("api"):
+    if keyword in _PASSWORD_WORDS:
+        return "password assignment"
+    if keyword == "secret":
+        return "secret assignment"
+    if keyword == "token":
+        return "token assignment"
+    if keyword.startswith("api"):
         return "API key assignment"
     return "secret key assignment"
 
 
-def _assignment_hits(pattern: re.Pattern[str], text: str) -> Iterator[_Hit]:
-    for m in pattern.finditer(text):
-        for group in ("dq", "sq", "bq", "bare"):
-            value = m.group(group)
-            if value is not None:
-                break
-        else:  # pragma: no cover - the value pattern always sets one group
+def _assignment_hits(text: str, lowered: bytes) -> Iterator[_Hit]:
+    seen: set[int] = set()
+    for word in _KEYWORD_STARTS:
+        for position in _positions(lowered, word):
+            key_start = position
+            while key_start > 0 and position - key_start < 40 and lowered[key_start - 1] in _KEY_CHARS:
+                key_start -= 1
+            is_flag = lowered.startswith(b"--", key_start)
+            m = (_FLAG if is_flag else _ASSIGNMENT).match(text, position)
+            if m is None:
+                continue
+            group = next(g for g in ("dq", "sq", "bq", "bare") if m.group(g) is not None)
+            value = m.group(group).strip()
+            start = m.start(group) + m.group(group).find(value)
+            if start in seen:
+                continue
+            keyword = m.group("kw").lower().replace("-", "_")
+            keyword = "api_key" if keyword.startswith("api") else keyword
+            if not _assigned_secret(keyword, value, quoted=group != "bare"):
+                continue
+            seen.add(start)
+            label = text[key_start:start].rstrip("\"'`")
+            kind = _assignment_kind(keyword)
+            yield _Hit(start, start + len(value), _RANK_ASSIGNMENT, kind, label + _mask(value))
+
+
+def _context_hits(text: str, view: bytes, lowered: bytes) -> Iterator[_Hit]:
+    for position in _positions(lowered, b"aws"):
+        m = _AWS_SECRET.match(text, position)
+        if m is not None:
+            start, end = m.span("value")
+            yield _Hit(start, end, _RANK_CONTEXT, "AWS secret access key", _mask(m["value"]))
+    for position in _positions(lowered, b"bearer"):
+        m = _BEARER.match(text, position)
+        if m is None or (position > 0 and text[position - 1].isalnum()):
             continue
-        keyword = m.group("kw").lower().replace("-", "_")
-        keyword = "api_key" if keyword in ("apikey", "api_key") else keyword
-        stripped = value.strip()
-        if not _assignment_value_is_secret(keyword, stripped, group != "bare"):
+        value = m["value"]
+        if _is_placeholder(value) or not (_has_digit(value) or _mixed_case(value[1:])):
             continue
-        start = m.start(group) + value.index(stripped)
-        sep = m.group("sep") or " "
-        excerpt = f"{m.group('key')}{sep}{_mask(stripped)}"
-        yield _Hit(start, start + len(stripped), _RANK_ASSIGNMENT, _assignment_kind(keyword), excerpt)
+        start, end = m.span("value")
+        yield _Hit(start, end, _RANK_CONTEXT, "bearer token", f"Bearer {_mask(value)}")
+    for position in _positions(lowered, b"authorization"):
+        m = _BASIC.match(text, position)
+        if m is not None and not _is_placeholder(m["value"]):
+            start, end = m.span("value")
+            yield _Hit(start, end, _RANK_CONTEXT, "basic auth header", f"Basic {_mask(m['value'])}")
+    for position in _positions(view, b"://"):
+        if text.startswith("hooks.slack.com/", position + 3):
+            hook = _SLACK_WEBHOOK.match(text, position - 5)
+            if hook is not None:
+                hook_hit = _Hit(*hook.span(), _RANK_PROVIDER, "Slack webhook URL", _mask(hook[0]))
+                yield hook_hit
+        m = _URL_CREDENTIALS.match(text, position)
+        scheme = _SCHEME_BEFORE.search(text, max(0, position - 21), position)
+        if m is None or scheme is None:
+            continue
+        value = m["value"]
+        if _is_placeholder(value, m["user"]) or value[0] in "$%{":
+            continue
+        start, end = m.span("value")
+        excerpt = f"{scheme.group()}://{m['user']}:{_mask(value)}@{m['host']}"
+        yield _Hit(start, end, _RANK_CONTEXT, "password in URL", excerpt)
 
 
-# --- Generic high-entropy tokens -----------------------------------------------------------------
+# --- Generic high-entropy tokens ---------------------------------------------------------------
 
-_CANDIDATE = re.compile(r"(?<![A-Za-z0-9_+/\-])[A-Za-z0-9_+/\-]{24,}")
+_TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+/-"
+_TOKEN_TABLE = bytes(ord("a") if byte in _TOKEN_CHARS else ord(" ") for byte in range(256))
+_MIN_RUN = 11  # the shortest run of token characters a provider token starts (a JWT header)
+_MIN_TOKEN = 24
+_MIN_RANDOM = 20  # random-looking characters left after dropping word-like and hex parts
+_DIGIT = re.compile(r"[0-9]")
 _PART_SPLIT = re.compile(r"[_+/\-]+")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 _RUN = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 _HASH_LABEL = re.compile(r"(?i)(?:sha(?:1|224|256|384|512)|md5|blake2[bs]?|integrity)[\-=:]\s*$")
-_BENIGN_SPANS = re.compile(
-    r"(?i)[a-z][a-z0-9+.\-]{1,20}://[^\s<>\"'`)\]]+"  # URLs: ids in their paths are not secrets
-    r"|data:[a-z]+/[a-z0-9.+\-]+;base64,[A-Za-z0-9+/=]+"  # inline images
-)
-_MIN_TOKEN = 24
-_MIN_RANDOM = 20  # random-looking characters needed after dropping word-like and hex parts
 
 
 def _entropy(value: str) -> float:
+    """Shannon entropy in bits per character."""
     counts: dict[str, int] = {}
     for char in value:
         counts[char] = counts.get(char, 0) + 1
@@ -329,7 +363,7 @@ def _entropy(value: str) -> float:
 
 
 def _part_is_benign(part: str) -> bool:
-    """Parts of a token that real text is made of: words, identifiers, numbers, hashes, ids."""
+    """Pieces real text is made of: words, identifiers, numbers, hex hashes, ULIDs."""
     if len(part) < 8 or part.isalpha() or part.isdigit():
         return True
     if _HEX.fullmatch(part) or _ULID.fullmatch(part):
@@ -339,80 +373,67 @@ def _part_is_benign(part: str) -> bool:
 
 
 def _looks_random(token: str) -> bool:
-    if not _has_letter_and_digit(token):
-        return False
+    if _ULID.fullmatch(token) or _DIGIT.search(token) is None or token.isdigit():
+        return False  # memkit's own record ids; words and identifiers without digits
     if _HEX.fullmatch(token.replace("-", "")):
         return False  # commit SHAs, UUIDs, checksums
-    random_parts = [p for p in _PART_SPLIT.split(token) if not _part_is_benign(p)]
-    residual = "".join(random_parts)
+    residual = "".join(p for p in _PART_SPLIT.split(token) if not _part_is_benign(p))
     if len(residual) < _MIN_RANDOM:
         return False
-    # Random text over 36+ symbols uses most of them; threshold tuned on real identifiers.
     return _entropy(residual) >= min(4.0, 0.82 * math.log2(len(residual)))
 
 
-def _entropy_hits(text: str) -> Iterator[_Hit]:
-    benign = [m.span() for m in _BENIGN_SPANS.finditer(text)] if ":" in text else []
-    for m in _CANDIDATE.finditer(text):
-        start, end = m.span()
-        token = m.group()
-        if benign and any(s <= start < e for s, e in benign):
-            continue
-        if not _looks_random(token):
-            continue
-        if _HASH_LABEL.search(text, max(0, start - 12), start):
-            continue
-        yield _Hit(start, end, _RANK_ENTROPY, "high-entropy token", _mask(token))
+def _in_url(view: bytes, start: int) -> bool:
+    """Whether the token at `start` sits in a URL or data: URI (ids in paths are not secrets)."""
+    chunk_start = max(view.rfind(b" ", 0, start), view.rfind(b"\n", 0, start))
+    chunk = view[chunk_start + 1 : start]
+    return b"://" in chunk or b"data:" in chunk
 
 
-# --- Putting it together ------------------------------------------------------------------------
+def _token_hits(text: str, view: bytes) -> Iterator[_Hit]:
+    """Provider tokens and high-entropy tokens, looked for in runs of token characters."""
+    runs = view.translate(_TOKEN_TABLE)
+    needle = b"a" * _MIN_RUN
+    start = runs.find(needle)
+    while start >= 0:
+        end = runs.find(b" ", start)
+        end = len(runs) if end < 0 else end
+        # A provider token starts the run, or follows a "/" or "+" inside it (URL paths).
+        at = start
+        while at >= 0:
+            for provider in _PROVIDERS_BY_START.get(text[at : at + 2], ()):
+                m = provider.pattern.match(text, at)
+                if m is not None and provider.valid(m.group()):
+                    yield _Hit(m.start(), m.end(), _RANK_PROVIDER, provider.kind, _mask(m.group()))
+            slash = view.find(b"/", at + 1, end)
+            plus = view.find(b"+", at + 1, end)
+            at = min(slash, plus) if slash >= 0 and plus >= 0 else max(slash, plus)
+            at = at + 1 if at >= 0 else -1
+        if end - start >= _MIN_TOKEN:
+            token = text[start:end]
+            if (
+                _looks_random(token)
+                and not _in_url(view, start)
+                and not _HASH_LABEL.search(text, max(0, start - 12), start)
+            ):
+                yield _Hit(start, end, _RANK_ENTROPY, "high-entropy token", _mask(token))
+        start = runs.find(needle, end)
+
+
+# --- Putting it together -----------------------------------------------------------------------
 
 
 def _all_hits(text: str) -> list[_Hit]:
+    view = _ascii_view(text)
+    lowered = view.lower()
     hits: list[_Hit] = []
     if "PRIVATE KEY" in text:
         for m in _PEM.finditer(text):
-            excerpt = f"-----BEGIN {m.group('label')}-----…({m.end() - m.start()} chars)"
+            excerpt = f"-----BEGIN {m['label']}-----…({m.end() - m.start()} chars)"
             hits.append(_Hit(m.start(), m.end(), _RANK_PEM, "private key block", excerpt))
-    for provider in _PROVIDERS:
-        if any(trigger in text for trigger in provider.triggers):
-            for m in provider.pattern.finditer(text):
-                if provider.valid(m.group()):
-                    hits.append(
-                        _Hit(m.start(), m.end(), _RANK_PROVIDER, provider.kind, _mask(m.group()))
-                    )
-    lowered = text.lower()
-    if "aws" in lowered:
-        for m in _AWS_SECRET.finditer(text):
-            start, end = m.span("value")
-            hits.append(
-                _Hit(start, end, _RANK_CONTEXT, "AWS secret access key", _mask(m.group("value")))
-            )
-    if "bearer" in lowered:
-        for m in _BEARER.finditer(text):
-            value = m.group("value")
-            if _is_placeholder(value) or not (_has_digit(value) or _mixed_case(value[1:])):
-                continue
-            start, end = m.span("value")
-            hits.append(_Hit(start, end, _RANK_CONTEXT, "bearer token", f"Bearer {_mask(value)}"))
-    if "basic" in lowered:
-        for m in _BASIC.finditer(text):
-            start, end = m.span("value")
-            excerpt = f"Basic {_mask(m.group('value'))}"
-            hits.append(_Hit(start, end, _RANK_CONTEXT, "basic auth header", excerpt))
-    if "://" in text:
-        for m in _URL_CREDENTIALS.finditer(text):
-            value = m.group("value")
-            if _is_placeholder(value, m.group("user")) or value.startswith("$"):
-                continue
-            start, end = m.span("value")
-            excerpt = f"{m.group('scheme')}://{m.group('user')}:{_mask(value)}@{m.group('host')}"
-            hits.append(_Hit(start, end, _RANK_CONTEXT, "password in URL", excerpt))
-    if any(trigger in lowered for trigger in _ASSIGNMENT_TRIGGERS):
-        hits.extend(_assignment_hits(_ASSIGNMENT, text))
-        if "--" in text:
-            hits.extend(_assignment_hits(_FLAG, text))
-    hits.extend(_entropy_hits(text))
+    hits.extend(_token_hits(text, view))
+    hits.extend(_context_hits(text, view, lowered))
+    hits.extend(_assignment_hits(text, lowered))
     return _resolve_overlaps(hits)
 
 

@@ -180,7 +180,9 @@ def _build(cls: Any, data: Any, path: list[str], root: yaml.Node | None, file: P
             close = difflib.get_close_matches(str(key), list(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
             raise SettingsError(
-                file, _line_of(root, [*path, str(key)]), f"unknown setting {'.'.join([*path, str(key)])!r}{hint}"
+                file,
+                _line_of(root, [*path, str(key)]),
+                f"unknown setting {'.'.join([*path, str(key)])!r}{hint}",
             )
         default = getattr(defaults, key)
         try:
@@ -195,7 +197,8 @@ def _build(cls: Any, data: Any, path: list[str], root: yaml.Node | None, file: P
     built = replace(defaults, **values)
     if cls is LearningSettings and built.mode not in LEARNING_MODES:
         raise SettingsError(
-            file, _line_of(root, [*path, "mode"]),
+            file,
+            _line_of(root, [*path, "mode"]),
             f"learning.mode must be one of {', '.join(LEARNING_MODES)}, not {built.mode!r}",
         )
     return built
@@ -207,7 +210,9 @@ def _stores(value: Any, where: str) -> dict[str, bool]:
     stores = dict(DEFAULT_STORES)
     for name, enabled in value.items():
         if name not in STORE_TYPES:
-            raise ValueError(f"{where}: unknown store {name!r}; stores are {', '.join(STORE_TYPES)}")
+            raise ValueError(
+                f"{where}: unknown store {name!r}; stores are {', '.join(STORE_TYPES)}"
+            )
         if not isinstance(enabled, bool):
             raise ValueError(f"{where}.{name} must be true or false, not {enabled!r}")
         stores[name] = enabled
@@ -220,7 +225,9 @@ def parse_settings(text: str, file: Path) -> Settings:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        raise SettingsError(file, (mark.line + 1) if mark else 1, f"invalid YAML: {error.problem}") from None
+        raise SettingsError(
+            file, (mark.line + 1) if mark else 1, f"invalid YAML: {error.problem}"
+        ) from None
     except yaml.YAMLError as error:
         raise SettingsError(file, 1, f"invalid YAML: {error}") from None
     settings: Settings = _build(Settings, data, [], root, file)

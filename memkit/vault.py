@@ -210,9 +210,7 @@ class Vault:
     def record_paths(self, types: Iterable[str] | None = None) -> Iterator[str]:
         """Vault-relative paths of every file that may be a record, in sorted order."""
         wanted = set(types) if types else None
-        folders = (
-            sorted({folder_for_type(t) for t in wanted}) if wanted else list(RECORD_ROOTS)
-        )
+        folders = sorted({folder_for_type(t) for t in wanted}) if wanted else list(RECORD_ROOTS)
         if wanted and "proposal" in wanted:
             folders.append(REJECTED_FOLDER)
         seen: set[str] = set()
@@ -472,8 +470,11 @@ class Vault:
             result.problems.extend(self._placement_problems(record))
             if record.id in seen_ids:
                 result.problems.append(
-                    Problem(relpath, record.line_of("id"),
-                            f"id {record.id} is also used by {seen_ids[record.id]}")
+                    Problem(
+                        relpath,
+                        record.line_of("id"),
+                        f"id {record.id} is also used by {seen_ids[record.id]}",
+                    )
                 )
             else:
                 seen_ids[record.id] = relpath
@@ -499,12 +500,18 @@ class Vault:
         if record.type == expected_type:
             return []
         if record.type == "proposal" and folder in TYPE_FOLDERS.values():
-            return [Problem(
-                record.path, record.line_of("type"),
-                "a proposal moved into a store folder: run `memkit sync` to finalise the approval",
-            )]
-        return [Problem(
-            record.path, record.line_of("type"),
-            f"type {record.type!r} does not belong in {folder}/ "
-            f"(it belongs in {TYPE_FOLDERS.get(record.type, '?')}/)",
-        )]
+            return [
+                Problem(
+                    record.path,
+                    record.line_of("type"),
+                    "a proposal moved into a store folder: run `memkit sync` to finalise the approval",
+                )
+            ]
+        return [
+            Problem(
+                record.path,
+                record.line_of("type"),
+                f"type {record.type!r} does not belong in {folder}/ "
+                f"(it belongs in {TYPE_FOLDERS.get(record.type, '?')}/)",
+            )
+        ]

@@ -43,7 +43,7 @@ class Runner:
         self.root = root
         self.runner = CliRunner()
 
-    def run(self, *args: str, input: str | None = None, vault: bool = True) -> Result:  # noqa: A002
+    def run(self, *args: str, input: str | None = None, vault: bool = True) -> Result:
         full = ["--vault", str(self.root), *args] if vault else list(args)
         return self.runner.invoke(cli, full, input=input, catch_exceptions=False)
 

@@ -62,7 +62,9 @@ def test_imports_point_down_the_layers() -> None:
                 continue
             target = imported.split(".")[1]
             if target in layers and target != name and layers[target] >= layers[name]:
-                wrong.append(f"{name} (layer {layers[name]}) imports {target} (layer {layers[target]})")
+                wrong.append(
+                    f"{name} (layer {layers[name]}) imports {target} (layer {layers[target]})"
+                )
     assert not wrong
 
 

@@ -25,8 +25,9 @@ def test_version_and_help() -> None:
 
 
 def test_python_dash_m_runs(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "memkit", "--version"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "memkit", "--version"], capture_output=True, text=True, check=True
+    )
     assert __version__ in out.stdout
 
 
@@ -36,12 +37,31 @@ def test_init_then_remember_show_list_forget(tmp_path: Path) -> None:
     result = runner.run("init", str(root), "--json", vault=False)
     assert json.loads(result.stdout)["root"] == str(root.resolve())
 
-    result = runner.run("remember", "Dana walks Miso at 7am", "--title", "Morning walk",
-                        "--tag", "miso", "--tag", "routine", "--importance", "0.6", "--json")
+    result = runner.run(
+        "remember",
+        "Dana walks Miso at 7am",
+        "--title",
+        "Morning walk",
+        "--tag",
+        "miso",
+        "--tag",
+        "routine",
+        "--importance",
+        "0.6",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
-    assert list(record)[:8] == ["id", "type", "path", "title", "created", "updated", "tags",
-                                "importance"]
+    assert list(record)[:8] == [
+        "id",
+        "type",
+        "path",
+        "title",
+        "created",
+        "updated",
+        "tags",
+        "importance",
+    ]
     assert record["type"] == "long-term" and record["title"] == "Morning walk"
     assert record["tags"] == ["miso", "routine"] and record["importance"] == 0.6
     assert record["path"].startswith("memory/long-term/morning-walk-")
@@ -112,8 +132,10 @@ def test_list_warns_about_bad_files_on_stderr(run: Runner) -> None:
 def test_check_prints_path_line_message_and_exits_1(run: Runner) -> None:
     assert run.run("check").exit_code == 0
     bad = run.root / "learning/insights/bad.md"
-    bad.write_text("---\nid: 01JD0000000000000000000001\ntype: insight\ncreated: 2026-01-01\n"
-                   "updated: 2026-01-01\nimportance: high\n---\nbody\n")
+    bad.write_text(
+        "---\nid: 01JD0000000000000000000001\ntype: insight\ncreated: 2026-01-01\n"
+        "updated: 2026-01-01\nimportance: high\n---\nbody\n"
+    )
     result = run.run("check")
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
@@ -141,8 +163,20 @@ def test_sample_vault_passes_check(run_sample: Runner) -> None:
 def test_sample_vault_covers_every_type(run_sample: Runner) -> None:
     listed = json.loads(run_sample.run("list", "--json").stdout)
     types = {r["type"] for r in listed}
-    assert types == {"short-term", "long-term", "entity", "episodic", "persona", "insight",
-                     "thread", "pattern", "decision", "feedback", "improvement", "proposal"}
+    assert types == {
+        "short-term",
+        "long-term",
+        "entity",
+        "episodic",
+        "persona",
+        "insight",
+        "thread",
+        "pattern",
+        "decision",
+        "feedback",
+        "improvement",
+        "proposal",
+    }
     assert len([r for r in listed if r["path"].startswith("learning/proposals/")]) == 2
     assert len([r for r in listed if r["path"].startswith("learning/rejected/")]) == 1
 

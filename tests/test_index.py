@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import memkit.index as index_module
@@ -234,21 +234,38 @@ def test_hit_fields_round_trip(index: SearchIndex) -> None:
 
 @pytest.fixture
 def filtered(index: SearchIndex) -> SearchIndex:
+    days = timedelta(days=1)
     index.replace_all(
         [
-            doc("i1.md", "plans for the trip", type="insight", tags=["Travel"], created=NOW - timedelta(days=40)),
-            doc("i2.md", "plans for dinner", type="insight", tags=["food", "travel"], created=NOW - timedelta(days=5)),
-            doc("e1.md", "plans for Paris", type="entity", tags=["travel"], created=NOW - timedelta(days=2),
-                updated=NOW - timedelta(hours=1)),
+            doc("i1.md", "plans: trip", type="insight", tags=["Travel"], created=NOW - 40 * days),
+            doc(
+                "i2.md",
+                "plans: dinner",
+                type="insight",
+                tags=["food", "travel"],
+                created=NOW - 5 * days,
+            ),
+            doc(
+                "e1.md",
+                "plans: Paris",
+                type="entity",
+                tags=["travel"],
+                created=NOW - 2 * days,
+                updated=NOW - timedelta(hours=1),
+            ),
             doc("d1.md", "plans without a date", type="decision"),
         ]
-    )  # fmt: skip
+    )
     return index
 
 
 def test_type_filters(filtered: SearchIndex) -> None:
     assert sorted(keys(filtered, "plans", types=["insight"])) == ["i1.md", "i2.md"]
-    assert sorted(keys(filtered, "plans", types=["insight", "entity"])) == ["e1.md", "i1.md", "i2.md"]
+    assert sorted(keys(filtered, "plans", types=["insight", "entity"])) == [
+        "e1.md",
+        "i1.md",
+        "i2.md",
+    ]
     assert keys(filtered, "plans", types="entity") == ["e1.md"]  # a lone string is one type
     assert sorted(keys(filtered, "type:insight plans")) == ["i1.md", "i2.md"]
     assert keys(filtered, "plans type:Entity") == ["e1.md"]
@@ -273,7 +290,9 @@ def test_since_and_until_use_updated_then_created(filtered: SearchIndex) -> None
     assert keys(filtered, "plans", until=week_ago) == ["i1.md"]
     # e1 was created 2 days ago but updated 1 hour ago: `updated` decides.
     assert keys(filtered, "plans", since=NOW - timedelta(hours=2)) == ["e1.md"]
-    assert keys(filtered, "plans", since=NOW - timedelta(days=3), until=NOW - timedelta(days=1)) == []
+    assert (
+        keys(filtered, "plans", since=NOW - timedelta(days=3), until=NOW - timedelta(days=1)) == []
+    )
     assert filtered.search("plans", since=NOW, until=week_ago).total == 0
     # Naive datetimes are read as UTC.
     naive = (NOW - timedelta(hours=2)).replace(tzinfo=None)
@@ -305,7 +324,10 @@ def test_expired_and_superseded_are_hidden_unless_asked(index: SearchIndex) -> N
 
 def test_importance_orders_equal_text(index: SearchIndex) -> None:
     index.replace_all(
-        [doc("low.md", "walnut cake", importance=0.1), doc("high.md", "walnut cake", importance=0.9)]
+        [
+            doc("low.md", "walnut cake", importance=0.1),
+            doc("high.md", "walnut cake", importance=0.9),
+        ]
     )
     assert keys(index, "walnut") == ["high.md", "low.md"]
     assert keys(index, "walnut", weights=RankWeights(importance=-1.0)) == ["low.md", "high.md"]
@@ -331,10 +353,13 @@ def test_text_relevance_beats_small_importance_differences(index: SearchIndex) -
     index.replace_all(
         [
             doc("title.md", "something else", title="Pistachio", importance=0.4),
-            doc("passing.md", "a long note that mentions pistachio once " + "filler " * 50,
-                importance=0.6),
+            doc(
+                "passing.md",
+                "a note that mentions pistachio once " + "filler " * 50,
+                importance=0.6,
+            ),
         ]
-    )  # fmt: skip
+    )
     assert keys(index, "pistachio") == ["title.md", "passing.md"]
 
 
@@ -346,7 +371,9 @@ def test_exact_hits_suppress_the_fuzzy_fallback(index: SearchIndex) -> None:
 
 
 def test_the_fuzzy_fallback_finds_a_typo_and_says_so(index: SearchIndex) -> None:
-    index.replace_all([doc("coffee.md", "Café noir: strong coffee beans"), doc("tea.md", "green tea")])
+    index.replace_all(
+        [doc("coffee.md", "Café noir: strong coffee beans"), doc("tea.md", "green tea")]
+    )
     result = index.search("cofee", now=NOW)
     assert [h.key for h in result.hits] == ["coffee.md"]
     hit = result.hits[0]
@@ -469,7 +496,10 @@ SPECIAL_QUERIES = [
     "3.14",
     "2025-06-01",
     "2025-06-01T12:00:00Z",
-    "\ud800".encode("utf-8", "surrogatepass").decode("utf-8", "replace"),
+    "\ud800",
+    "coffee \udcff",
+    '"\ud800 phrase"',
+    "tag:\ud800 type:\udcff",
 ]
 
 
@@ -496,7 +526,7 @@ def test_any_query_text_is_accepted(shared: SearchIndex, query: str) -> None:
             assert 0 <= start < end <= len(hit.snippet)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None)
 @given(st.text())
 def test_random_query_text_is_accepted(shared: SearchIndex, query: str) -> None:
     shared.search(query, k=3, now=NOW)
@@ -516,6 +546,14 @@ def test_quoted_text_is_a_stemmed_phrase(index: SearchIndex) -> None:
     assert keys(index, "“drinking black coffee”") == ["phrase.md"]
     # A phrase must match; the other words only rank.
     assert keys(index, '"black coffee" unrelated') == ["phrase.md"]
+
+
+def test_lone_surrogates_in_documents_and_filters_are_replaced(index: SearchIndex) -> None:
+    index.update([doc("odd\udcff.md", "broken \ud800 bytes", tags=["\udcff"])], [])
+    [hit] = index.search("broken \ud800", tags=["\udcff"], now=NOW).hits
+    assert hit.path == "odd\ufffd.md"
+    index.update([], ["odd\udcff.md"])
+    assert index.doc_count() == 0
 
 
 def test_accents_fold_both_ways(index: SearchIndex) -> None:

@@ -114,15 +114,19 @@ def test_yaml_1_1_pitfalls_are_what_pyyaml_does() -> None:
 def test_file_stem_is_readable_and_unique() -> None:
     first, second = ids.new_id(), ids.new_id()
     assert first < second
-    assert ids.file_stem("Café au lait: Dana's order!", first).startswith("cafe-au-lait-dana-s-order-")
+    assert ids.file_stem("Café au lait: Dana's order!", first).startswith(
+        "cafe-au-lait-dana-s-order-"
+    )
     assert ids.file_stem("same", first) != ids.file_stem("same", second)
     assert ids.slugify("x" * 200) == "x" * 60
     assert ids.slugify("日本語") == "note"
 
 
 safe_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\x85\u2028\u2029")
-    | st.sampled_from(list(string.punctuation) + ["\n", " "]),
+    alphabet=st.characters(
+        blacklist_categories=("Cs", "Cc"), blacklist_characters="\x85\u2028\u2029"
+    )
+    | st.sampled_from([*list(string.punctuation), "\n", " "]),
     max_size=80,
 )
 scalars = st.one_of(
@@ -145,7 +149,9 @@ meta_values = st.one_of(
     extra=st.dictionaries(st.from_regex(r"x_[a-z]{1,8}", fullmatch=True), meta_values, max_size=4),
     body=st.text(max_size=300).map(lambda t: t.replace("\x00", "")),
 )
-def test_round_trip_any_record(title: str, tags: list[str], extra: dict[str, object], body: str) -> None:
+def test_round_trip_any_record(
+    title: str, tags: list[str], extra: dict[str, object], body: str
+) -> None:
     meta = {
         "id": ids.new_id(),
         "type": "long-term",
@@ -163,13 +169,19 @@ def test_round_trip_any_record(title: str, tags: list[str], extra: dict[str, obj
 
 
 @settings(max_examples=100, deadline=None)
-@given(old=st.dictionaries(st.from_regex(r"k[a-z]{0,5}", fullmatch=True), meta_values, max_size=5),
-       new=st.dictionaries(st.from_regex(r"k[a-z]{0,5}", fullmatch=True), meta_values, max_size=5))
+@given(
+    old=st.dictionaries(st.from_regex(r"k[a-z]{0,5}", fullmatch=True), meta_values, max_size=5),
+    new=st.dictionaries(st.from_regex(r"k[a-z]{0,5}", fullmatch=True), meta_values, max_size=5),
+)
 def test_editing_front_matter_gives_the_new_values(
     old: dict[str, object], new: dict[str, object]
 ) -> None:
-    meta = {"id": "01JC8Y2M4K7P9R3T5V6W8X0Z1A", "type": "insight",
-            "created": "2026-11-04T10:12:00Z", "updated": "2026-11-04T10:12:00Z"}
+    meta = {
+        "id": "01JC8Y2M4K7P9R3T5V6W8X0Z1A",
+        "type": "insight",
+        "created": "2026-11-04T10:12:00Z",
+        "updated": "2026-11-04T10:12:00Z",
+    }
     record = Record(meta={**meta, **old}, body="b\n")
     loaded = parse_record(render_record(record), "x.md")
     loaded.meta = {**meta, **new}

@@ -48,8 +48,9 @@ def test_find_vault_root_walks_up(vault: Vault, tmp_path: Path) -> None:
 
 def test_create_get_update_delete(vault: Vault) -> None:
     memory = Memory(vault)
-    record = memory.remember("Dana prefers espresso", title="Coffee", tags=["coffee", "dana"],
-                             importance=0.8)
+    record = memory.remember(
+        "Dana prefers espresso", title="Coffee", tags=["coffee", "dana"], importance=0.8
+    )
     assert record.path is not None and record.path.startswith("memory/long-term/coffee-")
     assert record.path.endswith(f"-{record.id[-6:].lower()}.md")
     again = vault.get(record.id)
@@ -117,7 +118,9 @@ def test_paths_never_escape_the_vault(vault: Vault, ref: str) -> None:
 
 def test_symlink_leading_outside_is_refused(vault: Vault, tmp_path: Path) -> None:
     outside = tmp_path / "secret.md"
-    outside.write_text("---\nid: X1\ntype: long-term\ncreated: 2026-01-01\nupdated: 2026-01-01\n---\n")
+    outside.write_text(
+        "---\nid: X1\ntype: long-term\ncreated: 2026-01-01\nupdated: 2026-01-01\n---\n"
+    )
     (vault.root / "memory/long-term/link.md").symlink_to(outside)
     with pytest.raises(PathOutsideVault):
         vault.get("memory/long-term/link.md")
@@ -152,7 +155,9 @@ def test_check_reports_schema_placement_and_duplicate_ids(vault: Vault) -> None:
     text = (vault.root / record.path).read_text()
     (vault.root / "memory/long-term/copy.md").write_text(text)
     (vault.root / "learning/persona/wrong.md").write_text(
-        text.replace("type: long-term", "type: insight").replace(record.id, "01JD0000000000000000000001")
+        text.replace("type: long-term", "type: insight").replace(
+            record.id, "01JD0000000000000000000001"
+        )
     )
     (vault.root / "memory/long-term/types.md").write_text(
         "---\nid: 01JD0000000000000000000002\ntype: long-term\ncreated: 2026-13-45\n"
@@ -160,9 +165,14 @@ def test_check_reports_schema_placement_and_duplicate_ids(vault: Vault) -> None:
     )
     problems = [str(p) for p in vault.check().problems]
     assert any("copy.md" in p and "is also used by" in p for p in problems), problems
-    assert any(p.startswith("learning/persona/wrong.md:3: type 'insight' does not belong") for p in problems)
-    assert "memory/long-term/types.md:6: tags.0: False is not of type 'string' (YAML reads " \
+    assert any(
+        p.startswith("learning/persona/wrong.md:3: type 'insight' does not belong")
+        for p in problems
+    )
+    assert (
+        "memory/long-term/types.md:6: tags.0: False is not of type 'string' (YAML reads "
         "yes/no/on/off/true/false as booleans: quote the value)" in problems
+    )
     assert any(p.startswith("memory/long-term/types.md:7: importance: 3") for p in problems)
     assert any(p.startswith("memory/long-term/types.md:4: created") for p in problems)
 
@@ -177,7 +187,9 @@ def test_unknown_type_and_empty_text_are_usage_errors(vault: Vault) -> None:
 def test_bad_settings_name_file_and_line(tmp_path: Path) -> None:
     vault = Vault.init(tmp_path / "v")
     (vault.root / "memkit.yaml").write_text("version: 1\nmemory:\n  short_term:\n    capcity: 5\n")
-    with pytest.raises(SettingsError, match=r"memkit.yaml:4: unknown setting .* did you mean 'capacity'"):
+    with pytest.raises(
+        SettingsError, match=r"memkit.yaml:4: unknown setting .* did you mean 'capacity'"
+    ):
         Vault(vault.root)
     (vault.root / "memkit.yaml").write_text("learning:\n  mode: sometimes\n")
     with pytest.raises(SettingsError, match=r"memkit.yaml:2: learning.mode must be one of"):
@@ -188,8 +200,9 @@ def test_bad_settings_name_file_and_line(tmp_path: Path) -> None:
 
 
 def _write_same_title(root: str, count: int) -> list[str]:
-    memory = Memory(Vault(Path(root)))
-    return [str(memory.remember("same text", title="Same title").path) for _ in range(count)]
+    # The vault layer itself (no deduplication): only file naming is under test here.
+    vault = Vault(Path(root))
+    return [str(vault.create("long-term", "same text", title="Same title").path) for _ in range(count)]
 
 
 def test_two_processes_writing_the_same_title_never_collide(vault: Vault) -> None:

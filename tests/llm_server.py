@@ -1,0 +1,241 @@
+"""A scripted OpenAI-compatible chat completions server on 127.0.0.1 for tests (stdlib only)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+import pytest
+
+SCHEMA_REFUSAL = {
+    "error": {
+        "message": "response_format json_schema is not supported by this model",
+        "type": "invalid_request_error",
+        "param": "response_format",
+        "code": None,
+    }
+}
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: bytes  # sent as is, unless `choices` asks for a completion built around the request
+    content_type: str = "application/json"
+    delay: float = 0.0
+    choices: list[dict[str, Any]] | None = None
+    usage: bool = True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.0 closes each connection after its response, so no handler thread lingers on an
+    # idle keep-alive connection and close() can join them all.
+    protocol_version = "HTTP/1.0"
+    server: _Server
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {"_unparsed": raw.decode("utf-8", "replace")}
+        reply = self.server.owner._answer(self.path, body)
+        if reply.delay and self.server.owner._closing.wait(reply.delay):
+            return  # the server is closing: the client gave up long ago
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
+        except OSError:
+            pass  # the client timed out and hung up first: what a timeout test wants
+
+    def do_GET(self) -> None:
+        self.do_POST()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: tests must not print."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = False  # so server_close() joins every handler thread
+    block_on_close = True
+    owner: ScriptedLLMServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client hanging up mid-request is expected in timeout tests; anything else is kept
+        # for the test to see instead of being printed.
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            self.owner.errors.append(repr(error))
+
+
+class ScriptedLLMServer:
+    """Answers chat completions from a queue of scripted replies, recording every request."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.paths: list[str] = []
+        self.errors: list[str] = []
+        self._replies: deque[_Reply] = deque()
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._refuse_json_schema = False
+        self._ids = itertools.count(1)
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.owner = self
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        self._closed = False
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> ScriptedLLMServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._closing.set()  # wakes handlers sleeping in a delayed reply
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    # -- scripting ---------------------------------------------------------------------------
+
+    def reply_json(
+        self,
+        obj: Any,
+        *,
+        finish_reason: str = "stop",
+        delay: float = 0.0,
+        usage: bool = True,
+    ) -> None:
+        """Queue a completion whose message content is json.dumps(obj)."""
+        self.reply_text(json.dumps(obj), finish_reason=finish_reason, delay=delay, usage=usage)
+
+    def reply_text(
+        self,
+        text: str | None,
+        *,
+        finish_reason: str = "stop",
+        delay: float = 0.0,
+        usage: bool = True,
+        refusal: str | None = None,
+    ) -> None:
+        """Queue a completion with this raw content (None: a null content)."""
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": refusal}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+        self._queue(_Reply(200, b"", delay=delay, choices=[choice], usage=usage))
+
+    def reply_refusal(self, refusal: str, *, delay: float = 0.0) -> None:
+        """Queue a completion where the model refused (content null, refusal set)."""
+        self.reply_text(None, refusal=refusal, delay=delay)
+
+    def reply_completion(self, body: dict[str, Any], *, delay: float = 0.0) -> None:
+        """Queue an HTTP 200 with exactly this body, for shapes the helpers above cannot make."""
+        self._queue(_Reply(200, json.dumps(body).encode(), delay=delay))
+
+    def reply_error(self, status: int, body: dict[str, Any] | str, *, delay: float = 0.0) -> None:
+        """Queue an HTTP error with a JSON (dict) or plain text (str) body."""
+        if isinstance(body, str):
+            self._queue(_Reply(status, body.encode(), "text/plain; charset=utf-8", delay))
+        else:
+            self._queue(_Reply(status, json.dumps(body).encode(), delay=delay))
+
+    def refuse_json_schema(self) -> None:
+        """From now on, answer json_schema requests with HTTP 400, as servers without it do."""
+        self._refuse_json_schema = True
+
+    def _queue(self, reply: _Reply) -> None:
+        with self._lock:
+            self._replies.append(reply)
+
+    # -- answering (handler threads) ---------------------------------------------------------
+
+    def _answer(self, path: str, request: dict[str, Any]) -> _Reply:
+        with self._lock:
+            self.requests.append(request)
+            self.paths.append(path)
+            number = len(self.requests)
+            if path.rstrip("/") != "/v1/chat/completions":
+                return _error_reply(
+                    404, f"ScriptedLLMServer only serves /v1/chat/completions, not {path}"
+                )
+            response_format = request.get("response_format") or {}
+            if self._refuse_json_schema and response_format.get("type") == "json_schema":
+                return _Reply(400, json.dumps(SCHEMA_REFUSAL).encode())
+            if not self._replies:
+                return _error_reply(
+                    500,
+                    f"ScriptedLLMServer: no reply scripted for request #{number}; "
+                    "queue one with reply_json / reply_text / reply_error",
+                )
+            reply = self._replies.popleft()
+        if reply.choices is None:
+            return reply
+        completion = self._completion(request, reply.choices, reply.usage)
+        return _Reply(reply.status, json.dumps(completion).encode(), delay=reply.delay)
+
+    def _completion(
+        self, request: dict[str, Any], choices: list[dict[str, Any]], usage: bool
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": f"chatcmpl-scripted-{next(self._ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": str(request.get("model", "scripted")),
+            "choices": choices,
+            "system_fingerprint": None,
+        }
+        if usage:
+            # Word counts stand in for tokens: deterministic, and never zero.
+            prompt = sum(
+                len(str(message.get("content", "")).split()) + 1
+                for message in request.get("messages", [])
+            )
+            completion = sum(
+                len(str(choice["message"].get("content") or "").split()) + 1 for choice in choices
+            )
+            body["usage"] = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+        return body
+
+
+def _error_reply(status: int, message: str) -> _Reply:
+    body = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+    return _Reply(status, json.dumps(body).encode())
+
+
+@pytest.fixture
+def llm_server() -> Iterator[ScriptedLLMServer]:
+    with ScriptedLLMServer() as server:
+        yield server
