@@ -19,7 +19,7 @@ class ContextBlock:
     tokens: int = 0
 
 
-def _one_line(text: str, limit: int = 400) -> str:
+def _one_line(text: str, limit: int = 240) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
@@ -65,24 +65,32 @@ def build_context(
         if recalled:
             sections.append(("### Memory", [_hit_line(h) for h in recalled]))
     header = "## Relevant memory (memkit)"
-    lines = [header]
-    used: list[str] = []
     tokens = estimate_tokens(header)
+    # Each section may take its share first, so that persona and learned entries cannot crowd
+    # out memory; what a section leaves unused goes to the others in a second pass.
+    shares = {"### About the user": 0.3, "### Learned": 0.3, "### Memory": 1.0}
+    chosen: dict[str, list[tuple[str, str]]] = {heading: [] for heading, _ in sections}
+    used: list[str] = []
+    for second_pass in (False, True):
+        for heading, entries in sections:
+            cap = budget if second_pass else int(budget * shares.get(heading, 1.0))
+            spent = sum(estimate_tokens(line) for line, _ in chosen[heading])
+            for line, cite in entries:
+                if cite in used:
+                    continue
+                cost = estimate_tokens(line) + (0 if chosen[heading] else estimate_tokens(heading))
+                if tokens + cost > budget or spent + cost > cap:
+                    continue
+                chosen[heading].append((line, cite))
+                used.append(cite)
+                tokens += cost
+                spent += cost
+    lines = [header]
     for heading, entries in sections:
-        heading_cost = estimate_tokens(heading)
-        added_heading = False
-        for line, cite in entries:
-            if cite in used:
-                continue
-            cost = estimate_tokens(line) + (0 if added_heading else heading_cost)
-            if tokens + cost > budget:
-                continue
-            if not added_heading:
-                lines.append(heading)
-                added_heading = True
-            lines.append(line)
-            used.append(cite)
-            tokens += cost
+        picked = {cite for _, cite in chosen[heading]}
+        if picked:
+            lines.append(heading)
+            lines += [line for line, cite in entries if cite in picked]
     if not used:
         return ContextBlock("", [], 0)
     return ContextBlock("\n".join(lines) + "\n", used, tokens)

@@ -49,7 +49,7 @@ def documents_for(record: Record) -> list[IndexDoc]:
     # A fact no longer valid (valid_to passed) hides like an expired one.
     expires = _earliest(parse_time(meta.get("expires")), parse_time(meta.get("valid_to")))
     superseded = bool(meta.get("superseded_by"))
-    common = {
+    common: dict[str, Any] = {
         "path": record.path,
         "record_id": record.id,
         "type": record.type,

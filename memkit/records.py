@@ -89,7 +89,7 @@ def _construct_mapping_no_duplicates(
 ) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _value in node.value:
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=True)
         if isinstance(key, (list, dict)):
             continue  # unhashable keys are reported by the constructor below
         if key in seen:

@@ -123,7 +123,7 @@ _PROVIDERS: tuple[_Provider, ...] = (
     _Provider(
         "Slack token",
         ("xo",),
-        re.compile(_B + r"xox[abprs]-[A-Za-z0-9\-]{10,}"),
+        re.compile(_B + r"xox[abprs]-[A-Za-z0-9\-]{20,}"),
         _has_digit,
     ),
     _Provider(
@@ -156,17 +156,12 @@ _PROVIDERS: tuple[_Provider, ...] = (
         re.compile(_B + r"pypi-AgE[A-Za-z0-9_\-]{50,}"),
         _always,
     ),
-    _Provider(
-        "JSON web token",
-        ("ey",),
-        re.compile(_B + r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
-        _always,
-    ),
 )
 _PROVIDERS_BY_START: dict[str, tuple[_Provider, ...]] = {
     start: tuple(p for p in _PROVIDERS if start in p.starts)
     for start in {start for p in _PROVIDERS for start in p.starts}
 }
+_JWT = re.compile(_B + r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")
 _SLACK_WEBHOOK = re.compile(r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/\-]{20,}")
 
 _PEM = re.compile(
@@ -193,7 +188,7 @@ _SCHEME_BEFORE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,20}\Z")
 
 # `password = "..."`, `"api_key": "..."`, `DB_PASSWORD=...`, `token: ...`, `--password ...`
 _KEYWORD = (
-    r"(?i)(?P<kw>passwd|password|passphrase|pwd|secret|token"
+    r"(?P<kw>passwd|password|passphrase|pwd|secret|token"
     r"|api[_\-]?key|access[_\-]?key|private[_\-]?key)(?:[_\-]?key)?"
 )
 _VALUE = (
@@ -201,11 +196,25 @@ _VALUE = (
     r"|(?P<bare>[^\s\"'`,;&<>()\[\]{}*]+))"
 )
 _ASSIGNMENT = re.compile(
-    _KEYWORD + r"[\"']?(?:\*\*|__)?[ \t]*(?P<sep>:=|=>|==?|:)[ \t]*(?:\*\*|__)?[ \t]*" + _VALUE
+    r"(?i)" + _KEYWORD + r"[\"']?(?:\*\*|__)?[ \t]*(?P<sep>:=|=>|==?|:)[ \t]*(?:\*\*|__)?[ \t]*" + _VALUE
 )
-_FLAG = re.compile(_KEYWORD + r"[ \t]+" + _VALUE)  # after "--": --password hunter2
-_KEYWORD_STARTS = (b"pass", b"pwd", b"secret", b"token", b"api", b"access", b"private")
+_FLAG = re.compile(r"(?i)--[A-Za-z0-9\-]{0,30}?" + _KEYWORD + r"[ \t]+" + _VALUE)
+_KEY_ENDINGS = tuple(
+    sorted(
+        {
+            word + suffix
+            for word in (
+                *(b"passwd", b"password", b"passphrase", b"pwd", b"secret", b"token"),
+                *(prefix + sep + b"key" for prefix in (b"api", b"access", b"private") for sep in (b"", b"_", b"-")),
+            )
+            for suffix in (b"", b"key", b"_key", b"-key")
+        },
+        key=len,
+        reverse=True,
+    )
+)
 _KEY_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_BEFORE_SEPARATOR = frozenset(b" \t\"'*`")
 _PASSWORD_WORDS = frozenset(("passwd", "password", "passphrase", "pwd"))
 
 # Values that say "a secret goes here" rather than being one.
@@ -274,38 +283,60 @@ def _assignment_kind(keyword: str) -> str:
     return "secret key assignment"
 
 
-def _assignment_hits(text: str, lowered: bytes) -> Iterator[_Hit]:
-    seen: set[int] = set()
-    for word in _KEYWORD_STARTS:
-        for position in _positions(lowered, word):
-            key_start = position
-            while key_start > 0 and position - key_start < 40 and lowered[key_start - 1] in _KEY_CHARS:
+def _assignment_matches(
+    text: str, view: bytes, lowered: bytes
+) -> Iterator[tuple[re.Match[str], int]]:
+    """Assignments to password/token/... keys, found from their ":" or "=" back to the key."""
+    for separator in (b":", b"="):
+        for position in _positions(view, separator):
+            if position > 0 and view[position - 1] in b":=":
+                continue  # the second character of ":=", "==" or "=>"
+            key_end = position
+            while key_end > 0 and position - key_end < 8 and view[key_end - 1] in _BEFORE_SEPARATOR:
+                key_end -= 1
+            if lowered.endswith(b"__", 0, key_end):
+                key_end -= 2  # __Password__: markdown bold
+            if not lowered.endswith(_KEY_ENDINGS, 0, key_end):
+                continue
+            key_start = key_end
+            while key_start > 0 and key_end - key_start < 60 and view[key_start - 1] in _KEY_CHARS:
                 key_start -= 1
-            is_flag = lowered.startswith(b"--", key_start)
-            m = (_FLAG if is_flag else _ASSIGNMENT).match(text, position)
-            if m is None:
-                continue
-            group = next(g for g in ("dq", "sq", "bq", "bare") if m.group(g) is not None)
-            value = m.group(group).strip()
-            start = m.start(group) + m.group(group).find(value)
-            if start in seen:
-                continue
-            keyword = m.group("kw").lower().replace("-", "_")
-            keyword = "api_key" if keyword.startswith("api") else keyword
-            if not _assigned_secret(keyword, value, quoted=group != "bare"):
-                continue
-            seen.add(start)
-            label = text[key_start:start].rstrip("\"'`")
-            kind = _assignment_kind(keyword)
-            yield _Hit(start, start + len(value), _RANK_ASSIGNMENT, kind, label + _mask(value))
+            key = lowered[key_start:key_end]
+            ending = next(e for e in _KEY_ENDINGS if key.endswith(e))
+            m = _ASSIGNMENT.match(text, key_start + len(key) - len(ending))
+            if m is not None:
+                yield m, key_start
+            aws = key.find(b"aws")
+            if aws >= 0:
+                m = _AWS_SECRET.match(text, key_start + aws)
+                if m is not None:
+                    yield m, key_start
+    for position in _positions(view, b"--"):
+        if position == 0 or view[position - 1] not in _KEY_CHARS:
+            m = _FLAG.match(text, position)
+            if m is not None:
+                yield m, position
+
+
+def _assignment_hits(text: str, view: bytes, lowered: bytes) -> Iterator[_Hit]:
+    for m, key_start in _assignment_matches(text, view, lowered):
+        if m.re is _AWS_SECRET:
+            start, end = m.span("value")
+            yield _Hit(start, end, _RANK_CONTEXT, "AWS secret access key", _mask(m["value"]))
+            continue
+        group = next(g for g in ("dq", "sq", "bq", "bare") if m.group(g) is not None)
+        value = m.group(group).strip()
+        keyword = m.group("kw").lower().replace("-", "_")
+        keyword = "api_key" if keyword.startswith("api") else keyword
+        if not _assigned_secret(keyword, value, quoted=group != "bare"):
+            continue
+        start = m.start(group) + m.group(group).find(value)
+        label = text[key_start:start].rstrip("\"'`")
+        kind = _assignment_kind(keyword)
+        yield _Hit(start, start + len(value), _RANK_ASSIGNMENT, kind, label + _mask(value))
 
 
 def _context_hits(text: str, view: bytes, lowered: bytes) -> Iterator[_Hit]:
-    for position in _positions(lowered, b"aws"):
-        m = _AWS_SECRET.match(text, position)
-        if m is not None:
-            start, end = m.span("value")
-            yield _Hit(start, end, _RANK_CONTEXT, "AWS secret access key", _mask(m["value"]))
     for position in _positions(lowered, b"bearer"):
         m = _BEARER.match(text, position)
         if m is None or (position > 0 and text[position - 1].isalnum()):
@@ -327,8 +358,10 @@ def _context_hits(text: str, view: bytes, lowered: bytes) -> Iterator[_Hit]:
                 hook_hit = _Hit(*hook.span(), _RANK_PROVIDER, "Slack webhook URL", _mask(hook[0]))
                 yield hook_hit
         m = _URL_CREDENTIALS.match(text, position)
+        if m is None:
+            continue
         scheme = _SCHEME_BEFORE.search(text, max(0, position - 21), position)
-        if m is None or scheme is None:
+        if scheme is None:
             continue
         value = m["value"]
         if _is_placeholder(value, m["user"]) or value[0] in "$%{":
@@ -342,7 +375,7 @@ def _context_hits(text: str, view: bytes, lowered: bytes) -> Iterator[_Hit]:
 
 _TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+/-"
 _TOKEN_TABLE = bytes(ord("a") if byte in _TOKEN_CHARS else ord(" ") for byte in range(256))
-_MIN_RUN = 11  # the shortest run of token characters a provider token starts (a JWT header)
+_MIN_RUN = 20  # no provider token is shorter (an AWS access key id is 20)
 _MIN_TOKEN = 24
 _MIN_RANDOM = 20  # random-looking characters left after dropping word-like and hex parts
 _DIGIT = re.compile(r"[0-9]")
@@ -431,9 +464,13 @@ def _all_hits(text: str) -> list[_Hit]:
         for m in _PEM.finditer(text):
             excerpt = f"-----BEGIN {m['label']}-----…({m.end() - m.start()} chars)"
             hits.append(_Hit(m.start(), m.end(), _RANK_PEM, "private key block", excerpt))
+    for position in _positions(view, b"eyJ"):
+        m = _JWT.match(text, position)
+        if m is not None:
+            hits.append(_Hit(*m.span(), _RANK_PROVIDER, "JSON web token", _mask(m.group())))
     hits.extend(_token_hits(text, view))
     hits.extend(_context_hits(text, view, lowered))
-    hits.extend(_assignment_hits(text, lowered))
+    hits.extend(_assignment_hits(text, view, lowered))
     return _resolve_overlaps(hits)
 
 
