@@ -488,6 +488,143 @@ def context(vault: Vault, query: tuple[str, ...], budget: int, json_: bool) -> N
         click.echo(block.text, nl=False)
 
 
+# --- learning: learn, proposals, approve, reject ----------------------------------------------
+
+
+def make_llm(vault: Vault) -> Any:
+    """The LLM client for this vault; only the CLI (a composition root) reads the environment."""
+    from memkit.llm import LLMClient, resolve_llm_config
+
+    return LLMClient(resolve_llm_config(vault.settings.llm, os.environ))
+
+
+@cli.command()
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option(
+    "--mode",
+    type=click.Choice(["agentic", "propose", "disabled"]),
+    help="Override memkit.yaml's learning.mode for this run.",
+)
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    type=click.Choice(
+        ["persona", "insights", "threads", "patterns", "decisions", "feedback", "improvements"]
+    ),
+    help="Learn into this store only (repeat for more); default: those enabled.",
+)
+@click.option("--session", help="Session id for messages that have none (default: file name).")
+@click.option(
+    "--no-record", is_flag=True, help="Do not also record the conversation in episodic memory."
+)
+@json_option
+@pass_vault
+def learn(
+    vault: Vault,
+    file: Any,
+    mode: str | None,
+    stores: tuple[str, ...],
+    session: str | None,
+    no_record: bool,
+    json_: bool,
+) -> None:
+    """Extract learnings from a conversation (import format, or - for stdin)."""
+    from memkit.conversations import Episodes, parse_conversation, session_default
+    from memkit.learning import Learning
+
+    name = getattr(file, "name", "-")
+    try:
+        text = file.read()
+    except UnicodeDecodeError as error:
+        raise MemkitError(f"{name}:1: not UTF-8 text ({error.reason}); save it as UTF-8") from None
+    messages = parse_conversation(text, name)
+    session_id = session or (session_default(name) if name not in ("-", "<stdin>") else "")
+    effective = mode or vault.settings.learning.mode
+    episodes = Episodes(vault)
+    prepared = episodes.prepare(messages, session=session_id)
+    if not no_record:
+        episodes.record(prepared)
+    llm = make_llm(vault) if effective != "disabled" else None
+    learning = Learning(vault, llm=llm)
+    try:
+        report = learning.learn(
+            prepared, mode=effective, stores=stores or None, session=prepared[-1].session
+        )
+    finally:
+        learning.close()
+        if llm is not None:
+            llm.close()
+    if json_:
+        emit_json(report.to_json())
+        return
+    if report.mode == "disabled":
+        click.echo("Learning is disabled: nothing was asked or written.")
+    for item in report.written:
+        click.echo(f"{item['op']:<9} {item['store']:<12} {item['path']}")
+    for item in report.proposed:
+        click.echo(f"proposed  {item['store']:<12} {item['path']}")
+    for refusal in report.refused:
+        warn(f"refused {refusal.store} entry {refusal.title!r}: {refusal.reason}")
+    for title in report.duplicates:
+        click.echo(f"duplicate dropped: {title}", err=True)
+    if report.mode != "disabled" and not (report.written or report.proposed):
+        click.echo("Nothing new to learn.", err=True)
+
+
+@cli.command()
+@json_option
+@pass_vault
+def proposals(vault: Vault, json_: bool) -> None:
+    """List pending proposals."""
+    from memkit.learning import Learning
+
+    pending = Learning(vault).proposals()
+    if json_:
+        emit_json([{k: v for k, v in r.to_json().items()} for r in pending])
+        return
+    if not pending:
+        click.echo("No pending proposals.", err=True)
+    for record in pending:
+        target = f" -> {record.meta['target']}" if record.meta.get("target") else ""
+        click.echo(
+            f"{record.id}  {record.meta.get('op', 'add')} {record.meta.get('store')}{target}"
+            f"  {record.path}  {record.title}"
+        )
+
+
+@cli.command()
+@click.argument("ref", metavar="ID_OR_PATH")
+@click.option("--force", is_flag=True, help="Apply even if the target changed since the proposal.")
+@json_option
+@pass_vault
+def approve(vault: Vault, ref: str, force: bool, json_: bool) -> None:
+    """Approve a proposal: move it into its store and apply it."""
+    from memkit.learning import Learning
+
+    record = Learning(vault).approve(str(vault.resolve(ref, cwd=Path.cwd())), force=force)
+    if json_:
+        emit_json(record.to_json())
+    else:
+        click.echo(f"Approved: {record.path}")
+
+
+@cli.command()
+@click.argument("ref", metavar="ID_OR_PATH")
+@click.option("--reason", help="Why (kept in the file for audit).")
+@json_option
+@pass_vault
+def reject(vault: Vault, ref: str, reason: str | None, json_: bool) -> None:
+    """Reject a proposal: move it to learning/rejected/ (it will not be proposed again)."""
+    from memkit.learning import Learning
+
+    record = Learning(vault).reject(str(vault.resolve(ref, cwd=Path.cwd())), reason=reason or "")
+    if json_:
+        emit_json(record.to_json())
+    else:
+        click.echo(f"Rejected: {record.path}")
+
+
 # --- the index: sync, reindex, watch, search, status -------------------------------------------
 
 

@@ -171,17 +171,15 @@ class Episodes:
             found |= message_ids(record.body)
         return found
 
-    def record(
+    def prepare(
         self,
         messages: Sequence[ConversationMessage],
         *,
         session: str = "",
-        allow_secrets: bool = False,
         now: datetime | None = None,
-    ) -> ImportReport:
-        """Append messages to their day files, skipping ones already recorded (by id)."""
+    ) -> list[ConversationMessage]:
+        """Copies of the messages with session, time and a stable id filled in."""
         now = now or utcnow()
-        report = ImportReport()
         ordinals: dict[str, int] = {}
         prepared: list[ConversationMessage] = []
         for original in messages:
@@ -193,10 +191,24 @@ class Episodes:
             message.message_id = message.message_id or _derived_id(
                 message, ordinals[message.session]
             )
+            prepared.append(message)
+        return prepared
+
+    def record(
+        self,
+        messages: Sequence[ConversationMessage],
+        *,
+        session: str = "",
+        allow_secrets: bool = False,
+        now: datetime | None = None,
+    ) -> ImportReport:
+        """Append messages to their day files, skipping ones already recorded (by id)."""
+        report = ImportReport()
+        prepared = self.prepare(messages, session=session, now=now)
+        for message in prepared:
             if find_secrets(message.text) and not allow_secrets:
                 message.text = redact_secrets(message.text)
                 report.redacted += 1
-            prepared.append(message)
         if not prepared:
             return report
         with self.vault.write_lock():

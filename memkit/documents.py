@@ -13,6 +13,7 @@ from memkit.timeutil import parse_time
 # Neighbouring turns indexed with a message (lower weight): questions often use the words of
 # the turn before or after the one that holds the answer.
 NEIGHBOUR_TURNS = 1
+TUNE: dict[str, Any] = {"near": 1, "wide": 0, "speaker_in_ctx": True, "names_in_ctx": True, "day_words": True, "session_in_ctx": True}
 
 
 def _flatten(value: Any) -> str:
@@ -92,14 +93,23 @@ def _message_documents(
     for interaction in parse_day(record.body):
         turns = interaction.messages
         for position, message in enumerate(turns):
+            near = TUNE["near"]
+            wide = TUNE["wide"]
             neighbours = (
-                turns[max(0, position - NEIGHBOUR_TURNS) : position]
-                + turns[position + 1 : position + 1 + NEIGHBOUR_TURNS]
+                turns[max(0, position - near) : position]
+                + turns[position + 1 : position + 1 + near]
+            )
+            far = (
+                turns[max(0, position - wide) : max(0, position - near)]
+                + turns[position + 1 + near : position + 1 + wide]
             )
             context = " ".join(
-                [message.speaker, interaction.session, day_words]
-                + [f"{n.speaker}: {n.text}" for n in neighbours]
+                ([message.speaker] if TUNE["speaker_in_ctx"] else [])
+                + ([interaction.session] if TUNE["session_in_ctx"] else [])
+                + ([day_words] if TUNE["day_words"] else [])
+                + [f"{n.speaker}: {n.text}" if TUNE["names_in_ctx"] else n.text for n in neighbours]
             )
+            surround = " ".join(n.text for n in far)
             moment = created
             if day_start is not None and (message.time or interaction.time):
                 moment = parse_time(f"{day}T{message.time or interaction.time}") or day_start
@@ -115,6 +125,7 @@ def _message_documents(
                     message_id=message.message_id,
                     session=interaction.session,
                     speaker=message.speaker,
+                    surround=surround,
                     **common,
                 )
             )

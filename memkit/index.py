@@ -34,7 +34,7 @@ __all__ = [
 
 # Bump whenever a field, a tokenizer or what goes into a field changes: an index built
 # by another version is then wiped and rebuilt from the Markdown files (never an error).
-SCHEMA_VERSION: int = 1
+SCHEMA_VERSION: int = 2
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
@@ -44,8 +44,23 @@ _US_PER_DAY = 86_400_000_000
 # query builder run the very same chain (hand-built term and phrase queries are not
 # analysed by tantivy). ascii_fold lets "cafe" find "café".
 _ANALYZER = "memkit_en"
-_TEXT_FIELDS = (("title", 2.0), ("text", 1.0), ("context", 0.5))
+TUNE: dict[str, Any] = {
+    "fields": {"title": 2.0, "text": 1.0, "context": 0.5, "surround": 0.0},
+    "speaker": 0.0,
+    "speaker_text": 1.0,
+    "dismax": None,
+    "fuzzy_unknown": False,
+}
 _SNIPPET_CHARS = 200
+# Words dropped from queries (never from the index, so quoted phrases still match them): the
+# common English function words, question words included. "When did Dana go to the park?"
+# asks about Dana and a park; "when" and "did" say what kind of answer is wanted, and since
+# people rarely write them in notes, BM25 would otherwise count them as rare, telling words.
+# The list is the usual English one (NLTK's, with the pieces the tokenizer makes of "don't",
+# plus the modal verbs), minus words that are often content ("won", "may": a month).
+QUERY_STOP_WORDS = frozenset(
+    ["a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "d", "did", "do", "does", "doing", "don", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "ll", "m", "me", "might", "more", "most", "must", "my", "myself", "no", "nor", "not", "now", "o", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "re", "s", "same", "shall", "she", "should", "so", "some", "such", "t", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "ve", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "y", "you", "your", "yours", "yourself", "yourselves", "aren", "couldn", "didn", "doesn", "hadn", "hasn", "haven", "isn", "mightn", "mustn", "needn", "shan", "shouldn", "wasn", "weren", "wouldn"]
+)
 _HEAP_BULK = 128_000_000
 _HEAP_SMALL = 32_000_000
 _READY_MARKER = "memkit-ready"
@@ -82,6 +97,7 @@ class IndexDoc:
     message_id: str = ""
     session: str = ""
     speaker: str = ""
+    surround: str = ""
 
 
 @dataclass
@@ -142,7 +158,7 @@ def _analyzer(stop_words: bool) -> tantivy.TextAnalyzer:
     builder = tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
     builder = builder.filter(tantivy.Filter.remove_long(40)).filter(tantivy.Filter.lowercase())
     if stop_words:
-        builder = builder.filter(tantivy.Filter.stopword("english"))
+        builder = builder.filter(tantivy.Filter.custom_stopword(sorted(QUERY_STOP_WORDS)))
     builder = builder.filter(tantivy.Filter.ascii_fold()).filter(tantivy.Filter.stemmer("english"))
     return builder.build()
 
@@ -154,6 +170,8 @@ def _schema() -> tantivy.Schema:
     sb.add_text_field("title", stored=True, tokenizer_name=_ANALYZER)
     sb.add_text_field("text", stored=True, tokenizer_name=_ANALYZER)
     sb.add_text_field("context", stored=False, tokenizer_name=_ANALYZER)
+    sb.add_text_field("surround", stored=False, tokenizer_name=_ANALYZER)
+    sb.add_text_field("speaker_words", stored=False, tokenizer_name=_ANALYZER)
     # Tags shown as written, filtered case-insensitively: two fields.
     sb.add_text_field("tags", stored=True, tokenizer_name="raw", index_option="basic")
     sb.add_text_field("tag_keys", stored=False, tokenizer_name="raw", index_option="basic")
@@ -300,6 +318,10 @@ class SearchIndex:
         d.add_text("type", _clean(doc.type).lower())
         d.add_text("title", _clean(doc.title))
         d.add_text("text", _clean(doc.text))
+        if doc.surround:
+            d.add_text("surround", _clean(doc.surround))
+        if doc.speaker:
+            d.add_text("speaker_words", _clean(doc.speaker))
         tags = [_clean(tag) for tag in doc.tags]
         # Tags are searchable words too, at the low weight of the context field.
         context = " ".join([_clean(doc.context), *tags]).strip()
@@ -502,15 +524,28 @@ class SearchIndex:
                     else q.term_query(self._schema, name, phrase[0][1]),
                     boost,
                 )
-                for name, boost in _TEXT_FIELDS
+                for name, boost in TUNE["fields"].items()
             ]
             clauses.append((tantivy.Occur.Must, q.boolean_query(_should(per_field))))
+        searcher = self._searcher()
+        fields = [(n, b) for n, b in TUNE["fields"].items() if b]
         for word in parsed.words:
-            per_field = [
-                q.boost_query(q.term_query(self._schema, name, word), boost)
-                for name, boost in _TEXT_FIELDS
-            ]
-            clauses.append((tantivy.Occur.Should, q.boolean_query(_should(per_field))))
+            is_speaker = TUNE["speaker"] and searcher.doc_freq("speaker_words", word) > 0
+            scale = TUNE["speaker_text"] if is_speaker else 1.0
+            known = any(searcher.doc_freq(n, word) for n, _ in fields) or is_speaker
+            per_field = []
+            for name, boost in fields:
+                if known or not TUNE["fuzzy_unknown"]:
+                    tq = q.term_query(self._schema, name, word)
+                else:
+                    tq = q.fuzzy_term_query(self._schema, name, word, 1, True, False)
+                per_field.append(q.boost_query(tq, boost * scale))
+            if is_speaker:
+                per_field.append(q.boost_query(q.term_query(self._schema, "speaker_words", word), TUNE["speaker"]))
+            if TUNE["dismax"] is not None:
+                clauses.append((tantivy.Occur.Should, q.disjunction_max_query(per_field, TUNE["dismax"])))
+            else:
+                clauses.append((tantivy.Occur.Should, q.boolean_query(_should(per_field))))
         return q.boolean_query(clauses)
 
     def _fuzzy_query(self, terms: list[str]) -> tantivy.Query:
@@ -519,7 +554,7 @@ class SearchIndex:
         for i, term in enumerate(terms):
             # Prefix on the last word: it is often the one still being typed.
             prefix = i == len(terms) - 1
-            for name, boost in _TEXT_FIELDS:
+            for name, boost in TUNE["fields"].items():
                 fuzzy = q.fuzzy_term_query(self._schema, name, term, 1, True, prefix)
                 clauses.append(q.boost_query(fuzzy, boost))
         return q.boolean_query(_should(clauses))

@@ -115,7 +115,8 @@ def _refuses_json_schema(error: openai.APIStatusError) -> bool:
 
 
 def _is_transient(error: openai.APIStatusError) -> bool:
-    return error.status_code == 429 or error.status_code >= 500
+    # 408 is a proxy or server giving up on a slow request: as worth retrying as our own timeout.
+    return error.status_code in (408, 429) or error.status_code >= 500
 
 
 def _strip_fence(text: str) -> str:
@@ -256,7 +257,7 @@ class LLMClient:
                     request = fallback()
                     continue
                 if not _is_transient(error):
-                    raise self._rejected(error) from None
+                    raise self._rejected(error) from error
                 failure = error
             except openai.APIConnectionError as error:  # includes APITimeoutError
                 failure = error
@@ -265,12 +266,12 @@ class LLMClient:
                     f"the model server at {self.base_url} sent a reply memkit cannot read: "
                     f"{_quote(str(error))}. Check that llm.base_url points at an "
                     "OpenAI-compatible API (it usually ends in /v1)."
-                ) from None
+                ) from error
             else:
                 self._last_usage = _usage_of(completion)
                 return completion
             if retries_left <= 0:
-                raise self._gave_up(failure, attempts) from None
+                raise self._gave_up(failure, attempts) from failure
             # Transient trouble (overload, rate limit, restart): wait a little longer each time.
             time.sleep(
                 min(

@@ -5,18 +5,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from memkit.errors import MemkitError
+from memkit.learning import Learning
 from memkit.sync import Progress, SyncReport, VaultIndex
-from memkit.vault import Vault
+from memkit.vault import Problem, Vault
 
 
 def finalise_moved_proposals(vault: Vault, report: SyncReport) -> list[str]:
-    """Proposals a person moved into a store folder are approvals: finalise them."""
+    """Proposals a person moved into a store folder are approvals: finalise them.
+
+    One that cannot be finalised (wrong store folder, its target changed) stays exactly as it
+    is and becomes a problem in the report, naming the file and what to do.
+    """
     if not report.proposals_in_stores:
         return []
-    from memkit.learning import Learning
-
     learning = Learning(vault)
-    return [learning.finalise_moved(path) for path in report.proposals_in_stores]
+    finalised = []
+    for path in report.proposals_in_stores:
+        try:
+            finalised.append(learning.finalise_moved(path))
+        except MemkitError as error:
+            message = str(error)
+            if message.startswith(f"{path}: "):
+                message = message[len(path) + 2 :]
+            report.problems.append(Problem(path, 1, message))
+    return finalised
 
 
 def refresh(
@@ -35,7 +48,8 @@ def refresh(
         if report.proposals_in_stores and finalise_moved_proposals(vault, report):
             again = index.sync()
             report.changed = sorted(set(report.changed) | set(again.changed) | set(again.added))
-            report.problems = again.problems
+            unfinalised = [p for p in report.problems if p.path in again.proposals_in_stores]
+            report.problems = again.problems + unfinalised
             report.proposals_in_stores = again.proposals_in_stores
         return report
     finally:
@@ -89,8 +103,13 @@ def watch_vault(
         if on_sync is not None:
             on_sync(report)
 
-    watcher = Watcher(index, polling=polling, reconcile_seconds=reconcile_seconds,
-                      on_sync=after_sync, on_error=on_error)
+    watcher = Watcher(
+        index,
+        polling=polling,
+        reconcile_seconds=reconcile_seconds,
+        on_sync=after_sync,
+        on_error=on_error,
+    )
     try:
         watcher.run_forever()
     finally:

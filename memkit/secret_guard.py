@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -171,6 +172,8 @@ _PEM = re.compile(
     re.DOTALL,
 )
 
+_PUBLIC_BLOCK = re.compile(r"-----BEGIN (?P<label>[A-Z0-9 ]{1,40})-----.*?-----END (?P=label)-----", re.DOTALL)
+
 # --- Credentials known by what stands before them ----------------------------------------------
 
 _AWS_SECRET = re.compile(
@@ -193,7 +196,7 @@ _KEYWORD = (
 )
 _VALUE = (
     r"(?:\"(?P<dq>[^\"\n]*)\"|'(?P<sq>[^'\n]*)'|`(?P<bq>[^`\n]*)`"
-    r"|(?P<bare>[^\s\"'`,;&<>()\[\]{}*]+))"
+    r"|(?P<bare>[^\s\"'`,;&<>()\[\]{}*=]+={0,2}))"
 )
 _ASSIGNMENT = re.compile(
     r"(?i)" + _KEYWORD + r"[\"']?(?:\*\*|__)?[ \t]*(?P<sep>:=|=>|==?|:)[ \t]*(?:\*\*|__)?[ \t]*" + _VALUE
@@ -219,7 +222,57 @@ _PASSWORD_WORDS = frozenset(("passwd", "password", "passphrase", "pwd"))
 
 # Values that say "a secret goes here" rather than being one.
 _PLACEHOLDER_WORDS = frozenset(
-    ["password", "passwd", "passphrase", "pwd", "pass", "secret", "secrets", "token", "tokens", "key", "apikey", "api_key", "none", "null", "nil", "true", "false", "yes", "no", "empty", "string", "str", "bytes", "int", "required", "optional", "hidden", "masked", "unset", "undefined", "unknown", "env", "todo", "tbd", "fixme", "changeme", "default", "redacted", "omitted", "removed", "example", "sample", "dummy", "fake", "test", "placeholder", "value", "1password"]
+    (
+        "password",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "pass",
+        "secret",
+        "secrets",
+        "token",
+        "tokens",
+        "key",
+        "apikey",
+        "api_key",
+        "none",
+        "null",
+        "nil",
+        "true",
+        "false",
+        "yes",
+        "no",
+        "empty",
+        "string",
+        "str",
+        "bytes",
+        "int",
+        "required",
+        "optional",
+        "hidden",
+        "masked",
+        "unset",
+        "undefined",
+        "unknown",
+        "env",
+        "todo",
+        "tbd",
+        "fixme",
+        "changeme",
+        "default",
+        "redacted",
+        "omitted",
+        "removed",
+        "example",
+        "sample",
+        "dummy",
+        "fake",
+        "test",
+        "placeholder",
+        "value",
+        "1password",
+        "xyzzy",
+    )
 )
 _PLACEHOLDER_PARTS = (
     "example",
@@ -239,12 +292,16 @@ _PLACEHOLDER_PARTS = (
     "%(",
     "$(",
 )
+_LETTER = re.compile(r"[A-Za-z]")
+_SPACE = re.compile(r"\s")
 _FILLER = re.compile(r"[*xX.•#?_\-]+")
 _REFERENCE = re.compile(
-    r"[$%@]"  # $VAR, %s, @var
-    r"|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+$"  # settings.API_KEY, os.environ
-    r"|[A-Za-z_]+$"  # a bare word or variable name: prose, or code passing a variable along
-    r"|(?:~|\.{1,2})?/|[A-Za-z]:\\"  # a path
+    r"[$%@\-]"  # $VAR, %s, @var, --another-flag
+    r"|[A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::?|->)[A-Za-z_][A-Za-z0-9_]*)+$"  # settings.KEY, s:var
+    r"|[A-Za-z]+(?:[_\-.]+[A-Za-z]+)*_?$"  # words, names and slugs: prose, or code passing a variable
+)
+_PATH_OR_URL = re.compile(
+    r"(?:~|\.{1,2})?/|[A-Za-z]:\\"  # a path
     r"|[A-Za-z][A-Za-z0-9+.\-]*://"  # a URL (a password inside one is found on its own)
 )
 
@@ -258,17 +315,16 @@ def _is_placeholder(value: str, user: str = "") -> bool:
     return any(part in lowered for part in _PLACEHOLDER_PARTS)
 
 
-def _assigned_secret(keyword: str, value: str, quoted: bool) -> bool:
-    """Whether a value given to a password/token/... key is a real-looking credential."""
-    if _is_placeholder(value) or (not quoted and _REFERENCE.match(value)):
-        return False
-    if keyword in _PASSWORD_WORDS:
-        if len(value) < 4 or (value.isdigit() and len(value) < 6):
-            return False
-        return quoted or not value.isalpha()
-    if len(value) < 8 or (value.isdigit() and len(value) < 16):
-        return False
-    return quoted or _has_digit(value) or not value.replace("-", "").replace("_", "").isalpha()
+def _assigned_secret(keyword: str, value: str, literal: bool) -> bool:
+    """Whether a value given to a password/token/... key is a real-looking credential.
+
+    `literal` is true for a quoted string; a bare value may be a variable, a word or a number.
+    """
+    if _is_placeholder(value) or _PATH_OR_URL.match(value) or _SPACE.search(value):
+        return False  # "<your key>", paths, URLs; "My API Key", prose in quotes
+    if not literal and (_REFERENCE.match(value) or _LETTER.search(value) is None):
+        return False  # variables, words, slugs; numbers, versions, dates
+    return len(value) >= (4 if keyword in _PASSWORD_WORDS else 8)
 
 
 def _assignment_kind(keyword: str) -> str:
@@ -298,6 +354,8 @@ def _assignment_matches(
                 key_end -= 2  # __Password__: markdown bold
             if not lowered.endswith(_KEY_ENDINGS, 0, key_end):
                 continue
+            if lowered.endswith(b"pwd", 0, key_end) and view[key_end - 4 : key_end - 3].isalpha():
+                continue  # spwd, cwd-like names: only PWD, db_pwd, ... are passwords
             key_start = key_end
             while key_start > 0 and key_end - key_start < 60 and view[key_start - 1] in _KEY_CHARS:
                 key_start -= 1
@@ -326,9 +384,13 @@ def _assignment_hits(text: str, view: bytes, lowered: bytes) -> Iterator[_Hit]:
             continue
         group = next(g for g in ("dq", "sq", "bq", "bare") if m.group(g) is not None)
         value = m.group(group).strip()
+        if group == "bare":
+            value = value.rstrip(".:!?=")  # the end of a sentence, base64 padding
+            if text.startswith("(", m.end(group)):
+                continue  # a call: token = b64encode(userpass)
         keyword = m.group("kw").lower().replace("-", "_")
         keyword = "api_key" if keyword.startswith("api") else keyword
-        if not _assigned_secret(keyword, value, quoted=group != "bare"):
+        if not _assigned_secret(keyword, value, literal=group in ("dq", "sq")):
             continue
         start = m.start(group) + m.group(group).find(value)
         label = text[key_start:start].rstrip("\"'`")
@@ -364,8 +426,8 @@ def _context_hits(text: str, view: bytes, lowered: bytes) -> Iterator[_Hit]:
         if scheme is None:
             continue
         value = m["value"]
-        if _is_placeholder(value, m["user"]) or value[0] in "$%{":
-            continue
+        if _is_placeholder(value, m["user"]) or len(value) < 4 or value[0] in "$%{" or value.isdigit():
+            continue  # placeholders, "user:pass", "abc:xyz"; host:port pairs are all digits
         start, end = m.span("value")
         excerpt = f"{scheme.group()}://{m['user']}:{_mask(value)}@{m['host']}"
         yield _Hit(start, end, _RANK_CONTEXT, "password in URL", excerpt)
@@ -377,13 +439,19 @@ _TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_
 _TOKEN_TABLE = bytes(ord("a") if byte in _TOKEN_CHARS else ord(" ") for byte in range(256))
 _MIN_RUN = 20  # no provider token is shorter (an AWS access key id is 20)
 _MIN_TOKEN = 24
-_MIN_RANDOM = 20  # random-looking characters left after dropping word-like and hex parts
+_MIN_RANDOM = 16  # random-looking characters left after dropping word-like and hex parts
 _DIGIT = re.compile(r"[0-9]")
-_PART_SPLIT = re.compile(r"[_+/\-]+")
+_PART_SPLIT = re.compile(r"[_\-]+")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 _RUN = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
+_LETTERS = re.compile(r"[A-Za-z]{2,}")
 _HASH_LABEL = re.compile(r"(?i)(?:sha(?:1|224|256|384|512)|md5|blake2[bs]?|integrity)[\-=:]\s*$")
+# The letter pairs that make up 90% of the words in English prose and code; random letters hit
+# them about a quarter of the time, words and identifiers almost always.
+_COMMON_PAIRS = frozenset(
+    ["ab", "ac", "ad", "ag", "ai", "al", "am", "an", "ap", "ar", "as", "at", "au", "ba", "be", "bl", "bo", "bu", "ca", "ce", "ch", "ck", "cl", "co", "cr", "ct", "da", "dd", "de", "di", "do", "ea", "ec", "ed", "ee", "ef", "ej", "el", "em", "en", "ep", "eq", "er", "es", "et", "ev", "ex", "ey", "fa", "fi", "fo", "fr", "ge", "gi", "ha", "he", "hi", "ho", "ht", "hu", "ia", "ib", "ic", "id", "ie", "if", "ig", "il", "im", "in", "io", "ip", "ir", "is", "it", "iv", "js", "ke", "la", "ld", "le", "lf", "li", "ll", "lo", "ls", "lt", "lu", "ly", "ma", "me", "mi", "mm", "mo", "mp", "na", "nc", "nd", "ne", "ng", "ni", "no", "ns", "nt", "ob", "oc", "od", "of", "ol", "om", "on", "oo", "op", "or", "os", "ot", "ou", "ow", "pa", "pe", "pi", "pl", "po", "pp", "pr", "ps", "pt", "pu", "py", "qu", "ra", "rc", "rd", "re", "rg", "ri", "rm", "rn", "ro", "rr", "rs", "rt", "ru", "ry", "sa", "sc", "se", "sh", "si", "so", "sp", "ss", "st", "su", "ta", "te", "th", "ti", "to", "tp", "tr", "ts", "tt", "tu", "ty", "ub", "ue", "ui", "ul", "um", "un", "up", "ur", "us", "ut", "va", "ve", "wa", "wh", "wi", "xt", "yp"]
+)
 
 
 def _entropy(value: str) -> float:
@@ -395,14 +463,29 @@ def _entropy(value: str) -> float:
     return -sum(n / size * math.log2(n / size) for n in counts.values())
 
 
+def _common_pair_share(value: str) -> float:
+    pairs = common = 0
+    for letters in _LETTERS.findall(value):
+        letters = letters.lower()
+        pairs += len(letters) - 1
+        common += sum(letters[i : i + 2] in _COMMON_PAIRS for i in range(len(letters) - 1))
+    return common / pairs if pairs else 1.0
+
+
 def _part_is_benign(part: str) -> bool:
     """Pieces real text is made of: words, identifiers, numbers, hex hashes, ULIDs."""
-    if len(part) < 8 or part.isalpha() or part.isdigit():
+    if len(part) <= 3 or part.isalpha() or part.isdigit():
         return True
     if _HEX.fullmatch(part) or _ULID.fullmatch(part):
         return True
-    # Word-like: long runs (getUser2Settings) rather than a jumble (aB3xY9kL).
-    return len(part) >= 3.2 * len(_RUN.findall(part))
+    # Word-like: long runs of letters (getUser2Settings, not aB3xY9kL) that read like words.
+    return len(part) >= 2.8 * len(_RUN.findall(part)) and _common_pair_share(part) >= 0.5
+
+
+def _is_sequence(value: str) -> bool:
+    """An alphabet written out (ABC...Zabc...z0123456789) is not a secret."""
+    steps = sum(ord(b) - ord(a) == 1 for a, b in itertools.pairwise(value))
+    return steps * 2 >= len(value)
 
 
 def _looks_random(token: str) -> bool:
@@ -411,7 +494,7 @@ def _looks_random(token: str) -> bool:
     if _HEX.fullmatch(token.replace("-", "")):
         return False  # commit SHAs, UUIDs, checksums
     residual = "".join(p for p in _PART_SPLIT.split(token) if not _part_is_benign(p))
-    if len(residual) < _MIN_RANDOM:
+    if len(residual) < _MIN_RANDOM or _is_sequence(residual):
         return False
     return _entropy(residual) >= min(4.0, 0.82 * math.log2(len(residual)))
 
@@ -468,7 +551,15 @@ def _all_hits(text: str) -> list[_Hit]:
         m = _JWT.match(text, position)
         if m is not None:
             hits.append(_Hit(*m.span(), _RANK_PROVIDER, "JSON web token", _mask(m.group())))
-    hits.extend(_token_hits(text, view))
+    token_hits = list(_token_hits(text, view))
+    if "-----BEGIN " in text:  # certificates and public keys are meant to be shared
+        public = [m.span() for m in _PUBLIC_BLOCK.finditer(text) if "PRIVATE" not in m["label"]]
+        token_hits = [
+            h
+            for h in token_hits
+            if h.rank != _RANK_ENTROPY or not any(s <= h.start < e for s, e in public)
+        ]
+    hits.extend(token_hits)
     hits.extend(_context_hits(text, view, lowered))
     hits.extend(_assignment_hits(text, view, lowered))
     return _resolve_overlaps(hits)

@@ -19,12 +19,22 @@ from typing import Any
 
 from memkit.documents import documents_for
 from memkit.errors import InvalidRecord, LockTimeout
-from memkit.index import SCHEMA_VERSION, IndexDoc, RankWeights, SearchIndex, SearchResult
+from memkit.index import SCHEMA_VERSION, Hit, IndexDoc, RankWeights, SearchIndex, SearchResult
 from memkit.records import STORE_TYPES, TYPE_FOLDERS, parse_record
 from memkit.vault import Problem, Vault, is_record_path
 
 MANIFEST_VERSION = 1
 WATCHER_FILE = "watcher.json"
+# Paths a sync is about to add to the index, written before the index commit and removed
+# after the manifest is saved: a sync killed in between leaves documents the manifest does not
+# know, and this list lets the next sync find (and drop) them if their files are gone.
+PENDING_FILE = "pending.json"
+# A file whose mtime is this close to (or after) the moment it was last stat-ed may have been
+# changed again within the file system's timestamp granularity without its mtime or size
+# changing ("racily clean", as git calls it): compare its content, not just its stat.
+RACY_NS = 2_000_000_000
+# A heartbeat older than this means the watcher is gone (killed without cleaning up).
+WATCHER_STALE_SECONDS = 30.0
 # Below this many files to parse, a process pool costs more than it saves.
 PARALLEL_THRESHOLD = 2000
 STORE_FOLDERS = {TYPE_FOLDERS[t] for t in STORE_TYPES.values()}
@@ -84,11 +94,15 @@ class SyncReport:
 class Parsed:
     path: str
     state: FileState
-    docs: list[IndexDoc]
+    docs: list[IndexDoc] | None  # None: same content as `known`, not parsed again
 
 
-def _parse_file(root: str, relpath: str) -> Parsed | None:
-    """Read and parse one file into its manifest state and index documents (None if gone)."""
+def _parse_file(root: str, relpath: str, known: FileState | None = None) -> Parsed | None:
+    """Read and parse one file into its manifest state and index documents (None if gone).
+
+    When the content hashes the same as `known` (a touched or racily clean file), the parse is
+    skipped and the known record id, type and problem are kept.
+    """
     full = os.path.join(root, relpath)
     try:
         with open(full, "rb") as handle:
@@ -97,6 +111,10 @@ def _parse_file(root: str, relpath: str) -> Parsed | None:
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
     state = FileState(stat.st_mtime_ns, stat.st_size, hashlib.sha256(data).hexdigest())
+    if known is not None and known.sha256 == state.sha256:
+        state.record_id, state.type = known.record_id, known.type
+        state.problem, state.line = known.problem, known.line
+        return Parsed(relpath, state, None)
     try:
         record = parse_record(data, relpath)
     except InvalidRecord as error:
@@ -106,8 +124,23 @@ def _parse_file(root: str, relpath: str) -> Parsed | None:
     return Parsed(relpath, state, documents_for(record))
 
 
-def _parse_batch(root: str, relpaths: list[str]) -> list[Parsed]:
-    return [p for p in (_parse_file(root, r) for r in relpaths) if p is not None]
+def _parse_batch(root: str, items: list[tuple[str, FileState | None]]) -> list[Parsed]:
+    return [p for p in (_parse_file(root, r, k) for r, k in items) if p is not None]
+
+
+def _same_content(root: str, relpath: str, state: FileState) -> bool:
+    """Whether the file still hashes as the manifest says (False when it is gone)."""
+    try:
+        with open(os.path.join(root, relpath), "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest() == state.sha256
+    except OSError:
+        return False
+
+
+# Manifest entry of a path whose documents may be in the index after a killed sync: matches no
+# file, so the next sync reads the file again or, when it is gone, deletes its documents.
+def _unknown_state() -> FileState:
+    return FileState(-1, -1, "")
 
 
 class VaultIndex:
@@ -118,7 +151,8 @@ class VaultIndex:
         self.lock_timeout = lock_timeout
         self._index: SearchIndex | None = None
         self._manifest: dict[str, FileState] | None = None
-        self._manifest_mtime = 0
+        self._manifest_key: tuple[int, int, int] | None = None
+        self._scanned_ns = 0
 
     # --- state files ---------------------------------------------------------------------
 
@@ -137,35 +171,77 @@ class VaultIndex:
             self._index.close()
             self._index = None
 
+    @property
+    def pending_path(self) -> Path:
+        return self.vault.state_dir / PENDING_FILE
+
     def load_manifest(self) -> dict[str, FileState]:
-        """The manifest (path -> FileState); cached while the file on disk is unchanged."""
+        """The manifest (path -> FileState); cached while the file on disk is unchanged.
+
+        Empty when there is none, it is damaged or it was written for another index schema:
+        the next sync then rebuilds the index from the files.
+        """
+        pending = self._load_pending()
+        if pending is None:
+            return {}  # a damaged list of pending paths: only a rebuild is sure to be right
+        files = self._load_manifest_file()
+        for path in pending:
+            files.setdefault(path, _unknown_state())
+        return files
+
+    def _load_manifest_file(self) -> dict[str, FileState]:
         try:
-            mtime = self.manifest_path.stat().st_mtime_ns
+            stat = self.manifest_path.stat()
         except FileNotFoundError:
+            self._scanned_ns = 0
             return {}
-        if self._manifest is not None and self._manifest_mtime == mtime:
+        # Inode too, not just mtime: another process replaces the file, and two writes may fall
+        # within one tick of a coarse file system clock.
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if self._manifest is not None and self._manifest_key == key:
             return dict(self._manifest)
         try:
-            data = json.loads(self.manifest_path.read_text("utf-8"))
+            data = json.loads(self.manifest_path.read_bytes())
             if data.get("version") != MANIFEST_VERSION or data.get("index_schema") != SCHEMA_VERSION:
+                self._scanned_ns = 0
                 return {}
             files = {path: FileState.from_list(row) for path, row in data["files"].items()}
-        except (ValueError, KeyError, TypeError):
+            scanned_ns = int(data.get("scanned_ns", 0))
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
             # A damaged manifest is derived state: the next sync rebuilds from the files.
+            self._scanned_ns = 0
             return {}
-        self._manifest, self._manifest_mtime = files, mtime
+        self._manifest, self._manifest_key, self._scanned_ns = files, key, scanned_ns
         return dict(files)
 
-    def _save_manifest(self, files: dict[str, FileState]) -> None:
+    def _load_pending(self) -> list[str] | None:
+        try:
+            data = json.loads(self.pending_path.read_bytes())
+            return [str(path) for path in data["paths"]]
+        except FileNotFoundError:
+            return []
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return None
+
+    def _save_pending(self, paths: Sequence[str]) -> None:
+        temp = self.pending_path.with_suffix(".json.tmp")
+        temp.write_text(json.dumps({"paths": sorted(paths)}), "utf-8")
+        os.replace(temp, self.pending_path)
+
+    def _save_manifest(self, files: dict[str, FileState], scanned_ns: int) -> None:
         data = {
             "version": MANIFEST_VERSION,
             "index_schema": SCHEMA_VERSION,
+            "scanned_ns": scanned_ns,
             "files": {path: state.to_list() for path, state in sorted(files.items())},
         }
         temp = self.manifest_path.with_suffix(".json.tmp")
         temp.write_text(json.dumps(data, separators=(",", ":")), "utf-8")
         os.replace(temp, self.manifest_path)
-        self._manifest, self._manifest_mtime = dict(files), self.manifest_path.stat().st_mtime_ns
+        stat = self.manifest_path.stat()
+        self._manifest = dict(files)
+        self._manifest_key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        self._scanned_ns = scanned_ns
 
     @contextlib.contextmanager
     def lock(self, timeout: float | None = None) -> Iterator[None]:
@@ -226,16 +302,40 @@ class VaultIndex:
             walk(os.path.join(root, top))
         return found
 
+    def _needs_reading(self, state: FileState | None, mtime: int, size: int) -> bool:
+        if state is None or state.mtime_ns != mtime or state.size != size:
+            return True
+        return self._is_racy(state)
+
+    def _is_racy(self, state: FileState) -> bool:
+        return state.mtime_ns >= self._scanned_ns - RACY_NS
+
     def changes(self) -> tuple[dict[str, tuple[int, int]], dict[str, FileState], list[str], list[str]]:
-        """(stats, manifest, paths to read, paths gone) comparing files with the manifest."""
-        stats = self.stat_files()
+        """(stats, manifest, paths to read, paths gone) comparing files with the manifest.
+
+        Paths to read include racily clean files (same stat, maybe not the same content).
+        """
         manifest = self.load_manifest()
-        to_read = [
+        stats = self.stat_files()
+        to_read = sorted(
             path for path, (mtime, size) in stats.items()
-            if (state := manifest.get(path)) is None or state.mtime_ns != mtime or state.size != size
-        ]
-        gone = [path for path in manifest if path not in stats]
+            if self._needs_reading(manifest.get(path), mtime, size)
+        )
+        gone = sorted(path for path in manifest if path not in stats)
         return stats, manifest, to_read, gone
+
+    def freshness(self) -> tuple[dict[str, tuple[int, int]], dict[str, FileState], list[str], list[str]]:
+        """(stats, manifest, changed, gone): like `changes`, but a racily clean file counts as
+        changed only when its content differs. Reads; never writes."""
+        stats, manifest, to_read, gone = self.changes()
+        root = str(self.vault.root)
+        changed = [
+            path for path in to_read
+            if (state := manifest.get(path)) is None
+            or (state.mtime_ns, state.size) != stats[path]
+            or not _same_content(root, path, state)
+        ]
+        return stats, manifest, changed, gone
 
     def targeted_changes(
         self, manifest: dict[str, FileState], paths: Sequence[str], directories: Sequence[str]
@@ -253,30 +353,45 @@ class VaultIndex:
             if not is_record_path(relpath):
                 continue
             try:
-                stat = (self.vault.root / relpath).stat()
+                stat = os.stat(self.vault.root / relpath)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             stats[relpath] = (stat.st_mtime_ns, stat.st_size)
-        to_read = [
+        named = set(paths)
+        # A path the watcher named changed for sure (an edit may keep mtime and size within
+        # one clock tick): read it; the hash tells whether to reindex.
+        to_read = sorted(
             path for path, (mtime, size) in stats.items()
-            if (state := manifest.get(path)) is None or state.mtime_ns != mtime or state.size != size
-        ]
-        gone = [path for path in candidates if path not in stats and path in manifest]
+            if path in named or self._needs_reading(manifest.get(path), mtime, size)
+        )
+        gone = sorted(path for path in candidates if path not in stats and path in manifest)
         return stats, to_read, gone
 
     def is_stale(self) -> bool:
-        _stats, manifest, to_read, gone = self.changes()
-        return bool(to_read or gone) or (not manifest and bool(_stats)) or self.index.rebuilt
+        """Whether the index misses a change to the files (or must be rebuilt)."""
+        if self._index_missing() or self.index.rebuilt:
+            return True
+        stats, manifest, changed, gone = self.freshness()
+        return bool(changed or gone) or (not manifest and bool(stats))
+
+    def _index_missing(self) -> bool:
+        """Whether the index folder this process opened was deleted (say, `rm -rf .memkit`)."""
+        if self._index is None:
+            return False
+        # SearchIndex keeps one folder per schema version; see memkit/index.py.
+        return not (self._index.directory / f"v{SCHEMA_VERSION}" / "meta.json").exists()
 
     # --- syncing -----------------------------------------------------------------------------
 
-    def _parse_many(self, relpaths: Sequence[str], progress: Progress | None) -> list[Parsed]:
+    def _parse_many(
+        self, relpaths: Sequence[str], known: dict[str, FileState], progress: Progress | None
+    ) -> list[Parsed]:
         root = str(self.vault.root)
         total = len(relpaths)
         if total < PARALLEL_THRESHOLD or (os.cpu_count() or 1) < 2:
             results = []
             for done, relpath in enumerate(relpaths, start=1):
-                parsed = _parse_file(root, relpath)
+                parsed = _parse_file(root, relpath, known.get(relpath))
                 if parsed is not None:
                     results.append(parsed)
                 if progress and done % 200 == 0:
@@ -285,7 +400,8 @@ class VaultIndex:
         # Parsing YAML is the slow part of a rebuild: spread it over the cores.
         workers = min(os.cpu_count() or 2, 4)
         chunk = max(200, total // (workers * 8))
-        batches = [list(relpaths[i : i + chunk]) for i in range(0, total, chunk)]
+        items = [(relpath, known.get(relpath)) for relpath in relpaths]
+        batches = [items[i : i + chunk] for i in range(0, total, chunk)]
         results = []
         done = 0
         with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
@@ -313,19 +429,27 @@ class VaultIndex:
         started = time.monotonic()
         with self.lock(lock_timeout):
             report = SyncReport()
+            if self._index_missing():
+                # Someone deleted the index under us: open (and so rebuild) a fresh one.
+                self.close()
             manifest = self.load_manifest()
+            on_disk = set(manifest)
+            scanned_ns = self._scanned_ns
             if self.index.rebuilt or not manifest:
                 full = True
             if not full and (paths is not None or directories):
                 stats, to_read, gone = self.targeted_changes(manifest, paths or (), directories)
                 total = len(manifest) - len(gone) + len([p for p in stats if p not in manifest])
             else:
+                # Taken before the walk: a file changed after this moment is racy next time.
+                scanned_ns = time.time_ns()
                 stats, manifest, to_read, gone = self.changes()
+                on_disk = set(manifest)
                 total = len(stats)
             if full:
                 report.rebuilt = True
                 to_read, gone, manifest = sorted(stats), [], {}
-            parsed = self._parse_many(to_read, progress)
+            parsed = self._parse_many(to_read, manifest, progress)
             new_manifest = dict(manifest)
             for path in gone:
                 new_manifest.pop(path, None)
@@ -334,11 +458,12 @@ class VaultIndex:
             for item in parsed:
                 previous = manifest.get(item.path)
                 new_manifest[item.path] = item.state
-                if previous is not None and previous.sha256 == item.state.sha256 and not full:
-                    continue  # touched, not changed (mtime only): nothing to reindex
+                if item.docs is None:
+                    continue  # touched or racy, same content: nothing to reindex
                 upserts.extend(item.docs)
                 reindexed.append(item.path)
-                (report.changed if previous is not None else report.added).append(item.path)
+                known = previous is not None and previous.sha256 != ""
+                (report.changed if known else report.added).append(item.path)
             parsed_paths = {item.path for item in parsed}
             vanished = [p for p in to_read if p not in parsed_paths]  # deleted while we read
             for path in vanished:
@@ -346,16 +471,26 @@ class VaultIndex:
             report.deleted = sorted(set(gone) | {p for p in vanished if p in manifest})
             report.unchanged = total - len(report.added) - len(report.changed)
             # A deleted file whose content reappeared elsewhere is a move (approval, rename).
-            gone_hashes = {manifest[p].sha256: p for p in report.deleted if p in manifest}
+            gone_hashes = {
+                manifest[p].sha256: p for p in report.deleted if p in manifest and manifest[p].sha256
+            }
             for path in report.added:
                 origin = gone_hashes.get(new_manifest[path].sha256)
                 if origin is not None:
                     report.moved.append((origin, path))
+            # Before the index learns of paths the manifest on disk does not list, note them:
+            # if this process dies between the index commit and the manifest save, the next
+            # sync still knows to look at them.
+            new_paths = [p for p in reindexed if p not in on_disk]
+            if new_paths:
+                self._save_pending(new_paths)
             if full:
                 self.index.replace_all(upserts)
             elif upserts or report.deleted or reindexed:
                 self.index.update(upserts, [*report.deleted, *reindexed])
-            self._save_manifest(new_manifest)
+            self._save_manifest(new_manifest, scanned_ns)
+            if new_paths:
+                self.pending_path.unlink(missing_ok=True)
             self.index.rebuilt = False
         report.problems = self.problems(new_manifest)
         report.proposals_in_stores = sorted(
@@ -416,9 +551,26 @@ class VaultIndex:
         try:
             info: dict[str, Any] = json.loads((self.vault.state_dir / WATCHER_FILE).read_text())
             os.kill(int(info["pid"]), 0)
-        except (FileNotFoundError, ValueError, KeyError, ProcessLookupError, PermissionError,
-                TypeError):
+        except PermissionError:
+            pass  # alive, but another user's process
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
-        if time.time() - float(info.get("heartbeat", 0)) > 30:
+        try:
+            if time.time() - float(info.get("heartbeat", 0)) > WATCHER_STALE_SECONDS:
+                return None
+        except (TypeError, ValueError):
             return None
         return info
+
+    # --- looking inside ------------------------------------------------------------------------
+
+    def indexed_documents(self) -> dict[str, Hit]:
+        """Every document in the index, by key (expired and superseded ones too). Never syncs.
+
+        For checks and tests: compare what the index holds with what the files say.
+        """
+        count = self.index.doc_count()
+        # A search with no words browses the filtered documents: with k above the document
+        # count it returns them all.
+        result = self.index.search("", k=count + 1, include_hidden=True)
+        return {hit.key: hit for hit in result.hits}

@@ -15,11 +15,16 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from memkit.errors import MemkitError
 from memkit.sync import WATCHER_FILE, SyncReport, VaultIndex
 from memkit.vault import RECORD_ROOTS, is_temporary_name
 
 log = logging.getLogger("memkit.watcher")
+
+# How often the watcher says it is alive in .memkit/watcher.json (status calls it gone after
+# WATCHER_STALE_SECONDS without a heartbeat).
+HEARTBEAT_SECONDS = 5.0
+# After a sync fails, wait this long before trying again (with a full reconcile).
+RETRY_SECONDS = 1.0
 
 
 class _OverflowSpotter(logging.Handler):
@@ -40,6 +45,10 @@ class _Handler(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
+            return  # reads (ours included) change nothing
+        if event.is_directory and event.event_type == "modified":
+            # Comes with every file created, deleted or moved in the folder, whose own event
+            # names the file; looking at the whole folder each time would cost a walk per save.
             return
         paths = [os.fsdecode(event.src_path)]
         if getattr(event, "dest_path", ""):
@@ -79,6 +88,8 @@ class Watcher:
         self._full_pending = False
         self._first_event = 0.0
         self._last_event = 0.0
+        self._next_reconcile = 0.0
+        self._last_heartbeat = 0.0
         self._condition = threading.Condition()
         self._stop = threading.Event()
         self._observer: BaseObserver | None = None
@@ -95,25 +106,32 @@ class Watcher:
         )
 
     def notice(self, paths: list[str], *, is_directory: bool = False) -> None:
+        """Note paths that changed (absolute, as watchdog reports them); the worker syncs them
+        once they have been quiet for `quiet_seconds`."""
         now = time.monotonic()
         prefix = str(self.root) + os.sep
+        relevant = False
         with self._condition:
             for path in paths:
                 if not path.startswith(prefix):
                     continue
                 relpath = path[len(prefix) :].replace(os.sep, "/")
                 if not self._relevant(relpath):
-                    continue
+                    continue  # .memkit/ (our own writes), .git/, files outside the record folders
                 if is_directory:
                     self._pending_dirs.add(relpath)
                 elif relpath.endswith(".md") and not is_temporary_name(relpath.rsplit("/", 1)[-1]):
                     self._pending.add(relpath)
                 else:
                     continue  # an editor's scratch file: its rename onto the real name arrives too
+                relevant = True
                 if not self._first_event:
                     self._first_event = now
                 self._last_event = now
-            self._condition.notify()
+            # Waking the worker for an irrelevant event would make it write its heartbeat,
+            # which is an event itself: only wake it for work.
+            if relevant:
+                self._condition.notify()
 
     def request_reconcile(self) -> None:
         with self._condition:
@@ -127,10 +145,11 @@ class Watcher:
     def _take_batch(self) -> tuple[set[str], set[str], bool] | None:
         """Wait until events have gone quiet (or waited too long); None when stopping."""
         with self._condition:
-            next_reconcile = time.monotonic() + self.reconcile_seconds
             while not self._stop.is_set():
                 now = time.monotonic()
-                if now >= next_reconcile:
+                # The reconcile deadline is the watcher's, not this batch's: a steady stream
+                # of events must not put it off for ever.
+                if now >= self._next_reconcile and not self._full_pending:
                     self._full_pending = True
                     self._first_event = self._first_event or now
                     self._last_event = 0.0
@@ -147,9 +166,10 @@ class Watcher:
                     timeout = max(0.005, min(self.quiet_seconds - quiet_for,
                                              self.max_delay_seconds - waited))
                 else:
-                    timeout = min(5.0, max(0.01, next_reconcile - now))
+                    timeout = max(0.01, min(HEARTBEAT_SECONDS, self._next_reconcile - now))
                 self._condition.wait(timeout)
-                self._heartbeat()
+                if time.monotonic() - self._last_heartbeat >= HEARTBEAT_SECONDS:
+                    self._heartbeat()
         return None
 
     def _run(self) -> None:
@@ -163,39 +183,67 @@ class Watcher:
                     report = self.vault_index.sync()
                 else:
                     report = self.vault_index.sync(paths=sorted(paths), directories=sorted(directories))
-                self.syncs += 1
-                if self.on_sync is not None and (report.touched or report.proposals_in_stores):
-                    self.on_sync(report)
-            except (MemkitError, OSError) as error:
+            except Exception as error:  # the watcher must outlive any one sync
                 # Never die on one bad sync: say so and reconcile everything on the next round.
                 log.warning("sync failed: %s", error)
-                if self.on_error is not None:
-                    self.on_error(error)
+                self._report_error(error)
                 with self._condition:
                     self._full_pending = True
                     self._first_event = time.monotonic()
                     self._last_event = time.monotonic()
-                self._stop.wait(1.0)
+                self._stop.wait(RETRY_SECONDS)
+                continue
+            finally:
+                if full:
+                    self._next_reconcile = time.monotonic() + self.reconcile_seconds
+            self.syncs += 1
+            self._deliver(report)
+
+    def _deliver(self, report: SyncReport) -> None:
+        """Hand a sync report to `on_sync`; a failing callback is reported, never fatal."""
+        if self.on_sync is None or not report.touched:
+            return
+        try:
+            self.on_sync(report)
+        except Exception as error:  # e.g. finalising an approval failed
+            log.warning("after sync: %s", error)
+            self._report_error(error)
+
+    def _report_error(self, error: Exception) -> None:
+        if self.on_error is not None:
+            with contextlib.suppress(Exception):
+                self.on_error(error)
 
     def _heartbeat(self) -> None:
+        self._last_heartbeat = time.monotonic()
         info = {"pid": os.getpid(), "heartbeat": time.time(), "polling": self.using_polling}
         path = self.vault_index.vault.state_dir / WATCHER_FILE
         with contextlib.suppress(OSError):
-            temp = path.with_suffix(".tmp")
+            temp = path.with_suffix(f".{os.getpid()}.tmp")
             temp.write_text(json.dumps(info))
             os.replace(temp, path)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start observing; reconcile once first so that nothing that changed while no watcher
-        ran is missed."""
-        self.vault_index.sync()
+        """Start observing, then reconcile once so that nothing that changed while no watcher
+        ran is missed. Returns with the index in line with the files."""
         for folder in RECORD_ROOTS:
             (self.root / folder).mkdir(exist_ok=True)
         logging.getLogger("watchdog").addHandler(self._spotter)
-        self._observer = self._make_observer()
+        # Observe first, reconcile second: a change made during the reconcile then arrives as
+        # an event instead of falling between the two.
+        try:
+            self._observer = self._make_observer()
+            report = self.vault_index.sync()
+        except BaseException:
+            self._stop_observer()
+            logging.getLogger("watchdog").removeHandler(self._spotter)
+            raise
+        self._next_reconcile = time.monotonic() + self.reconcile_seconds
+        self.syncs += 1
         self._heartbeat()
+        self._deliver(report)  # before the worker starts: callbacks never overlap
         self._thread = threading.Thread(target=self._run, name="memkit-watch-sync", daemon=True)
         self._thread.start()
 
@@ -217,18 +265,32 @@ class Watcher:
         polling.start()
         return polling
 
+    @property
+    def running(self) -> bool:
+        """Whether the worker is alive (it stops only when asked to)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _stop_observer(self) -> None:
+        if self._observer is not None:
+            with contextlib.suppress(Exception):
+                self._observer.stop()
+                self._observer.join(timeout=5)
+            self._observer = None
+
     def stop(self) -> None:
+        """Stop observing and syncing; the heartbeat file goes (if it is still ours)."""
         self._stop.set()
         with self._condition:
             self._condition.notify_all()
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5)
+        self._stop_observer()
         if self._thread is not None:
             self._thread.join(timeout=30)
         logging.getLogger("watchdog").removeHandler(self._spotter)
-        with contextlib.suppress(FileNotFoundError):
-            (self.vault_index.vault.state_dir / WATCHER_FILE).unlink()
+        path = self.vault_index.vault.state_dir / WATCHER_FILE
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            # Another watcher started on this vault since owns the file now: leave it.
+            if json.loads(path.read_text())["pid"] == os.getpid():
+                path.unlink()
 
     def __enter__(self) -> Watcher:
         self.start()
@@ -239,8 +301,8 @@ class Watcher:
 
     def run_forever(self) -> None:
         """Block until interrupted (Ctrl-C), then stop cleanly."""
-        self.start()
         try:
+            self.start()
             while not self._stop.wait(0.5):
                 pass
         except KeyboardInterrupt:

@@ -12,6 +12,8 @@ from click.testing import CliRunner, Result
 from memkit import Vault
 from memkit.cli import cli
 
+from .llm_server import ScriptedLLMServer, llm_server  # noqa: F401 - a fixture for every test
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_VAULT = REPO / "sample_vault"
 

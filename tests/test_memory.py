@@ -27,10 +27,18 @@ def memory(vault: Vault) -> Memory:
 
 
 def test_same_fact_twice_updates_instead_of_duplicating(memory: Memory, vault: Vault) -> None:
-    first = memory.remember("Dana prefers espresso over filter coffee.", tags=["coffee"],
-                            importance=0.4, source={"session": "s1"})
-    again = memory.remember("dana prefers ESPRESSO over filter coffee", tags=["dana"],
-                            importance=0.9, source={"session": "s2"})
+    first = memory.remember(
+        "Dana prefers espresso over filter coffee.",
+        tags=["coffee"],
+        importance=0.4,
+        source={"session": "s1"},
+    )
+    again = memory.remember(
+        "dana prefers ESPRESSO over filter coffee",
+        tags=["dana"],
+        importance=0.9,
+        source={"session": "s2"},
+    )
     assert again.id == first.id
     assert again.importance == 0.9
     assert again.tags == ["coffee", "dana"]
@@ -50,8 +58,9 @@ def test_near_duplicate_is_merged_but_a_different_fact_is_not(memory: Memory, va
 
 def test_supersede_by_id_and_by_subject(memory: Memory, vault: Vault) -> None:
     old = memory.remember("Ledger runs on Postgres 14", subject="ledger database")
-    new = memory.remember("Ledger runs on Postgres 16 since the November upgrade",
-                          subject="Ledger database")
+    new = memory.remember(
+        "Ledger runs on Postgres 16 since the November upgrade", subject="Ledger database"
+    )
     old_now = vault.get(old.id)
     assert old_now.meta["superseded_by"] == new.id
     assert old_now.meta["valid_to"] == new.meta["created"]
@@ -114,17 +123,28 @@ def test_episodic_retention(vault: Vault) -> None:
     episodes.record([ConversationMessage("today", "Dana", "m-new", "s-new", utcnow())])
     report = Memory(vault).expire()
     assert report.episodic_removed == [episodes.day_path(old_day.date().isoformat())]
-    assert [r.meta["date"] for r in vault.scan(["episodic"]).records] == [utcnow().date().isoformat()]
+    assert [r.meta["date"] for r in vault.scan(["episodic"]).records] == [
+        utcnow().date().isoformat()
+    ]
 
 
 def test_entity_upsert_merges_with_history_and_relations(vault: Vault) -> None:
     entities = Entities(vault)
-    made = entities.upsert("Priya Raman", kind="person", attributes={"role": "engineer"},
-                           aliases=["Priya"], relations=[("works_at", "Northwind Labs")])
+    made = entities.upsert(
+        "Priya Raman",
+        kind="person",
+        attributes={"role": "engineer"},
+        aliases=["Priya"],
+        relations=[("works_at", "Northwind Labs")],
+    )
     assert made.created and made.record.path == "memory/entities/priya-raman.md"
-    again = entities.upsert("priya", attributes={"role": "tech lead", "city": "Berlin"},
-                            relations=[("works_at", "Northwind Labs"), ("manages", "Dana Okafor")],
-                            note="Runs the Ledger retro on Fridays", aliases=["PRIYA", "P.R."])
+    again = entities.upsert(
+        "priya",
+        attributes={"role": "tech lead", "city": "Berlin"},
+        relations=[("works_at", "Northwind Labs"), ("manages", "Dana Okafor")],
+        note="Runs the Ledger retro on Fridays",
+        aliases=["PRIYA", "P.R."],
+    )
     record = again.record
     assert record.id == made.record.id
     assert record.meta["attributes"] == {"role": "tech lead", "city": "Berlin"}
@@ -138,7 +158,9 @@ def test_entity_upsert_merges_with_history_and_relations(vault: Vault) -> None:
     unchanged = entities.upsert("Priya Raman", kind="person")
     assert unchanged.changes == []
     with pytest.raises(SecretRefused):
-        entities.upsert("Priya Raman", note="her token is ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8")
+        entities.upsert(
+            "Priya Raman", note="her token is ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+        )
 
 
 def test_entity_merge_keeps_a_persons_edit(vault: Vault) -> None:
@@ -155,14 +177,34 @@ def test_entity_merge_keeps_a_persons_edit(vault: Vault) -> None:
 CONVERSATION = "\n".join(
     json.dumps(m)
     for m in [
-        {"id": "m1", "session": "s-a", "time": "2026-11-02T10:00:00Z", "speaker": "Dana",
-         "text": "Our invoice run deadlocked last night."},
-        {"id": "m2", "session": "s-a", "time": "2026-11-02T10:01:00Z", "role": "assistant",
-         "content": "Check pg_stat_activity for the blocking query."},
-        {"id": "m3", "session": "s-a", "time": "2026-11-02T10:02:00Z", "speaker": "Dana",
-         "text": "It was apply_credit locking the account row second."},
-        {"id": "m4", "session": "s-b", "time": "2026-11-03T09:00:00Z", "speaker": "Dana",
-         "text": "Miso ate my headphones."},
+        {
+            "id": "m1",
+            "session": "s-a",
+            "time": "2026-11-02T10:00:00Z",
+            "speaker": "Dana",
+            "text": "Our invoice run deadlocked last night.",
+        },
+        {
+            "id": "m2",
+            "session": "s-a",
+            "time": "2026-11-02T10:01:00Z",
+            "role": "assistant",
+            "content": "Check pg_stat_activity for the blocking query.",
+        },
+        {
+            "id": "m3",
+            "session": "s-a",
+            "time": "2026-11-02T10:02:00Z",
+            "speaker": "Dana",
+            "text": "It was apply_credit locking the account row second.",
+        },
+        {
+            "id": "m4",
+            "session": "s-b",
+            "time": "2026-11-03T09:00:00Z",
+            "speaker": "Dana",
+            "text": "Miso ate my headphones.",
+        },
     ]
 )
 
@@ -182,21 +224,28 @@ def test_import_is_idempotent_and_readable(vault: Vault, tmp_path: Path) -> None
 
 
 def test_import_without_ids_is_still_idempotent(vault: Vault) -> None:
-    text = json.dumps([{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"},
-                       {"role": "user", "content": "hello"}])
+    text = json.dumps(
+        [
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "hi"},
+            {"role": "user", "content": "hello"},
+        ]
+    )
     episodes = Episodes(vault)
     assert episodes.import_text(text, "a.json", session="s-x").added == 3
     assert episodes.import_text(text, "a.json", session="s-x").added == 0
 
 
 def test_bad_import_lines_name_file_and_line_and_write_nothing(vault: Vault) -> None:
-    text = "\n".join([
-        json.dumps({"text": "fine"}),
-        "{not json",
-        json.dumps({"speaker": "Dana"}),
-        json.dumps({"text": "x", "time": "yesterday-ish"}),
-        json.dumps(["a list"]),
-    ])
+    text = "\n".join(
+        [
+            json.dumps({"text": "fine"}),
+            "{not json",
+            json.dumps({"speaker": "Dana"}),
+            json.dumps({"text": "x", "time": "yesterday-ish"}),
+            json.dumps(["a list"]),
+        ]
+    )
     with pytest.raises(ImportFormatError) as caught:
         Episodes(vault).import_text(text, "chat.jsonl")
     message = str(caught.value)
@@ -266,8 +315,21 @@ def test_cli_memory_commands(run: Runner, tmp_path: Path) -> None:
     text = run.run("recall", "apply_credit account row").stdout
     assert "> Dana [m3]" in text and "assistant [m2]" in text
 
-    made = json.loads(run.run("entity", "Dana Okafor", "--kind", "person", "--set", "team=Ledger",
-                              "--alias", "Dana", "--relate", "owns=Miso", "--json").stdout)
+    made = json.loads(
+        run.run(
+            "entity",
+            "Dana Okafor",
+            "--kind",
+            "person",
+            "--set",
+            "team=Ledger",
+            "--alias",
+            "Dana",
+            "--relate",
+            "owns=Miso",
+            "--json",
+        ).stdout
+    )
     assert made["created_now"] is True and made["attributes"] == {"team": "Ledger"}
     shown = json.loads(run.run("entity", "dana", "--json").stdout)
     assert shown["id"] == made["id"]
@@ -284,9 +346,12 @@ def test_cli_memory_commands(run: Runner, tmp_path: Path) -> None:
 
 
 def test_cli_supersede_and_short_term(run: Runner) -> None:
-    old = json.loads(run.run("remember", "Dana drinks oat milk", "--subject", "milk", "--json").stdout)
-    new = json.loads(run.run("remember", "Dana switched to whole milk", "--subject", "milk",
-                             "--json").stdout)
+    old = json.loads(
+        run.run("remember", "Dana drinks oat milk", "--subject", "milk", "--json").stdout
+    )
+    new = json.loads(
+        run.run("remember", "Dana switched to whole milk", "--subject", "milk", "--json").stdout
+    )
     assert new["supersedes"] == old["id"]
     shown = json.loads(run.run("show", old["id"], "--json").stdout)
     assert shown["superseded_by"] == new["id"]

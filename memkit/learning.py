@@ -1,0 +1,525 @@
+"""Learning: LLM extraction into seven stores (agentic or proposed), approval by moving files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from memkit.conversations import ConversationMessage
+from memkit.errors import ConflictError, LLMError, MemkitError, SecretRefused, UsageError
+from memkit.llm import LLMClient
+from memkit.memory import normalise, similarity
+from memkit.records import REJECTED_FOLDER, STORE_TYPES, TYPE_FOLDERS, Record
+from memkit.schema import load_schema
+from memkit.secret_guard import find_secrets, redact_secrets
+from memkit.settings import LEARNING_MODES
+from memkit.sync import VaultIndex
+from memkit.timeutil import format_time, now_iso, utcnow
+from memkit.vault import Vault
+
+PROPOSALS_FOLDER = TYPE_FOLDERS["proposal"]
+STORE_FOLDERS = {store: TYPE_FOLDERS[entry_type] for store, entry_type in STORE_TYPES.items()}
+FOLDER_STORES = {folder: store for store, folder in STORE_FOLDERS.items()}
+PROPOSAL_ONLY_KEYS = ("store", "op", "target", "target_digest")
+# A rejected proposal this similar to a new entry means "do not propose it again".
+REJECTED_SIMILARITY = 0.8
+MAX_TRANSCRIPT_CHARS = 24_000
+
+STORE_DESCRIPTIONS = {
+    "persona": "the user's preferences, communication style, background (stable facts about them)",
+    "insights": "observations and lessons learned from the conversation",
+    "threads": "the running summary of this session: topic, state, open questions (one per session)",
+    "patterns": "reusable knowledge patterns: how to do something that worked",
+    "decisions": "decisions made, with rationale, alternatives and trade-offs",
+    "feedback": "outcome signals and corrections from the user about the assistant's answers",
+    "improvements": "self-improvement proposals for the assistant: area, what to change, why",
+}
+
+
+@dataclass
+class Refusal:
+    title: str
+    store: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"title": self.title, "store": self.store, "reason": self.reason}
+
+
+@dataclass
+class LearnReport:
+    mode: str
+    stores: list[str]
+    written: list[dict[str, str]] = field(default_factory=list)  # {id, path, store, op}
+    proposed: list[dict[str, str]] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)  # titles dropped without asking
+    shown: list[str] = field(default_factory=list)  # ids of existing entries shown to the model
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "stores": self.stores,
+            "written": self.written,
+            "proposed": self.proposed,
+            "refused": [r.to_json() for r in self.refused],
+            "duplicates": self.duplicates,
+            "shown": self.shown,
+        }
+
+
+def body_digest(body: str) -> str:
+    """A short fingerprint of an entry's text: did the target change since it was proposed?"""
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
+
+
+def _transcript(messages: Sequence[ConversationMessage]) -> str:
+    lines = []
+    for message in messages:
+        stamp = format_time(message.time) if message.time else ""
+        # The model needs no credentials to learn from a conversation: never send them.
+        text = redact_secrets(message.text)
+        lines.append(f"[{message.message_id}] {stamp} {message.speaker}: {text}")
+    text = "\n".join(lines)
+    # Keep the end of a long conversation: the latest turns matter most for what to learn now.
+    return text[-MAX_TRANSCRIPT_CHARS:]
+
+
+def _system_prompt(stores: list[str], today: str) -> str:
+    described = "\n".join(f"- {s}: {STORE_DESCRIPTIONS[s]}" for s in stores)
+    return f"""You maintain the long-lived learning of an AI assistant, stored as short Markdown entries.
+Read the conversation and return what is worth knowing going forward, as JSON:
+{{"entries": [{{"store", "op", "target", "title", "text", "importance", "tags", "evidence", "rationale"}}]}}
+
+Stores you may write to (use exactly these names; no others):
+{described}
+
+Rules:
+- op is "add" (a new entry), "update" (revise an existing entry: give its id as target and the full
+  new text), "supersede" (an existing entry is no longer true: target is its id, text replaces it)
+  or "noop" (nothing to do). Only use ids from EXISTING ENTRIES as target; otherwise target is null.
+- Prefer update/supersede over add when an existing entry covers the same thing. Never repeat one.
+- evidence lists the ids of the messages (in square brackets) that support the entry.
+- Write dates as absolute dates (today is {today}); never "yesterday" or "next week".
+- title: at most 10 words. text: 1-5 sentences of Markdown. importance: 0..1.
+- Never copy passwords, API keys or tokens into an entry.
+- If nothing is worth keeping, return {{"entries": []}}."""
+
+
+def _user_prompt(transcript: str, existing: list[Record], session: str) -> str:
+    shown = (
+        "\n".join(
+            f"- id {r.id} [{FOLDER_STORES.get(str(PurePosixPath(r.path or '').parent), r.type)}] "
+            f"{r.title}: {' '.join(r.body.split())[:300]}"
+            for r in existing
+        )
+        or "(none)"
+    )
+    return f"SESSION: {session}\n\nEXISTING ENTRIES:\n{shown}\n\nCONVERSATION:\n{transcript}\n"
+
+
+class Learning:
+    """Learning stores in a vault: extraction through an LLM, proposals, approval, rejection."""
+
+    def __init__(
+        self, vault: Vault, llm: LLMClient | None = None, index: VaultIndex | None = None
+    ) -> None:
+        self.vault = vault
+        self.llm = llm
+        self._index = index
+
+    @property
+    def index(self) -> VaultIndex:
+        if self._index is None:
+            self._index = VaultIndex(self.vault)
+        return self._index
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    # --- extraction ---------------------------------------------------------------------------
+
+    def enabled_stores(self, stores: Iterable[str] | None = None) -> list[str]:
+        if stores:
+            chosen = list(dict.fromkeys(stores))
+            unknown = [s for s in chosen if s not in STORE_TYPES]
+            if unknown:
+                raise UsageError(
+                    f"unknown store {unknown[0]!r}; stores are {', '.join(STORE_TYPES)}"
+                )
+            return chosen
+        return [s for s, on in self.vault.settings.learning.stores.items() if on]
+
+    def related_entries(self, text: str, stores: list[str]) -> list[Record]:
+        """Existing entries the model should see so that it updates instead of duplicating."""
+        types = [STORE_TYPES[s] for s in stores]
+        limit = self.vault.settings.learning.related_entries
+        result, _stale = self.index.search(text[-2000:], k=limit, types=types)
+        records: list[Record] = []
+        for hit in result.hits:
+            try:
+                records.append(self.vault.read_record(hit.path))
+            except (MemkitError, OSError):
+                continue
+        return records
+
+    def learn(
+        self,
+        messages: Sequence[ConversationMessage],
+        *,
+        mode: str | None = None,
+        stores: Iterable[str] | None = None,
+        session: str = "",
+    ) -> LearnReport:
+        """One extraction over a conversation: write entries (agentic) or proposals (propose)."""
+        mode = mode or self.vault.settings.learning.mode
+        if mode not in LEARNING_MODES:
+            raise UsageError(f"unknown mode {mode!r}; choose one of {', '.join(LEARNING_MODES)}")
+        enabled = self.enabled_stores(stores)
+        report = LearnReport(mode=mode, stores=enabled)
+        if mode == "disabled" or not enabled or not messages:
+            return report
+        if self.llm is None:
+            raise LLMError("learning needs a language model: configure `llm:` in memkit.yaml")
+        session = session or messages[-1].session or "session"
+        transcript = _transcript(messages)
+        existing = self.related_entries(transcript, enabled)
+        thread = self._thread_for(session) if "threads" in enabled else None
+        if thread is not None and thread.id not in {r.id for r in existing}:
+            existing.insert(0, thread)
+        report.shown = [r.id for r in existing]
+        reply = self.llm.complete_json(
+            _system_prompt(enabled, utcnow().date().isoformat()),
+            _user_prompt(transcript, existing, session),
+            schema=load_schema("extraction"),
+        )
+        entries = reply.get("entries")
+        if not isinstance(entries, list):
+            raise LLMError(
+                f"the model's reply has no 'entries' list: {json.dumps(reply)[:200]}; "
+                "nothing was written"
+            )
+        known = {r.id: r for r in existing}
+        message_ids = {m.message_id for m in messages}
+        with self.vault.write_lock():
+            rejected = self._rejected_texts()
+            pending = self._pending_texts()
+            for raw in entries:
+                self._apply_entry(
+                    raw,
+                    mode,
+                    enabled,
+                    known,
+                    message_ids,
+                    session,
+                    thread,
+                    rejected,
+                    pending,
+                    report,
+                )
+        return report
+
+    def _apply_entry(
+        self,
+        raw: Any,
+        mode: str,
+        enabled: list[str],
+        known: dict[str, Record],
+        message_ids: set[str],
+        session: str,
+        thread: Record | None,
+        rejected: list[str],
+        pending: list[str],
+        report: LearnReport,
+    ) -> None:
+        if not isinstance(raw, dict):
+            report.refused.append(Refusal("?", "?", f"not an object: {str(raw)[:80]}"))
+            return
+        store = str(raw.get("store", ""))
+        op = str(raw.get("op", "add"))
+        title = str(raw.get("title") or "").strip()
+        text = str(raw.get("text") or "").strip()
+        target = raw.get("target") or None
+        label = title or text[:60] or "?"
+        if op == "noop":
+            return
+        if store not in STORE_TYPES:
+            report.refused.append(Refusal(label, store, f"unknown store {store!r}"))
+            return
+        if store not in enabled:
+            report.refused.append(Refusal(label, store, f"store {store!r} is disabled"))
+            return
+        if op not in ("add", "update", "supersede"):
+            report.refused.append(Refusal(label, store, f"unknown op {op!r}"))
+            return
+        if not text:
+            report.refused.append(Refusal(label, store, "the entry has no text"))
+            return
+        if find_secrets(f"{title}\n{text}"):
+            report.refused.append(Refusal(label, store, "the text contains a credential"))
+            return
+        if store == "threads" and thread is not None and op == "add":
+            op, target = "update", thread.id  # one thread per session, updated as it goes
+        if op in ("update", "supersede"):
+            if not isinstance(target, str) or target not in known:
+                report.refused.append(
+                    Refusal(label, store, f"{op} of unknown target {target!r} (not shown)")
+                )
+                return
+            if known[target].type != STORE_TYPES[store]:
+                report.refused.append(
+                    Refusal(
+                        label,
+                        store,
+                        f"target {target} is a {known[target].type}, not a {store} entry",
+                    )
+                )
+                return
+        else:
+            target = None
+        wanted = normalise(text)
+        if any(normalise(r.body) == wanted for r in known.values()) or wanted in pending:
+            report.duplicates.append(label)
+            return
+        if any(similarity(text, old) >= REJECTED_SIMILARITY for old in rejected):
+            report.refused.append(Refusal(label, store, "a person rejected this before"))
+            return
+        evidence = [str(e) for e in raw.get("evidence") or [] if str(e) in message_ids]
+        importance = raw.get("importance")
+        if not isinstance(importance, (int, float)) or isinstance(importance, bool):
+            importance = 0.5
+        importance = min(1.0, max(0.0, float(importance)))
+        tags = [str(t).strip().lower() for t in raw.get("tags") or [] if str(t).strip()]
+        rationale = str(raw.get("rationale") or "").strip()
+        entry = {
+            "store": store,
+            "op": op,
+            "target": target,
+            "title": title or None,
+            "text": text,
+            "importance": importance,
+            "tags": tags,
+            "evidence": evidence,
+            "rationale": rationale,
+            "session": session,
+        }
+        try:
+            if mode == "propose":
+                record = self._write_proposal(entry, known)
+                report.proposed.append(
+                    {"id": record.id, "path": str(record.path), "store": store, "op": op}
+                )
+                pending.append(wanted)
+            else:
+                record = self._write_entry(entry, known)
+                report.written.append(
+                    {"id": record.id, "path": str(record.path), "store": store, "op": op}
+                )
+                if op != "add" and target in known:
+                    known[target] = record
+        except (ConflictError, SecretRefused, MemkitError) as error:
+            report.refused.append(Refusal(label, store, str(error)))
+
+    def _thread_for(self, session: str) -> Record | None:
+        for record in self.vault.scan(["thread"]).records:
+            if record.meta.get("session") == session and not record.meta.get("superseded_by"):
+                return record
+        return None
+
+    def _rejected_texts(self) -> list[str]:
+        return [
+            r.body
+            for r in self.vault.scan(["proposal"]).records
+            if str(r.path).startswith(REJECTED_FOLDER + "/")
+        ]
+
+    def _pending_texts(self) -> list[str]:
+        return [
+            normalise(r.body)
+            for r in self.vault.scan(["proposal"]).records
+            if str(r.path).startswith(PROPOSALS_FOLDER + "/")
+        ]
+
+    def _entry_meta(self, entry: dict[str, Any]) -> dict[str, Any]:
+        meta: dict[str, Any] = {}
+        if entry["evidence"]:
+            meta["evidence"] = entry["evidence"]
+        if entry["store"] == "threads":
+            meta["session"] = entry["session"]
+        if entry["store"] == "decisions" and entry["rationale"]:
+            meta["rationale"] = entry["rationale"]
+        return meta
+
+    def _write_entry(self, entry: dict[str, Any], known: dict[str, Record]) -> Record:
+        entry_type = STORE_TYPES[entry["store"]]
+        source = {"session": entry["session"], "tool": "learn"}
+        if entry["op"] == "update":
+            target = known[entry["target"]]
+            target.body = entry["text"] + "\n"
+            if entry["title"]:
+                target.meta["title"] = entry["title"]
+            target.meta["importance"] = max(target.importance or 0, entry["importance"])
+            if entry["tags"]:
+                target.meta["tags"] = sorted(set(target.tags) | set(entry["tags"]))
+            if entry["evidence"]:
+                old = [str(e) for e in target.meta.get("evidence") or []]
+                target.meta["evidence"] = old + [e for e in entry["evidence"] if e not in old]
+            return self.vault.update(target)
+        extra = self._entry_meta(entry)
+        if entry["op"] == "supersede":
+            extra["supersedes"] = entry["target"]
+        record = self.vault.create(
+            entry_type,
+            entry["text"],
+            title=entry["title"],
+            tags=entry["tags"],
+            importance=entry["importance"],
+            source=source,
+            extra=extra,
+        )
+        if entry["op"] == "supersede":
+            self._mark_superseded(known[entry["target"]], record)
+        return record
+
+    def _mark_superseded(self, old: Record, new: Record) -> None:
+        old.meta["superseded_by"] = new.id
+        old.meta["valid_to"] = new.meta["created"]
+        self.vault.update(old, allow_secrets=True)  # only front-matter changes
+
+    def _write_proposal(self, entry: dict[str, Any], known: dict[str, Record]) -> Record:
+        extra: dict[str, Any] = {"store": entry["store"], "op": entry["op"]}
+        if entry["target"]:
+            extra["target"] = entry["target"]
+            extra["target_digest"] = body_digest(known[entry["target"]].body)
+        if entry["rationale"]:
+            extra["rationale"] = entry["rationale"]
+        extra.update({k: v for k, v in self._entry_meta(entry).items() if k != "rationale"})
+        return self.vault.create(
+            "proposal",
+            entry["text"],
+            title=entry["title"],
+            tags=entry["tags"],
+            importance=entry["importance"],
+            source={"session": entry["session"], "tool": "learn"},
+            extra=extra,
+        )
+
+    # --- proposals: list, approve, reject ---------------------------------------------------
+
+    def proposals(self) -> list[Record]:
+        return [
+            r
+            for r in self.vault.scan(["proposal"]).records
+            if str(r.path).startswith(PROPOSALS_FOLDER + "/")
+        ]
+
+    def _proposal(self, ref: str) -> Record:
+        record = self.vault.get(ref)
+        if record.type != "proposal":
+            raise UsageError(f"{record.path} is a {record.type} entry, not a proposal")
+        if str(record.path).startswith(REJECTED_FOLDER + "/"):
+            raise UsageError(f"{record.path} was rejected; move it to {PROPOSALS_FOLDER}/ first")
+        return record
+
+    def approve(self, ref: str, *, force: bool = False) -> Record:
+        """Move a proposal into its store and apply it: the same as moving the file by hand."""
+        with self.vault.write_lock():
+            record = self._proposal(ref)
+            store = str(record.meta.get("store", ""))
+            if store not in STORE_FOLDERS:
+                raise UsageError(f"{record.path}: proposal has no valid store ({store!r})")
+            assert record.path is not None
+            self._target_of(record, force=force)  # refuse before moving anything
+            if str(PurePosixPath(record.path).parent) == PROPOSALS_FOLDER:
+                name = PurePosixPath(record.path).name
+                record = self.vault.move(record, f"{STORE_FOLDERS[store]}/{name}")
+            return self._finalise(record, force=force)
+
+    def finalise_moved(self, path: str) -> str:
+        """A proposal a person moved into a store folder: finalise it like `approve`."""
+        with self.vault.write_lock():
+            record = self.vault.read_record(path)
+            if record.type != "proposal":
+                return path  # finalised already (by another process)
+            folder = str(PurePosixPath(path).parent)
+            store = str(record.meta.get("store", ""))
+            if FOLDER_STORES.get(folder) != store:
+                raise UsageError(
+                    f"{path}: this proposal is for the {store!r} store but was moved into "
+                    f"{folder}/; move it to {STORE_FOLDERS.get(store, '?')}/ to approve it, or set "
+                    f"`store: {FOLDER_STORES.get(folder, '?')}` in it. Nothing was changed."
+                )
+            return str(self._finalise(record).path)
+
+    def _finalise(self, record: Record, *, force: bool = False) -> Record:
+        """Turn a proposal that sits in its store folder into an entry, applying its op."""
+        assert record.path is not None
+        store = str(record.meta["store"])
+        op = str(record.meta.get("op", "add"))
+        target = self._target_of(record, force=force)
+        stamp = now_iso()
+        if op == "update" and target is not None:
+            target.body = record.body
+            if record.meta.get("title"):
+                target.meta["title"] = record.meta["title"]
+            if record.meta.get("tags"):
+                target.meta["tags"] = sorted(set(target.tags) | set(record.tags))
+            evidence = [str(e) for e in target.meta.get("evidence") or []]
+            evidence += [
+                str(e) for e in record.meta.get("evidence") or [] if str(e) not in evidence
+            ]
+            if evidence:
+                target.meta["evidence"] = evidence
+            target.meta["approved"] = stamp
+            updated = self.vault.update(target, allow_secrets=True)
+            # The proposal's text now lives in its target; git keeps the proposal's history.
+            self.vault.delete(record)
+            return updated
+        record.meta["type"] = STORE_TYPES[store]
+        record.meta["approved"] = stamp
+        if op == "supersede" and target is not None:
+            record.meta["supersedes"] = target.id
+        for key in PROPOSAL_ONLY_KEYS:
+            record.meta.pop(key, None)
+        if STORE_TYPES[store] != "decision":
+            record.meta.pop("rationale", None)
+        finalised = self.vault.update(record, allow_secrets=True)
+        if op == "supersede" and target is not None:
+            self._mark_superseded(target, finalised)
+        return finalised
+
+    def _target_of(self, record: Record, *, force: bool) -> Record | None:
+        """The entry an update/supersede proposal applies to, refusing if it changed since."""
+        op = str(record.meta.get("op", "add"))
+        if op not in ("update", "supersede"):
+            return None
+        target_id = record.meta.get("target")
+        if not target_id:
+            raise UsageError(f"{record.path}: a {op} proposal needs a target id")
+        target = self.vault.get(str(target_id))
+        expected = record.meta.get("target_digest")
+        if expected and body_digest(target.body) != expected and not force:
+            raise ConflictError(
+                str(record.path),
+                f"its target {target.path} changed since the proposal was made; review both "
+                "and approve with --force to apply it anyway",
+            )
+        return target
+
+    def reject(self, ref: str, *, reason: str = "") -> Record:
+        """Move a proposal to learning/rejected/ so it is kept for audit and not proposed again."""
+        with self.vault.write_lock():
+            record = self._proposal(ref)
+            assert record.path is not None
+            name = PurePosixPath(record.path).name
+            moved = self.vault.move(record, f"{REJECTED_FOLDER}/{name}")
+            moved.meta["rejected"] = format_time(utcnow())
+            if reason:
+                moved.meta["reason"] = reason
+            return self.vault.update(moved, allow_secrets=True)

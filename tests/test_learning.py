@@ -1,0 +1,424 @@
+"""Learning: extraction through the real openai client against a scripted local server, the three
+modes, every store and op, consolidation, refusals, and approval by CLI or by moving a file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memkit import Vault
+from memkit.conversations import ConversationMessage, Episodes
+from memkit.errors import ConflictError, LLMError, UsageError
+from memkit.learning import Learning
+from memkit.llm import LLMClient, LLMConfig
+from memkit.maintenance import refresh
+from memkit.records import STORE_TYPES, TYPE_FOLDERS
+from memkit.sync import VaultIndex
+from memkit.timeutil import utcnow
+
+from .conftest import Runner
+from .llm_server import ScriptedLLMServer
+
+MESSAGES = [
+    ConversationMessage("Please keep answers short, code first.", "Dana", "m-1", "s-1", utcnow()),
+    ConversationMessage(
+        "Understood: code first, then one line of why.", "assistant", "m-2", "s-1", utcnow()
+    ),
+]
+
+
+def entry(
+    store: str = "persona",
+    op: str = "add",
+    text: str = "Prefers code-first answers.",
+    target: str | None = None,
+    title: str = "Code first",
+    **more: Any,
+) -> dict[str, Any]:
+    return {
+        "store": store,
+        "op": op,
+        "target": target,
+        "title": title,
+        "text": text,
+        "importance": more.get("importance", 0.7),
+        "tags": more.get("tags", ["style"]),
+        "evidence": more.get("evidence", ["m-1"]),
+        "rationale": more.get("rationale", "said so"),
+    }
+
+
+@pytest.fixture
+def llm(llm_server: ScriptedLLMServer) -> Iterator[LLMClient]:
+    client = LLMClient(
+        LLMConfig(
+            model="test-model",
+            base_url=llm_server.base_url,
+            api_key=None,
+            timeout_seconds=5,
+            max_retries=0,
+        )
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def learning(vault: Vault, llm: LLMClient) -> Iterator[Learning]:
+    item = Learning(vault, llm=llm)
+    yield item
+    item.close()
+
+
+def stored(vault: Vault, store: str) -> list[Any]:
+    return vault.scan([STORE_TYPES[store]]).records
+
+
+def test_agentic_writes_entries_and_asks_for_structured_output(
+    learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.reply_json(
+        {
+            "entries": [
+                entry(),
+                entry(
+                    "insights", text="Dana reviews deploy plans with Priya.", title="Deploy reviews"
+                ),
+                entry("threads", text="Agreed on code-first answers.", title="Answer style"),
+                entry("persona", op="noop", text=""),
+            ]
+        }
+    )
+    report = learning.learn(MESSAGES, mode="agentic")
+    assert [w["store"] for w in report.written] == ["persona", "insights", "threads"]
+    persona = stored(vault, "persona")[0]
+    assert persona.body == "Prefers code-first answers.\n"
+    assert persona.meta["evidence"] == ["m-1"] and persona.importance == 0.7
+    assert persona.meta["source"] == {"session": "s-1", "tool": "learn"}
+    assert stored(vault, "threads")[0].meta["session"] == "s-1"
+    request = llm_server.requests[0]
+    assert request["model"] == "test-model"
+    assert request["response_format"]["type"] == "json_schema"
+    assert request["response_format"]["json_schema"]["schema"]["required"] == ["entries"]
+    prompt = request["messages"][1]["content"]
+    assert "[m-1]" in prompt and "Please keep answers short" in prompt
+    assert not vault.check().problems
+
+
+def test_disabled_mode_asks_nothing(
+    learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    report = learning.learn(MESSAGES, mode="disabled")
+    assert report.written == [] and llm_server.requests == []
+    assert not list(vault.record_paths())
+
+
+@pytest.mark.parametrize("store", list(STORE_TYPES))
+def test_every_store_can_be_written_when_enabled(
+    store: str, learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.reply_json({"entries": [entry(store, text=f"An entry for {store}.")]})
+    report = learning.learn(MESSAGES, mode="agentic", stores=[store])
+    assert report.refused == [] and len(report.written) == 1
+    record = stored(vault, store)[0]
+    assert record.path.startswith(TYPE_FOLDERS[STORE_TYPES[store]] + "/")
+    assert not vault.check().problems
+
+
+def test_disabled_unknown_and_bad_entries_are_refused(
+    learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    key = "sk-proj-" + "Q1w2E3r4T5y6U7i8O9p0A1s2D3f4G5h6J7k8L9"
+    llm_server.reply_json(
+        {
+            "entries": [
+                entry("decisions", text="Use RQ."),  # off by default
+                entry("diary", text="Dear diary"),
+                entry("persona", op="update", target="01JD0000000000000000000000"),
+                entry("persona", text="   "),
+                entry("persona", text=f"Dana's key is {key}"),
+                entry("persona", op="rewrite"),
+                "not an object",
+            ]
+        }
+    )
+    report = learning.learn(MESSAGES, mode="agentic")
+    reasons = [r.reason for r in report.refused]
+    assert "store 'decisions' is disabled" in reasons
+    assert "unknown store 'diary'" in reasons
+    assert any("unknown target" in r for r in reasons)
+    assert "the entry has no text" in reasons
+    assert "the text contains a credential" in reasons
+    assert "unknown op 'rewrite'" in reasons
+    assert len(report.refused) == 7 and report.written == []
+    assert not list(vault.record_paths())
+
+
+def test_consolidation_shows_existing_entries_and_updates_or_supersedes(
+    learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    old = vault.create(
+        "insight", "Dana deploys Ledger on Tuesdays.", title="Deploy day", tags=["ledger"]
+    )
+    other = vault.create(
+        "insight", "Ledger deploys need a rollback plan for Priya.", title="Rollback plans"
+    )
+    llm_server.reply_json(
+        {
+            "entries": [
+                entry(
+                    "insights",
+                    op="update",
+                    target=old.id,
+                    title="Deploy days",
+                    text="Dana deploys Ledger on Tuesdays and Thursdays.",
+                    tags=["deploys"],
+                ),
+                entry(
+                    "insights",
+                    op="supersede",
+                    target=other.id,
+                    title="Rollback plans",
+                    text="Ledger deploys need a written rollback plan, reviewed by Priya.",
+                ),
+                entry(
+                    "insights", text="Dana deploys Ledger on Tuesdays and Thursdays."
+                ),  # duplicate
+            ]
+        }
+    )
+    report = learning.learn(
+        [*MESSAGES, ConversationMessage("We deploy Ledger on Tuesdays and Thursdays; Priya wants rollback plans.", "Dana", "m-3", "s-1", utcnow())],
+        mode="agentic",
+    )
+    assert set(report.shown) >= {old.id, other.id}
+    assert f"id {old.id}" in llm_server.requests[0]["messages"][1]["content"]
+    updated = vault.get(old.id)
+    assert updated.body == "Dana deploys Ledger on Tuesdays and Thursdays.\n"
+    assert updated.tags == ["deploys", "ledger"] and updated.meta["title"] == "Deploy days"
+    superseded = vault.get(other.id)
+    replacement = vault.get(superseded.meta["superseded_by"])
+    assert replacement.meta["supersedes"] == other.id
+    assert report.duplicates == ["Code first"]
+
+
+def test_one_thread_per_session_is_updated(
+    learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.reply_json({"entries": [entry("threads", text="Started on answer style.")]})
+    learning.learn(MESSAGES, mode="agentic")
+    llm_server.reply_json({"entries": [entry("threads", text="Answer style settled; moved on.")]})
+    report = learning.learn(MESSAGES, mode="agentic")
+    assert report.written[0]["op"] == "update"
+    threads = stored(vault, "threads")
+    assert len(threads) == 1 and threads[0].body == "Answer style settled; moved on.\n"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        lambda s: s.reply_text("this is not json"),
+        lambda s: s.reply_text(""),
+        lambda s: s.reply_text('{"entries": [{"store": "persona"', finish_reason="length"),
+        lambda s: s.reply_json({"items": []}),
+        lambda s: s.reply_error(500, "boom"),
+    ],
+    ids=["malformed", "empty", "truncated", "no-entries", "server-error"],
+)
+def test_bad_replies_write_nothing(
+    reply: Any, learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    reply(llm_server)
+    with pytest.raises(LLMError):
+        learning.learn(MESSAGES, mode="agentic")
+    assert not list(vault.record_paths())
+
+
+def test_server_down_is_a_clear_error(vault: Vault) -> None:
+    client = LLMClient(
+        LLMConfig(
+            model="m",
+            base_url="http://127.0.0.1:9/v1",
+            api_key=None,
+            timeout_seconds=1,
+            max_retries=0,
+        )
+    )
+    with pytest.raises(LLMError, match=r"127\.0\.0\.1:9"):
+        Learning(vault, llm=client).learn(MESSAGES, mode="agentic")
+    client.close()
+
+
+def test_structured_output_fallback(
+    learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.refuse_json_schema()
+    llm_server.reply_json({"entries": [entry()]})
+    report = learning.learn(MESSAGES, mode="agentic")
+    assert len(report.written) == 1
+    assert llm_server.requests[-1]["response_format"] == {"type": "json_object"}
+
+
+def propose_two(learning: Learning, llm_server: ScriptedLLMServer, vault: Vault) -> list[str]:
+    target = vault.create("insight", "Dana deploys on Tuesdays.", title="Deploy day")
+    llm_server.reply_json(
+        {
+            "entries": [
+                entry(),
+                entry(
+                    "insights", op="update", target=target.id, text="Dana deploys on Tue and Thu."
+                ),
+            ]
+        }
+    )
+    report = learning.learn(MESSAGES, mode="propose")
+    assert report.written == [] and len(report.proposed) == 2
+    return [p["path"] for p in report.proposed]
+
+
+def test_propose_then_approve_and_reject_through_the_cli(
+    learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    add_path, update_path = propose_two(learning, llm_server, vault)
+    assert add_path.startswith("learning/proposals/")
+    proposal = vault.get(add_path)
+    assert proposal.meta["store"] == "persona" and proposal.meta["op"] == "add"
+    assert proposal.body == "Prefers code-first answers.\n"
+    runner = Runner(vault.root)
+    listed = json.loads(runner.run("proposals", "--json").stdout)
+    assert sorted(p["path"] for p in listed) == sorted([add_path, update_path])
+
+    approved = json.loads(runner.run("approve", proposal.id, "--json").stdout)
+    assert approved["type"] == "persona" and approved["id"] == proposal.id
+    assert approved["path"] == "learning/persona/" + Path(add_path).name
+    assert "approved" in approved and "store" not in approved and "op" not in approved
+    assert not (vault.root / add_path).exists()
+
+    update = vault.get(update_path)
+    target_id = update.meta["target"]
+    rejected = json.loads(
+        runner.run("reject", update_path, "--reason", "too vague", "--json").stdout
+    )
+    assert rejected["path"].startswith("learning/rejected/") and rejected["reason"] == "too vague"
+    assert vault.get(target_id).body == "Dana deploys on Tuesdays.\n"
+    assert json.loads(runner.run("proposals", "--json").stdout) == []
+    assert not vault.check().problems
+
+    # The same thing is not proposed again.
+    llm_server.reply_json(
+        {
+            "entries": [
+                entry(
+                    "insights", op="update", target=target_id, text="Dana deploys on Tue and Thu."
+                )
+            ]
+        }
+    )
+    again = learning.learn(MESSAGES, mode="propose")
+    assert again.proposed == [] and again.refused[0].reason == "a person rejected this before"
+    assert runner.run("approve", rejected["id"]).exit_code == 2
+
+
+def test_approving_an_update_applies_it_to_the_target(
+    learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    _, update_path = propose_two(learning, llm_server, vault)
+    target_id = vault.get(update_path).meta["target"]
+    result = learning.approve(update_path)
+    assert result.id == target_id and result.body == "Dana deploys on Tue and Thu.\n"
+    assert "approved" in result.meta and not (vault.root / update_path).exists()
+
+
+def test_approving_when_the_target_changed_is_refused_then_forced(
+    learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    _, update_path = propose_two(learning, llm_server, vault)
+    target = vault.get(vault.get(update_path).meta["target"])
+    target.body = "Dana deploys on Wednesdays now.\n"
+    vault.update(target)
+    with pytest.raises(ConflictError, match="changed since the proposal"):
+        learning.approve(update_path)
+    assert vault.get(update_path).type == "proposal"  # nothing lost
+    assert learning.approve(update_path, force=True).body == "Dana deploys on Tue and Thu.\n"
+
+
+def test_approval_by_moving_the_file_is_finalised_by_sync(
+    learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    add_path, _ = propose_two(learning, llm_server, vault)
+    proposal_id = vault.get(add_path).id
+    moved = f"learning/persona/{Path(add_path).name}"
+    shutil.move(vault.root / add_path, vault.root / moved)
+    refresh(vault)
+    record = vault.get(moved)
+    assert record.type == "persona" and record.id == proposal_id and "approved" in record.meta
+    assert not vault.check().problems
+
+
+def test_moving_into_the_wrong_store_is_reported_and_loses_nothing(
+    learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    add_path, _ = propose_two(learning, llm_server, vault)
+    wrong = f"learning/insights/{Path(add_path).name}"
+    before = (vault.root / add_path).read_bytes()
+    shutil.move(vault.root / add_path, vault.root / wrong)
+    with pytest.raises(
+        UsageError, match=r"for the 'persona' store but was moved into learning/insights"
+    ):
+        learning.finalise_moved(wrong)
+    assert (vault.root / wrong).read_bytes() == before
+    report = refresh(vault)
+    assert any(p.path == wrong and "persona" in p.message for p in report.problems)
+    assert (vault.root / wrong).read_bytes() == before
+
+
+def test_approval_by_move_with_the_watcher_running(
+    learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    from memkit.maintenance import finalise_moved_proposals
+    from memkit.watcher import Watcher
+
+    add_path, _ = propose_two(learning, llm_server, vault)
+    moved = vault.root / f"learning/persona/{Path(add_path).name}"
+    index = VaultIndex(vault)
+    watcher = Watcher(index, on_sync=lambda report: finalise_moved_proposals(vault, report))
+    with watcher:
+        (vault.root / add_path).rename(moved)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if "type: persona" in moved.read_text():
+                break
+            time.sleep(0.05)
+    index.close()
+    assert "type: persona" in moved.read_text() and "approved:" in moved.read_text()
+
+
+def test_learn_cli_against_the_local_server(
+    run: Runner, llm_server: ScriptedLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conversation = tmp_path / "talk.jsonl"
+    conversation.write_text(
+        "\n".join(
+            json.dumps({"id": m.message_id, "speaker": m.speaker, "text": m.text}) for m in MESSAGES
+        )
+    )
+    result = run.run("learn", str(conversation))
+    assert result.exit_code == 1 and "OPENAI_BASE_URL" in result.stderr  # how to configure
+    monkeypatch.setenv("OPENAI_BASE_URL", llm_server.base_url)
+    llm_server.reply_json({"entries": [entry()]})
+    data = json.loads(run.run("learn", str(conversation), "--mode", "propose", "--json").stdout)
+    assert data["mode"] == "propose" and len(data["proposed"]) == 1
+    assert len(Episodes(Vault(run.root)).known_message_ids()) == 2  # recorded as well
+    assert (
+        json.loads(run.run("learn", str(conversation), "--mode", "disabled", "--json").stdout)[
+            "proposed"
+        ]
+        == []
+    )
+    assert run.run("learn", str(conversation), "--store", "diary").exit_code == 2
