@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from memkit import ids
 from memkit.episodic import Interaction, Message, append_interaction, message_ids, parse_day
 from memkit.errors import ConflictError, ImportFormatError, RecordNotFound, UsageError
 from memkit.secret_guard import find_secrets, redact_secrets
@@ -146,6 +147,14 @@ def parse_conversation(text: str, where: str) -> list[ConversationMessage]:
     if not messages:
         raise ImportFormatError([f"{where}:1: no messages found"])
     return messages
+
+
+def day_id(day: str) -> str:
+    """The id of a day file: the same on every machine (a ULID at the day's midnight)."""
+    midnight = parse_time(day)
+    assert midnight is not None
+    digest = int.from_bytes(hashlib.sha256(day.encode()).digest()[:10], "big")
+    return ids.encode_ulid(int(midnight.timestamp() * 1000), digest)
 
 
 def _derived_id(message: ConversationMessage, ordinal: int) -> str:

@@ -41,6 +41,10 @@ def new_id(now_ms: int | None = None) -> str:
     return _encode(ms, 10) + _encode(random_part, 16)
 
 
+def encode_ulid(ms: int, random_part: int) -> str:
+    return _encode(ms, 10) + _encode(random_part & ((1 << 80) - 1), 16)
+
+
 def is_ulid(value: object) -> bool:
     return isinstance(value, str) and ULID_PATTERN.match(value) is not None
 

@@ -58,9 +58,13 @@ def refresh(
 
 
 def vault_status(vault: Vault) -> dict[str, Any]:
+    """Counts by type, index freshness, files that failed to parse, the watcher. Read-only:
+    counts and problems are those of the last sync; `fresh` says whether files changed since
+    (or the index must be rebuilt)."""
     index = VaultIndex(vault)
     try:
-        stats, manifest, to_read, gone = index.changes()
+        rebuild_needed = index.index.rebuilt
+        stats, manifest, changed, gone = index.freshness()
         counts: dict[str, int] = {}
         for state in manifest.values():
             if state.type:
@@ -72,8 +76,9 @@ def vault_status(vault: Vault) -> dict[str, Any]:
             "counts": dict(sorted(counts.items())),
             "index": {
                 "documents": index.index.doc_count(),
-                "fresh": not to_read and not gone and bool(manifest or not stats),
-                "changed": len(to_read),
+                "fresh": not changed and not gone and not rebuild_needed
+                and bool(manifest or not stats),
+                "changed": len(changed),
                 "deleted": len(gone),
                 "files": len(stats),
             },

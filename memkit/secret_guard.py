@@ -163,7 +163,9 @@ _PROVIDERS_BY_START: dict[str, tuple[_Provider, ...]] = {
     for start in {start for p in _PROVIDERS for start in p.starts}
 }
 _JWT = re.compile(_B + r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")
-_SLACK_WEBHOOK = re.compile(r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/\-]{20,}")
+_SLACK_WEBHOOK = re.compile(
+    r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/\-]{20,}"
+)
 
 _PEM = re.compile(
     r"-----BEGIN (?P<label>[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?)-----"
@@ -172,7 +174,9 @@ _PEM = re.compile(
     re.DOTALL,
 )
 
-_PUBLIC_BLOCK = re.compile(r"-----BEGIN (?P<label>[A-Z0-9 ]{1,40})-----.*?-----END (?P=label)-----", re.DOTALL)
+_PUBLIC_BLOCK = re.compile(
+    r"-----BEGIN (?P<label>[A-Z0-9 ]{1,40})-----.*?-----END (?P=label)-----", re.DOTALL
+)
 
 # --- Credentials known by what stands before them ----------------------------------------------
 
@@ -199,7 +203,10 @@ _VALUE = (
     r"|(?P<bare>[^\s\"'`,;&<>()\[\]{}*=]+={0,2}))"
 )
 _ASSIGNMENT = re.compile(
-    r"(?i)" + _KEYWORD + r"[\"']?(?:\*\*|__)?[ \t]*(?P<sep>:=|=>|==?|:)[ \t]*(?:\*\*|__)?[ \t]*" + _VALUE
+    r"(?i)"
+    + _KEYWORD
+    + r"[\"']?(?:\*\*|__)?[ \t]*(?P<sep>:=|=>|==?|:)[ \t]*(?:\*\*|__)?[ \t]*"
+    + _VALUE
 )
 _FLAG = re.compile(r"(?i)--[A-Za-z0-9\-]{0,30}?" + _KEYWORD + r"[ \t]+" + _VALUE)
 _KEY_ENDINGS = tuple(
@@ -208,7 +215,11 @@ _KEY_ENDINGS = tuple(
             word + suffix
             for word in (
                 *(b"passwd", b"password", b"passphrase", b"pwd", b"secret", b"token"),
-                *(prefix + sep + b"key" for prefix in (b"api", b"access", b"private") for sep in (b"", b"_", b"-")),
+                *(
+                    prefix + sep + b"key"
+                    for prefix in (b"api", b"access", b"private")
+                    for sep in (b"", b"_", b"-")
+                ),
             )
             for suffix in (b"", b"key", b"_key", b"-key")
         },
@@ -294,11 +305,12 @@ _PLACEHOLDER_PARTS = (
 )
 _LETTER = re.compile(r"[A-Za-z]")
 _SPACE = re.compile(r"\s")
+_SLUG = re.compile(r"_*[A-Za-z]+(?:[_\-.]+[A-Za-z]+)*_*")
 _FILLER = re.compile(r"[*xX.•#?_\-]+")
 _REFERENCE = re.compile(
     r"[$%@\-]"  # $VAR, %s, @var, --another-flag
     r"|[A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::?|->)[A-Za-z_][A-Za-z0-9_]*)+$"  # settings.KEY, s:var
-    r"|[A-Za-z]+(?:[_\-.]+[A-Za-z]+)*_?$"  # words, names and slugs: prose, or code passing a variable
+    r"|_*[A-Za-z]+(?:[_\-.]+[A-Za-z]+)*_*$"  # words, names and slugs: prose, or code passing a variable
 )
 _PATH_OR_URL = re.compile(
     r"(?:~|\.{1,2})?/|[A-Za-z]:\\"  # a path
@@ -324,7 +336,10 @@ def _assigned_secret(keyword: str, value: str, literal: bool) -> bool:
         return False  # "<your key>", paths, URLs; "My API Key", prose in quotes
     if not literal and (_REFERENCE.match(value) or _LETTER.search(value) is None):
         return False  # variables, words, slugs; numbers, versions, dates
-    return len(value) >= (4 if keyword in _PASSWORD_WORDS else 8)
+    if keyword in _PASSWORD_WORDS:
+        return len(value) >= 4
+    # Keys and tokens are random: a quoted "not-needed" or "sk-openai" is a stand-in.
+    return len(value) >= 8 and not _SLUG.fullmatch(value)
 
 
 def _assignment_kind(keyword: str) -> str:
@@ -426,7 +441,12 @@ def _context_hits(text: str, view: bytes, lowered: bytes) -> Iterator[_Hit]:
         if scheme is None:
             continue
         value = m["value"]
-        if _is_placeholder(value, m["user"]) or len(value) < 4 or value[0] in "$%{" or value.isdigit():
+        if (
+            _is_placeholder(value, m["user"])
+            or len(value) < 4
+            or value[0] in "$%{"
+            or value.isdigit()
+        ):
             continue  # placeholders, "user:pass", "abc:xyz"; host:port pairs are all digits
         start, end = m.span("value")
         excerpt = f"{scheme.group()}://{m['user']}:{_mask(value)}@{m['host']}"
@@ -441,16 +461,200 @@ _MIN_RUN = 20  # no provider token is shorter (an AWS access key id is 20)
 _MIN_TOKEN = 24
 _MIN_RANDOM = 16  # random-looking characters left after dropping word-like and hex parts
 _DIGIT = re.compile(r"[0-9]")
-_PART_SPLIT = re.compile(r"[_\-]+")
+_PART_SPLIT = re.compile(r"[_\-/+]+")  # words in identifiers, slugs and paths
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 _RUN = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
+_HASH_PREFIX = re.compile(r"(?i)sha(?:1|224|256|384|512)-")
 _HASH_LABEL = re.compile(r"(?i)(?:sha(?:1|224|256|384|512)|md5|blake2[bs]?|integrity)[\-=:]\s*$")
 # The letter pairs that make up 90% of the words in English prose and code; random letters hit
 # them about a quarter of the time, words and identifiers almost always.
 _COMMON_PAIRS = frozenset(
-    ["ab", "ac", "ad", "ag", "ai", "al", "am", "an", "ap", "ar", "as", "at", "au", "ba", "be", "bl", "bo", "bu", "ca", "ce", "ch", "ck", "cl", "co", "cr", "ct", "da", "dd", "de", "di", "do", "ea", "ec", "ed", "ee", "ef", "ej", "el", "em", "en", "ep", "eq", "er", "es", "et", "ev", "ex", "ey", "fa", "fi", "fo", "fr", "ge", "gi", "ha", "he", "hi", "ho", "ht", "hu", "ia", "ib", "ic", "id", "ie", "if", "ig", "il", "im", "in", "io", "ip", "ir", "is", "it", "iv", "js", "ke", "la", "ld", "le", "lf", "li", "ll", "lo", "ls", "lt", "lu", "ly", "ma", "me", "mi", "mm", "mo", "mp", "na", "nc", "nd", "ne", "ng", "ni", "no", "ns", "nt", "ob", "oc", "od", "of", "ol", "om", "on", "oo", "op", "or", "os", "ot", "ou", "ow", "pa", "pe", "pi", "pl", "po", "pp", "pr", "ps", "pt", "pu", "py", "qu", "ra", "rc", "rd", "re", "rg", "ri", "rm", "rn", "ro", "rr", "rs", "rt", "ru", "ry", "sa", "sc", "se", "sh", "si", "so", "sp", "ss", "st", "su", "ta", "te", "th", "ti", "to", "tp", "tr", "ts", "tt", "tu", "ty", "ub", "ue", "ui", "ul", "um", "un", "up", "ur", "us", "ut", "va", "ve", "wa", "wh", "wi", "xt", "yp"]
+    [
+        "ab",
+        "ac",
+        "ad",
+        "ag",
+        "ai",
+        "al",
+        "am",
+        "an",
+        "ap",
+        "ar",
+        "as",
+        "at",
+        "au",
+        "ba",
+        "be",
+        "bl",
+        "bo",
+        "bu",
+        "ca",
+        "ce",
+        "ch",
+        "ck",
+        "cl",
+        "co",
+        "cr",
+        "ct",
+        "da",
+        "dd",
+        "de",
+        "di",
+        "do",
+        "ea",
+        "ec",
+        "ed",
+        "ee",
+        "ef",
+        "ej",
+        "el",
+        "em",
+        "en",
+        "ep",
+        "eq",
+        "er",
+        "es",
+        "et",
+        "ev",
+        "ex",
+        "ey",
+        "fa",
+        "fi",
+        "fo",
+        "fr",
+        "ge",
+        "gi",
+        "ha",
+        "he",
+        "hi",
+        "ho",
+        "ht",
+        "hu",
+        "ia",
+        "ib",
+        "ic",
+        "id",
+        "ie",
+        "if",
+        "ig",
+        "il",
+        "im",
+        "in",
+        "io",
+        "ip",
+        "ir",
+        "is",
+        "it",
+        "iv",
+        "js",
+        "ke",
+        "la",
+        "ld",
+        "le",
+        "lf",
+        "li",
+        "ll",
+        "lo",
+        "ls",
+        "lt",
+        "lu",
+        "ly",
+        "ma",
+        "me",
+        "mi",
+        "mm",
+        "mo",
+        "mp",
+        "na",
+        "nc",
+        "nd",
+        "ne",
+        "ng",
+        "ni",
+        "no",
+        "ns",
+        "nt",
+        "ob",
+        "oc",
+        "od",
+        "of",
+        "ol",
+        "om",
+        "on",
+        "oo",
+        "op",
+        "or",
+        "os",
+        "ot",
+        "ou",
+        "ow",
+        "pa",
+        "pe",
+        "pi",
+        "pl",
+        "po",
+        "pp",
+        "pr",
+        "ps",
+        "pt",
+        "pu",
+        "py",
+        "qu",
+        "ra",
+        "rc",
+        "rd",
+        "re",
+        "rg",
+        "ri",
+        "rm",
+        "rn",
+        "ro",
+        "rr",
+        "rs",
+        "rt",
+        "ru",
+        "ry",
+        "sa",
+        "sc",
+        "se",
+        "sh",
+        "si",
+        "so",
+        "sp",
+        "ss",
+        "st",
+        "su",
+        "ta",
+        "te",
+        "th",
+        "ti",
+        "to",
+        "tp",
+        "tr",
+        "ts",
+        "tt",
+        "tu",
+        "ty",
+        "ub",
+        "ue",
+        "ui",
+        "ul",
+        "um",
+        "un",
+        "up",
+        "ur",
+        "us",
+        "ut",
+        "va",
+        "ve",
+        "wa",
+        "wh",
+        "wi",
+        "xt",
+        "yp",
+    ]
 )
 
 
@@ -491,8 +695,8 @@ def _is_sequence(value: str) -> bool:
 def _looks_random(token: str) -> bool:
     if _ULID.fullmatch(token) or _DIGIT.search(token) is None or token.isdigit():
         return False  # memkit's own record ids; words and identifiers without digits
-    if _HEX.fullmatch(token.replace("-", "")):
-        return False  # commit SHAs, UUIDs, checksums
+    if _HEX.fullmatch(token.replace("-", "")) or _HASH_PREFIX.match(token):
+        return False  # commit SHAs, UUIDs, checksums; sha512-... integrity hashes
     residual = "".join(p for p in _PART_SPLIT.split(token) if not _part_is_benign(p))
     if len(residual) < _MIN_RANDOM or _is_sequence(residual):
         return False

@@ -111,6 +111,9 @@ class Vault:
         self._thread_lock = threading.RLock()
         self._lock_depth = 0
         self._lock_file: Any = None
+        # Vault-relative paths this object created, changed, moved or deleted: what an
+        # autocommit commits (and nothing else).
+        self.touched: set[str] = set()
 
     def __repr__(self) -> str:
         return f"Vault({str(self.root)!r})"
@@ -391,6 +394,7 @@ class Vault:
                 self._write_bytes(full, render_record(record), exclusive=True)
             except FileExistsError:
                 raise VaultError(f"{relpath}: a file with this name already exists") from None
+            self.touched.add(relpath)
         return self.read_record(relpath)
 
     def _check_unchanged(self, record: Record) -> Path:
@@ -418,6 +422,7 @@ class Vault:
         with self.write_lock():
             full = self._check_unchanged(record)
             self._write_bytes(full, render_record(record), exclusive=False)
+            self.touched.add(record.path)
         return self.read_record(record.path)
 
     def move(self, record: Record, new_relpath: str) -> Record:
@@ -433,6 +438,7 @@ class Vault:
             except FileExistsError:
                 raise VaultError(f"{new_relpath}: a file with this name already exists") from None
             os.unlink(source)
+            self.touched.update((record.path, new_relpath))
         record.path = new_relpath
         return self.read_record(new_relpath)
 
@@ -442,6 +448,8 @@ class Vault:
         with self.write_lock():
             full = self._check_unchanged(record)
             full.unlink()
+            assert record.path is not None
+            self.touched.add(record.path)
         return record
 
     # --- checking --------------------------------------------------------------------------
