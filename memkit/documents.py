@@ -13,7 +13,7 @@ from memkit.timeutil import parse_time
 # Neighbouring turns indexed with a message (lower weight): questions often use the words of
 # the turn before or after the one that holds the answer.
 NEIGHBOUR_TURNS = 1
-TUNE: dict[str, Any] = {"near": 1, "wide": 0, "speaker_in_ctx": True, "names_in_ctx": True, "day_words": True, "session_in_ctx": True}
+TUNE: dict[str, Any] = {"near": 1, "wide": 3, "speaker_in_ctx": True, "names_in_ctx": True, "day_words": True, "session_in_ctx": True}
 
 
 def _flatten(value: Any) -> str:

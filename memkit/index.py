@@ -45,10 +45,10 @@ _US_PER_DAY = 86_400_000_000
 # analysed by tantivy). ascii_fold lets "cafe" find "café".
 _ANALYZER = "memkit_en"
 TUNE: dict[str, Any] = {
-    "fields": {"title": 2.0, "text": 1.0, "context": 0.5, "surround": 0.0},
+    "fields": {"title": 2.0, "text": 1.0, "context": 0.7, "surround": 0.35},
     "speaker": 0.0,
     "speaker_text": 1.0,
-    "dismax": None,
+    "dismax": 0.3,
     "fuzzy_unknown": False,
 }
 _SNIPPET_CHARS = 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import re
@@ -227,62 +228,19 @@ _KEY_ENDINGS = tuple(
         reverse=True,
     )
 )
+_KEY_LAST = frozenset(ending[-1:] for ending in _KEY_ENDINGS)  # a cheap first test
 _KEY_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _BEFORE_SEPARATOR = frozenset(b" \t\"'*`")
 _PASSWORD_WORDS = frozenset(("passwd", "password", "passphrase", "pwd"))
 
 # Values that say "a secret goes here" rather than being one.
 _PLACEHOLDER_WORDS = frozenset(
-    (
-        "password",
-        "passwd",
-        "passphrase",
-        "pwd",
-        "pass",
-        "secret",
-        "secrets",
-        "token",
-        "tokens",
-        "key",
-        "apikey",
-        "api_key",
-        "none",
-        "null",
-        "nil",
-        "true",
-        "false",
-        "yes",
-        "no",
-        "empty",
-        "string",
-        "str",
-        "bytes",
-        "int",
-        "required",
-        "optional",
-        "hidden",
-        "masked",
-        "unset",
-        "undefined",
-        "unknown",
-        "env",
-        "todo",
-        "tbd",
-        "fixme",
-        "changeme",
-        "default",
-        "redacted",
-        "omitted",
-        "removed",
-        "example",
-        "sample",
-        "dummy",
-        "fake",
-        "test",
-        "placeholder",
-        "value",
-        "1password",
-        "xyzzy",
+    re.findall(
+        r"\S+",
+        "password passwd passphrase pwd pass secret secrets token tokens key apikey api_key none "
+        "null nil true false yes no empty string str bytes int required optional hidden masked "
+        "unset undefined unknown env todo tbd fixme changeme default redacted omitted removed "
+        "example sample dummy fake test placeholder value 1password xyzzy ",
     )
 )
 _PLACEHOLDER_PARTS = (
@@ -367,7 +325,9 @@ def _assignment_matches(
                 key_end -= 1
             if lowered.endswith(b"__", 0, key_end):
                 key_end -= 2  # __Password__: markdown bold
-            if not lowered.endswith(_KEY_ENDINGS, 0, key_end):
+            if lowered[key_end - 1 : key_end] not in _KEY_LAST or not lowered.endswith(
+                _KEY_ENDINGS, 0, key_end
+            ):
                 continue
             if lowered.endswith(b"pwd", 0, key_end) and view[key_end - 4 : key_end - 3].isalpha():
                 continue  # spwd, cwd-like names: only PWD, db_pwd, ... are passwords
@@ -471,190 +431,16 @@ _HASH_LABEL = re.compile(r"(?i)(?:sha(?:1|224|256|384|512)|md5|blake2[bs]?|integ
 # The letter pairs that make up 90% of the words in English prose and code; random letters hit
 # them about a quarter of the time, words and identifiers almost always.
 _COMMON_PAIRS = frozenset(
-    [
-        "ab",
-        "ac",
-        "ad",
-        "ag",
-        "ai",
-        "al",
-        "am",
-        "an",
-        "ap",
-        "ar",
-        "as",
-        "at",
-        "au",
-        "ba",
-        "be",
-        "bl",
-        "bo",
-        "bu",
-        "ca",
-        "ce",
-        "ch",
-        "ck",
-        "cl",
-        "co",
-        "cr",
-        "ct",
-        "da",
-        "dd",
-        "de",
-        "di",
-        "do",
-        "ea",
-        "ec",
-        "ed",
-        "ee",
-        "ef",
-        "ej",
-        "el",
-        "em",
-        "en",
-        "ep",
-        "eq",
-        "er",
-        "es",
-        "et",
-        "ev",
-        "ex",
-        "ey",
-        "fa",
-        "fi",
-        "fo",
-        "fr",
-        "ge",
-        "gi",
-        "ha",
-        "he",
-        "hi",
-        "ho",
-        "ht",
-        "hu",
-        "ia",
-        "ib",
-        "ic",
-        "id",
-        "ie",
-        "if",
-        "ig",
-        "il",
-        "im",
-        "in",
-        "io",
-        "ip",
-        "ir",
-        "is",
-        "it",
-        "iv",
-        "js",
-        "ke",
-        "la",
-        "ld",
-        "le",
-        "lf",
-        "li",
-        "ll",
-        "lo",
-        "ls",
-        "lt",
-        "lu",
-        "ly",
-        "ma",
-        "me",
-        "mi",
-        "mm",
-        "mo",
-        "mp",
-        "na",
-        "nc",
-        "nd",
-        "ne",
-        "ng",
-        "ni",
-        "no",
-        "ns",
-        "nt",
-        "ob",
-        "oc",
-        "od",
-        "of",
-        "ol",
-        "om",
-        "on",
-        "oo",
-        "op",
-        "or",
-        "os",
-        "ot",
-        "ou",
-        "ow",
-        "pa",
-        "pe",
-        "pi",
-        "pl",
-        "po",
-        "pp",
-        "pr",
-        "ps",
-        "pt",
-        "pu",
-        "py",
-        "qu",
-        "ra",
-        "rc",
-        "rd",
-        "re",
-        "rg",
-        "ri",
-        "rm",
-        "rn",
-        "ro",
-        "rr",
-        "rs",
-        "rt",
-        "ru",
-        "ry",
-        "sa",
-        "sc",
-        "se",
-        "sh",
-        "si",
-        "so",
-        "sp",
-        "ss",
-        "st",
-        "su",
-        "ta",
-        "te",
-        "th",
-        "ti",
-        "to",
-        "tp",
-        "tr",
-        "ts",
-        "tt",
-        "tu",
-        "ty",
-        "ub",
-        "ue",
-        "ui",
-        "ul",
-        "um",
-        "un",
-        "up",
-        "ur",
-        "us",
-        "ut",
-        "va",
-        "ve",
-        "wa",
-        "wh",
-        "wi",
-        "xt",
-        "yp",
-    ]
+    re.findall(
+        r"[a-z]{2}",
+        "ab ac ad ag ai al am an ap ar as at au ba be bl bo bu ca ce ch ck cl co cr ct da dd de di "
+        "do ea ec ed ee ef ej el em en ep eq er es et ev ex ey fa fi fo fr ge gi ha he hi ho ht hu "
+        "ia ib ic id ie if ig il im in io ip ir is it iv js ke la ld le lf li ll lo ls lt lu ly ma "
+        "me mi mm mo mp na nc nd ne ng ni no ns nt ob oc od of ol om on oo op or os ot ou ow pa pe "
+        "pi pl po pp pr ps pt pu py qu ra rc rd re rg ri rm rn ro rr rs rt ru ry sa sc se sh si so "
+        "sp ss st su ta te th ti to tp tr ts tt tu ty ub ue ui ul um un up ur us ut va ve wa wh wi "
+        "xt yp ",
+    )
 )
 
 
@@ -752,9 +538,9 @@ def _all_hits(text: str) -> list[_Hit]:
             excerpt = f"-----BEGIN {m['label']}-----…({m.end() - m.start()} chars)"
             hits.append(_Hit(m.start(), m.end(), _RANK_PEM, "private key block", excerpt))
     for position in _positions(view, b"eyJ"):
-        m = _JWT.match(text, position)
-        if m is not None:
-            hits.append(_Hit(*m.span(), _RANK_PROVIDER, "JSON web token", _mask(m.group())))
+        jwt = _JWT.match(text, position)
+        if jwt is not None:
+            hits.append(_Hit(*jwt.span(), _RANK_PROVIDER, "JSON web token", _mask(jwt.group())))
     token_hits = list(_token_hits(text, view))
     if "-----BEGIN " in text:  # certificates and public keys are meant to be shared
         public = [m.span() for m in _PUBLIC_BLOCK.finditer(text) if "PRIVATE" not in m["label"]]
@@ -771,11 +557,17 @@ def _all_hits(text: str) -> list[_Hit]:
 
 def _resolve_overlaps(hits: list[_Hit]) -> list[_Hit]:
     """Keep the most specific hit where several cover the same characters; sort by position."""
-    kept: list[_Hit] = []
+    kept: list[_Hit] = []  # sorted by start, never overlapping
+    starts: list[int] = []
     for hit in sorted(hits, key=lambda h: (h.rank, h.start, -h.end)):
-        if all(hit.end <= other.start or hit.start >= other.end for other in kept):
-            kept.append(hit)
-    return sorted(kept, key=lambda h: h.start)
+        index = bisect.bisect_right(starts, hit.start)
+        if index > 0 and kept[index - 1].end > hit.start:
+            continue  # the kept hit before this one reaches into it
+        if index < len(kept) and kept[index].start < hit.end:
+            continue  # this one reaches into the kept hit after it
+        kept.insert(index, hit)
+        starts.insert(index, hit.start)
+    return kept
 
 
 def find_secrets(text: str) -> list[SecretFinding]:

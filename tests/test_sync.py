@@ -1,0 +1,502 @@
+"""`memkit sync` / `reindex` and VaultIndex: the index kept true to the files, whatever happens."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memkit import Vault
+from memkit.sync import VaultIndex
+
+from .conftest import REPO, Runner
+
+LONG_TERM = "memory/long-term"
+INSIGHTS = "learning/insights"
+
+# --- helpers shared with test_watcher.py and test_search_cli.py ------------------------------
+
+
+def record_text(title: str, body: str, *, type_: str = "long-term", record_id: str = "") -> str:
+    record_id = record_id or "01TEST" + str(abs(hash(title)) % 10**20).zfill(20)
+    return (
+        f"---\nid: {record_id}\ntype: {type_}\ntitle: {json.dumps(title)}\n"
+        "created: 2026-01-01T00:00:00Z\nupdated: 2026-01-01T00:00:00Z\n"
+        f"---\n{body}\n"
+    )
+
+
+def write_record(
+    vault: Vault, relpath: str, title: str, body: str = "", *, type_: str = "long-term"
+) -> Path:
+    """Write a record file the way a person's editor would: plainly, no memkit involved."""
+    path = vault.root / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(record_text(title, body or title, type_=type_), "utf-8")
+    return path
+
+
+def indexed(vault_index: VaultIndex) -> dict[str, tuple[str, str]]:
+    """What the index holds: document key -> (title, snippet), read without syncing."""
+    return {key: (hit.title, hit.snippet) for key, hit in vault_index.indexed_documents().items()}
+
+
+def titles(vault_index: VaultIndex) -> dict[str, str]:
+    return {key: title for key, (title, _snippet) in indexed(vault_index).items()}
+
+
+def rebuilt_from_scratch(vault: Vault, scratch: Path) -> dict[str, tuple[str, str]]:
+    """The index a full rebuild gives for the vault's files (in a copy, so `vault` is untouched)."""
+    shutil.copytree(vault.root, scratch, ignore=shutil.ignore_patterns(".memkit", ".git"))
+    fresh = VaultIndex(Vault(scratch))
+    try:
+        fresh.sync(full=True)
+        return indexed(fresh)
+    finally:
+        fresh.close()
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 15.0, what: str = "") -> None:
+    """Poll until `condition()` is true; fail after a generous deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
+        time.sleep(0.02)
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env.pop("MEMKIT_VAULT", None)
+    return env
+
+
+def memkit_command(root: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "memkit", "--vault", str(root), *args]
+
+
+@pytest.fixture
+def vault_index(vault: Vault) -> Iterator[VaultIndex]:
+    index = VaultIndex(vault)
+    yield index
+    index.close()
+
+
+# --- incremental sync ------------------------------------------------------------------------
+
+
+def test_sync_reports_added_changed_deleted_moved_and_unchanged(
+    vault: Vault, vault_index: VaultIndex
+) -> None:
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
+    write_record(vault, f"{INSIGHTS}/c.md", "Charlie", "cherries", type_="insight")
+    first = vault_index.sync()
+    assert first.rebuilt  # no manifest yet: a first sync builds everything
+    assert first.added == [f"{INSIGHTS}/c.md", f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"]
+
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apricots now")
+    (vault.root / LONG_TERM / "b.md").unlink()
+    write_record(vault, f"{LONG_TERM}/d.md", "Delta", "dates")
+    (vault.root / INSIGHTS / "c.md").rename(vault.root / LONG_TERM / "c-moved.md")
+    report = vault_index.sync()
+
+    assert not report.rebuilt
+    assert report.changed == [f"{LONG_TERM}/a.md"]
+    assert report.added == [f"{LONG_TERM}/c-moved.md", f"{LONG_TERM}/d.md"]
+    assert report.deleted == [f"{INSIGHTS}/c.md", f"{LONG_TERM}/b.md"]
+    assert report.moved == [(f"{INSIGHTS}/c.md", f"{LONG_TERM}/c-moved.md")]
+    assert report.unchanged == 0
+    assert indexed(vault_index) == {
+        f"{LONG_TERM}/a.md": ("Alpha", "apricots now"),
+        f"{LONG_TERM}/c-moved.md": ("Charlie", "cherries"),
+        f"{LONG_TERM}/d.md": ("Delta", "dates"),
+    }
+    again = vault_index.sync()
+    assert (again.added, again.changed, again.deleted, again.unchanged) == ([], [], [], 3)
+
+
+def test_the_manifest_holds_mtime_size_and_content_hash(
+    vault: Vault, vault_index: VaultIndex
+) -> None:
+    import hashlib
+
+    path = write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    vault_index.sync()
+    state = vault_index.load_manifest()[f"{LONG_TERM}/a.md"]
+    stat = path.stat()
+    assert (state.mtime_ns, state.size) == (stat.st_mtime_ns, stat.st_size)
+    assert state.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert state.type == "long-term" and state.record_id.startswith("01TEST")
+    on_disk = json.loads(vault_index.manifest_path.read_text("utf-8"))
+    assert set(on_disk["files"]) == {f"{LONG_TERM}/a.md"}
+
+
+def test_a_touched_file_is_not_reindexed(vault: Vault, vault_index: VaultIndex) -> None:
+    path = write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    vault_index.sync()
+    later = path.stat().st_mtime_ns + 5_000_000_000
+    os.utime(path, ns=(later, later))
+    report = vault_index.sync()
+    assert (report.added, report.changed, report.deleted) == ([], [], [])
+    assert vault_index.load_manifest()[f"{LONG_TERM}/a.md"].mtime_ns == later
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_still_seen(
+    vault: Vault, vault_index: VaultIndex
+) -> None:
+    # On a file system with a coarse clock, a second save within the same tick keeps the
+    # mtime; with the same length it keeps the size too. Simulate that with os.utime.
+    path = write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    vault_index.sync()
+    stat = path.stat()
+    path.write_text(record_text("Alpha", "grapes"), "utf-8")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    assert vault_index.is_stale()
+    report = vault_index.sync()
+    assert report.changed == [f"{LONG_TERM}/a.md"]
+    assert indexed(vault_index)[f"{LONG_TERM}/a.md"] == ("Alpha", "grapes")
+    assert not vault_index.is_stale()
+
+
+def test_one_sync_is_one_commit(vault: Vault, vault_index: VaultIndex) -> None:
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
+    write_record(vault, f"{LONG_TERM}/z.md", "Zulu")
+    vault_index.sync()
+    meta = next((vault.state_dir / "index").glob("v*/meta.json"))
+
+    def segments() -> set[str]:
+        return {segment["segment_id"] for segment in json.loads(meta.read_text())["segments"]}
+
+    before = segments()
+    for name in "bcdef":
+        write_record(vault, f"{LONG_TERM}/{name}.md", name.upper() + " record")
+    (vault.root / LONG_TERM / "a.md").unlink()
+    report = vault_index.sync()
+    assert len(report.added) == 5 and report.deleted == [f"{LONG_TERM}/a.md"]
+    # An incremental sync writes with one indexing thread: each commit makes one new segment
+    # (segments whose documents were all deleted disappear; merges only start at 8 segments).
+    assert len(segments() - before) == 1
+
+
+def test_a_sync_of_named_paths_and_folders_looks_only_there(
+    vault: Vault, vault_index: VaultIndex
+) -> None:
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
+    write_record(vault, f"{LONG_TERM}/proj/b.md", "Bravo")
+    vault_index.sync()
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "changed")
+    write_record(vault, f"{LONG_TERM}/other.md", "Other")
+    (vault.root / LONG_TERM / "proj").rename(vault.root / LONG_TERM / "proj2")
+    report = vault_index.sync(
+        paths=[f"{LONG_TERM}/a.md"], directories=[f"{LONG_TERM}/proj", f"{LONG_TERM}/proj2"]
+    )
+    assert report.changed == [f"{LONG_TERM}/a.md"]
+    assert report.moved == [(f"{LONG_TERM}/proj/b.md", f"{LONG_TERM}/proj2/b.md")]
+    assert f"{LONG_TERM}/other.md" not in titles(vault_index)  # not named: left for later
+    assert vault_index.sync().added == [f"{LONG_TERM}/other.md"]
+
+
+# --- the CLI: sync, reindex --------------------------------------------------------------------
+
+
+def test_cli_sync_and_reindex(run: Runner, vault: Vault) -> None:
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    result = run.run("sync", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["added"] == [f"{LONG_TERM}/a.md"]
+
+    (vault.root / LONG_TERM / "a.md").rename(vault.root / LONG_TERM / "b.md")
+    result = run.run("sync")
+    assert result.exit_code == 0
+    assert "1 added, 0 changed, 1 deleted" in result.stdout
+    assert f"moved: {LONG_TERM}/a.md -> {LONG_TERM}/b.md" in result.stdout
+
+    result = run.run("reindex", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["rebuilt"] is True and data["added"] == [f"{LONG_TERM}/b.md"]
+    assert set(data) >= {"added", "changed", "deleted", "moved", "unchanged", "problems",
+                         "proposals_in_stores", "seconds"}
+
+
+def damage_other_schema(vault: Vault) -> None:
+    manifest = vault.state_dir / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["index_schema"] = 999
+    manifest.write_text(json.dumps(data))
+
+
+def damage_manifest_bytes(vault: Vault) -> None:
+    (vault.state_dir / "manifest.json").write_bytes(b'{"version": 1, "files": {"memory/\xff')
+
+
+def damage_manifest_shape(vault: Vault) -> None:
+    (vault.state_dir / "manifest.json").write_text('{"version": 1, "index_schema": 2, "files": []}')
+
+
+def delete_state_folder(vault: Vault) -> None:
+    shutil.rmtree(vault.root / ".memkit")
+
+
+def delete_index_folder(vault: Vault) -> None:
+    shutil.rmtree(vault.root / ".memkit" / "index")
+
+
+def damage_index_files(vault: Vault) -> None:
+    for meta in (vault.root / ".memkit" / "index").glob("v*/meta.json"):
+        meta.write_text("not json at all")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [damage_other_schema, damage_manifest_bytes, damage_manifest_shape, delete_state_folder,
+     delete_index_folder, damage_index_files],
+)
+def test_damaged_or_foreign_state_means_a_rebuild_not_an_error(
+    run: Runner, vault: Vault, damage: Callable[[Vault], None]
+) -> None:
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
+    assert run.run("sync").exit_code == 0
+    damage(vault)
+    result = run.run("sync", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["rebuilt"] is True
+    assert sorted(report["added"]) == [f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"]
+    found = json.loads(run.run("search", "--json", "bananas").stdout)
+    assert [hit["path"] for hit in found["hits"]] == [f"{LONG_TERM}/b.md"]
+    assert found["stale"] is False
+
+
+def test_a_running_process_notices_its_index_folder_was_deleted(
+    vault: Vault, vault_index: VaultIndex
+) -> None:
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
+    vault_index.sync()
+    shutil.rmtree(vault.root / ".memkit")
+    assert vault_index.is_stale()
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo")
+    report = vault_index.sync()
+    assert report.rebuilt
+    assert set(titles(vault_index)) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"}
+    # And another process (a fresh VaultIndex) sees the same, rebuilt index.
+    other = VaultIndex(vault)
+    try:
+        assert not other.is_stale()
+        assert titles(other) == titles(vault_index)
+    finally:
+        other.close()
+
+
+# --- malformed files ----------------------------------------------------------------------------
+
+
+MALFORMED: dict[str, tuple[bytes, int, str]] = {
+    "bad-yaml.md": (b"---\nid: 01X\ntitle: Re: meeting\n---\nbody\n", 3, "invalid YAML"),
+    "latin1.md": (b"---\nid: 01X\n---\ncaf\xe9\n", 4, "not UTF-8"),
+    "empty.md": (b"", 1, "empty file"),
+    "binary.md": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", 1, "binary file"),
+    "no-front-matter.md": (b"# Just a heading\n", 1, "no front-matter"),
+}
+
+
+def write_malformed(vault: Vault, folder: str = LONG_TERM) -> None:
+    for name, (data, _line, _why) in MALFORMED.items():
+        (vault.root / folder / name).write_bytes(data)
+
+
+def test_malformed_files_are_reported_with_path_and_line_and_never_stop_a_sync(
+    run: Runner, vault: Vault
+) -> None:
+    write_record(vault, f"{LONG_TERM}/good.md", "Good", "fine")
+    write_malformed(vault)
+    result = run.run("sync", "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    problems = {p["path"]: p for p in report["problems"]}
+    assert set(problems) == {f"{LONG_TERM}/{name}" for name in MALFORMED}
+    for name, (_data, line, why) in MALFORMED.items():
+        problem = problems[f"{LONG_TERM}/{name}"]
+        assert problem["line"] == line and why in problem["message"], problem
+        assert f"{LONG_TERM}/{name}:{line}: " in result.stderr
+    found = json.loads(run.run("search", "--json", "fine").stdout)
+    assert [hit["path"] for hit in found["hits"]] == [f"{LONG_TERM}/good.md"]
+
+
+# --- approval by move ------------------------------------------------------------------------------
+
+
+def test_an_approval_by_move_is_one_move_listed_as_a_proposal_in_a_store(
+    sample_vault: Vault,
+) -> None:
+    proposals = sample_vault.root / "learning" / "proposals"
+    source = next(proposals.glob("ledger-s-incidents-come-from*.md"))
+    index = VaultIndex(sample_vault)
+    try:
+        index.sync()
+        target = sample_vault.root / INSIGHTS / source.name
+        source.rename(target)
+        report = index.sync()
+    finally:
+        index.close()
+    moved_to = f"{INSIGHTS}/{source.name}"
+    assert report.moved == [(f"learning/proposals/{source.name}", moved_to)]
+    assert report.proposals_in_stores == [moved_to]
+
+
+def test_cli_sync_finalises_or_reports_a_proposal_moved_into_a_store(
+    run_sample: Runner, sample_vault: Vault
+) -> None:
+    assert run_sample.run("sync").exit_code == 0
+    source = next((sample_vault.root / "learning/proposals").glob("wants-the-concept*.md"))
+    source.rename(sample_vault.root / "learning/persona" / source.name)
+    result = run_sample.run("sync", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["moved"] == [
+        {"from": f"learning/proposals/{source.name}", "to": f"learning/persona/{source.name}"}
+    ]
+    # Finalised (learning turns it into a persona entry), so it is no longer a proposal.
+    assert report["proposals_in_stores"] == []
+    status = json.loads(run_sample.run("status", "--json").stdout)
+    assert status["index"]["fresh"] is True
+
+
+# --- processes: killed mid-sync, two at once ---------------------------------------------------------
+
+
+def write_many(vault: Vault, count: int, *, start: int = 0, word: str = "alpha") -> dict[str, str]:
+    written = {}
+    for i in range(start, start + count):
+        relpath = f"{LONG_TERM}/bulk/n{i:05d}.md"
+        title = f"Note {i}"
+        (vault.root / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (vault.root / relpath).write_text(
+            record_text(title, f"{word} {i} " + "lorem ipsum dolor " * 8, record_id=f"01BULK{i:020d}")
+        )
+        written[relpath] = title
+    return written
+
+
+@pytest.mark.slow
+def test_a_sync_killed_mid_way_is_made_whole_by_the_next_one(vault: Vault, tmp_path: Path) -> None:
+    write_many(vault, 3000)
+    rng = random.Random(7)
+    for delay in (0.5, 0.9, 1.3, 1.8):
+        child = subprocess.Popen(
+            memkit_command(vault.root, "sync"), env=child_env(), start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            child.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            # The whole group: the sync's parsing workers die with it, as with a power cut.
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        # Files keep changing between the crash and the next sync.
+        bulk = sorted((vault.root / LONG_TERM / "bulk").glob("*.md"))
+        for path in rng.sample(bulk, 20):
+            path.unlink()
+        for path in rng.sample([p for p in bulk if p.exists()], 20):
+            path.write_text(record_text(path.stem, f"rewritten after crash {delay}"))
+        write_many(vault, 10, start=int(delay * 10_000))
+    index = VaultIndex(vault)
+    try:
+        index.sync()
+        incremental = indexed(index)
+        assert not index.is_stale()
+    finally:
+        index.close()
+    assert incremental == rebuilt_from_scratch(vault, tmp_path / "scratch")
+    assert len(incremental) == len(list((vault.root / LONG_TERM / "bulk").glob("*.md")))
+
+
+@pytest.mark.slow
+def test_two_processes_syncing_at_once_both_succeed(vault: Vault, tmp_path: Path) -> None:
+    written = write_many(vault, 400)
+    children = [
+        subprocess.Popen(memkit_command(vault.root, "sync", "--json"), env=child_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [child.communicate(timeout=60) for child in children]
+    for child, (stdout, stderr) in zip(children, outputs, strict=True):
+        assert child.returncode == 0, stderr
+        json.loads(stdout)
+    reports = [json.loads(stdout) for stdout, _ in outputs]
+    # One of them indexed everything, the other found nothing left to do.
+    assert sorted(len(r["added"]) for r in reports) == [0, 400]
+    index = VaultIndex(vault)
+    try:
+        assert titles(index) == written
+    finally:
+        index.close()
+
+
+# --- property: incremental sync == full rebuild -----------------------------------------------------
+
+SLOTS = [f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md", f"{INSIGHTS}/c.md", f"{LONG_TERM}/sub/d.md"]
+BODIES = st.text(alphabet="ab xy", min_size=1, max_size=12)
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.sampled_from(SLOTS), BODIES),
+        st.tuples(st.just("delete"), st.sampled_from(SLOTS)),
+        st.tuples(st.just("move"), st.sampled_from(SLOTS), st.sampled_from(SLOTS)),
+        st.tuples(st.just("corrupt"), st.sampled_from(SLOTS), st.sampled_from(sorted(MALFORMED))),
+        st.tuples(st.just("touch"), st.sampled_from(SLOTS)),
+        st.tuples(st.just("sync")),
+    ),
+    max_size=14,
+)
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(operations=OPERATIONS)
+def test_incremental_sync_always_matches_a_full_rebuild(operations: list[tuple[str, ...]]) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        vault = Vault.init(Path(scratch) / "vault")
+        index = VaultIndex(vault)
+        try:
+            for op in operations:
+                path = vault.root / op[1] if len(op) > 1 else vault.root
+                if op[0] == "write":
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    # Same-length bodies in the same tick are the hard case for mtime+size.
+                    path.write_text(record_text(op[1], op[2]), "utf-8")
+                elif op[0] == "delete":
+                    path.unlink(missing_ok=True)
+                elif op[0] == "move" and path.exists():
+                    target = vault.root / op[2]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    path.rename(target)
+                elif op[0] == "corrupt" and path.exists():
+                    path.write_bytes(MALFORMED[op[2]][0])
+                elif op[0] == "touch" and path.exists():
+                    os.utime(path)
+                elif op[0] == "sync":
+                    index.sync()
+            report = index.sync()
+            incremental = indexed(index)
+            problems = {p.path for p in report.problems}
+        finally:
+            index.close()
+        assert incremental == rebuilt_from_scratch(vault, Path(scratch) / "copy")
+        on_disk = {p for p in SLOTS if (vault.root / p).exists()}
+        assert set(incremental) | problems == on_disk
