@@ -10,6 +10,10 @@ __version__ = "0.1.0"
 # Public names and the module that defines each. Loaded on first use so that
 # `import memkit` stays fast (tantivy and openai are imported only when needed).
 _EXPORTS = {
+    "Agent": "memkit.agent",
+    "AgentReply": "memkit.agent",
+    "MemoryConfig": "memkit.agent",
+    "LearnConfig": "memkit.agent",
     "Vault": "memkit.vault",
     "Problem": "memkit.vault",
     "find_vault_root": "memkit.vault",
@@ -37,13 +41,17 @@ _EXPORTS = {
 }
 __all__ = [
     "RECORD_TYPES",
+    "Agent",
+    "AgentReply",
     "ConflictError",
     "ImportFormatError",
     "InvalidRecord",
     "LLMError",
+    "LearnConfig",
     "LockTimeout",
     "MemkitError",
     "Memory",
+    "MemoryConfig",
     "PathOutsideVault",
     "Problem",
     "Record",
@@ -64,6 +72,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from memkit.agent import Agent, AgentReply, LearnConfig, MemoryConfig
     from memkit.errors import (
         ConflictError,
         ImportFormatError,

@@ -76,6 +76,53 @@ def pass_vault(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def quoted(text: str, limit: int = 60) -> str:
+    """A title for a commit message: one line, at most `limit` characters, in quotes."""
+    line = " ".join(text.split())
+    return '"' + (line if len(line) <= limit else line[: limit - 3].rstrip() + "...") + '"'
+
+
+def commit_option(function: F) -> F:
+    """`--commit/--no-commit` for a write command, which returns its commit message.
+
+    Everything the command wrote through the vault (its `touched` paths, nothing else) becomes
+    one commit when `--commit` is given or memkit.yaml says `git: {autocommit: true}`.
+    """
+
+    @click.option(
+        "--commit/--no-commit",
+        "commit",
+        default=None,
+        help="Commit what this command writes to git (default: git.autocommit in memkit.yaml).",
+    )
+    @functools.wraps(function)
+    def wrapper(*args: Any, commit: bool | None, **kwargs: Any) -> Any:
+        from memkit.gitvault import GitVault
+
+        ctx = click.get_current_context()
+        vault = open_vault(ctx)
+        git: GitVault | None = None
+        if commit or (commit is None and vault.settings.git.autocommit):
+            git = GitVault(vault)
+            if commit:
+                git.require_repo()  # asked for by name: refuse before anything is written
+            elif not git.is_repo():
+                warn(
+                    "git.autocommit is on in memkit.yaml but the vault is not in a git "
+                    "repository, so nothing is committed; run `memkit init --git`"
+                )
+                git = None
+        message = function(*args, **kwargs)
+        if git is not None and vault.touched:
+            message = message or f"memkit: {ctx.info_name}"
+            sha = git.commit(vault.touched, message)
+            if sha:
+                click.echo(f"Committed {sha[:8]}: {message}", err=True)
+        return message
+
+    return wrapper  # type: ignore[return-value]
+
+
 def record_line(record: Record) -> str:
     return f"{record.id}  {record.type:<12} {record.path}  {record.title}"
 
@@ -96,16 +143,45 @@ def cli(ctx: click.Context, vault_path: Path | None) -> None:
 
 @cli.command()
 @click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--git",
+    "git_",
+    is_flag=True,
+    help="Make the vault a git repository (or use the one it is in), set up to merge well.",
+)
+@click.option(
+    "--hooks",
+    is_flag=True,
+    help="Also install a git pre-commit hook running `memkit check` (implies --git).",
+)
 @json_option
 @click.pass_context
-def init(ctx: click.Context, path: Path | None, json_: bool) -> None:
+def init(ctx: click.Context, path: Path | None, git_: bool, hooks: bool, json_: bool) -> None:
     """Create a vault at PATH (default: --vault, else the current folder)."""
     target = path or ctx.find_root().obj.get("vault_path") or Path.cwd()
     vault = Vault.init(target)
+    git_report = None
+    if git_ or hooks:
+        from memkit.gitvault import GitVault
+
+        git_report = GitVault(vault).init(hooks=hooks)
     if json_:
-        emit_json({"root": str(vault.root), "settings": str(vault.root / "memkit.yaml")})
-    else:
-        click.echo(f"Initialised memkit vault in {vault.root}")
+        data: dict[str, Any] = {
+            "root": str(vault.root),
+            "settings": str(vault.root / "memkit.yaml"),
+        }
+        if git_report is not None:
+            data["git"] = git_report.to_json()
+        emit_json(data)
+        return
+    click.echo(f"Initialised memkit vault in {vault.root}")
+    if git_report is not None:
+        how = "new git repository" if git_report.created else "existing git repository"
+        click.echo(f"Git: {how} at {git_report.top}")
+        for name in git_report.changed:
+            click.echo(f"wrote {name}")
+        if git_report.hook:
+            click.echo(f"pre-commit hook: {git_report.hook}")
 
 
 @cli.command()
@@ -128,6 +204,7 @@ def init(ctx: click.Context, path: Path | None, json_: bool) -> None:
 )
 @click.option("--allow-secrets", is_flag=True, help="Write it even if it looks like a credential.")
 @json_option
+@commit_option
 @pass_vault
 def remember(
     vault: Vault,
@@ -140,7 +217,7 @@ def remember(
     subject: str | None,
     allow_secrets: bool,
     json_: bool,
-) -> None:
+) -> str:
     """Remember TEXT (use - to read it from stdin)."""
     from memkit.memory import Memory
 
@@ -167,6 +244,7 @@ def remember(
         emit_json(record.to_json())
     else:
         click.echo(f"Remembered {record.id} in {record.path}")
+    return f"memkit: remember {record.type} {quoted(record.title)}"
 
 
 @cli.command()
@@ -209,8 +287,9 @@ def list_(vault: Vault, types: tuple[str, ...], json_: bool) -> None:
 @cli.command()
 @click.argument("ref", metavar="ID_OR_PATH")
 @json_option
+@commit_option
 @pass_vault
-def forget(vault: Vault, ref: str, json_: bool) -> None:
+def forget(vault: Vault, ref: str, json_: bool) -> str:
     """Delete a record (git keeps its history)."""
     from memkit.memory import Memory
 
@@ -219,6 +298,7 @@ def forget(vault: Vault, ref: str, json_: bool) -> None:
         emit_json({"forgotten": record.id, "path": record.path})
     else:
         click.echo(f"Forgot {record.id} ({record.path})")
+    return f"memkit: forget {record.type} {quoted(record.title)}"
 
 
 @cli.command()
@@ -266,6 +346,7 @@ def check(vault: Vault, paths: tuple[str, ...], json_: bool) -> None:
 @click.option("--note", help="A dated observation to append.")
 @click.option("--allow-secrets", is_flag=True, help="Write it even if it looks like a credential.")
 @json_option
+@commit_option
 @pass_vault
 def entity(
     vault: Vault,
@@ -277,7 +358,7 @@ def entity(
     note: str | None,
     allow_secrets: bool,
     json_: bool,
-) -> None:
+) -> str | None:
     """Show an entity, or create/update it when options are given."""
     from memkit.entities import Entities, parse_value, split_pair
 
@@ -293,7 +374,7 @@ def entity(
         else:
             assert found.path is not None
             click.echo(vault.safe_path(found.path).read_text("utf-8"), nl=False)
-        return
+        return None
     pairs = [split_pair(a, "--set") for a in attributes]
     change = entities.upsert(
         name,
@@ -313,12 +394,15 @@ def entity(
         click.echo(f"{verb} {change.record.path}: " + "; ".join(change.changes))
     else:
         click.echo(f"No change to {change.record.path}")
+    verb = "create" if change.created else "update"
+    return f"memkit: {verb} entity {quoted(change.record.title)}"
 
 
 @cli.command()
 @json_option
+@commit_option
 @pass_vault
-def expire(vault: Vault, json_: bool) -> None:
+def expire(vault: Vault, json_: bool) -> str:
     """Drop expired short-term items (promoting important ones) and old episodic days."""
     from memkit.memory import Memory
 
@@ -327,14 +411,19 @@ def expire(vault: Vault, json_: bool) -> None:
         report = memory.expire()
     finally:
         memory.close()
+    message = (
+        f"memkit: expire {len(report.expired)} short-term items "
+        f"({len(report.promoted)} promoted), {len(report.episodic_removed)} episodic days"
+    )
     if json_:
         emit_json(report.to_json())
-        return
+        return message
     click.echo(
         f"Expired {len(report.expired)} short-term items "
         f"({len(report.promoted)} promoted to long-term); "
         f"removed {len(report.episodic_removed)} episodic days past retention."
     )
+    return message
 
 
 @cli.command(name="import")
@@ -348,6 +437,7 @@ def expire(vault: Vault, json_: bool) -> None:
 )
 @click.option("--allow-secrets", is_flag=True, help="Keep credentials instead of redacting them.")
 @json_option
+@commit_option
 @pass_vault
 def import_(
     vault: Vault,
@@ -356,7 +446,7 @@ def import_(
     short_term: bool,
     allow_secrets: bool,
     json_: bool,
-) -> None:
+) -> str:
     """Record a conversation (JSONL or a JSON array of messages) in episodic memory."""
     from memkit.conversations import Episodes, session_default
     from memkit.memory import Memory
@@ -396,6 +486,7 @@ def import_(
             f"Imported {report.added} messages ({report.skipped} already recorded) "
             f"into {len(report.days)} day files."
         )
+    return f"memkit: import {report.added} messages from {Path(name).name}"
 
 
 def recall_text(item: Any) -> None:
@@ -519,6 +610,7 @@ def make_llm(vault: Vault) -> Any:
     "--no-record", is_flag=True, help="Do not also record the conversation in episodic memory."
 )
 @json_option
+@commit_option
 @pass_vault
 def learn(
     vault: Vault,
@@ -528,7 +620,7 @@ def learn(
     session: str | None,
     no_record: bool,
     json_: bool,
-) -> None:
+) -> str:
     """Extract learnings from a conversation (import format, or - for stdin)."""
     from memkit.conversations import Episodes, parse_conversation, session_default
     from memkit.learning import Learning
@@ -555,9 +647,13 @@ def learn(
         learning.close()
         if llm is not None:
             llm.close()
+    message = (
+        f"memkit: learn from {Path(name).name}: {len(report.written)} entries written, "
+        f"{len(report.proposed)} proposed"
+    )
     if json_:
         emit_json(report.to_json())
-        return
+        return message
     if report.mode == "disabled":
         click.echo("Learning is disabled: nothing was asked or written.")
     for item in report.written:
@@ -570,6 +666,7 @@ def learn(
         click.echo(f"duplicate dropped: {title}", err=True)
     if report.mode != "disabled" and not (report.written or report.proposed):
         click.echo("Nothing new to learn.", err=True)
+    return message
 
 
 @cli.command()
@@ -597,24 +694,29 @@ def proposals(vault: Vault, json_: bool) -> None:
 @click.argument("ref", metavar="ID_OR_PATH")
 @click.option("--force", is_flag=True, help="Apply even if the target changed since the proposal.")
 @json_option
+@commit_option
 @pass_vault
-def approve(vault: Vault, ref: str, force: bool, json_: bool) -> None:
+def approve(vault: Vault, ref: str, force: bool, json_: bool) -> str:
     """Approve a proposal: move it into its store and apply it."""
     from memkit.learning import Learning
 
-    record = Learning(vault).approve(str(vault.resolve(ref, cwd=Path.cwd())), force=force)
+    relpath = str(vault.resolve(ref, cwd=Path.cwd()))
+    proposal = vault.read_record(relpath)
+    record = Learning(vault).approve(relpath, force=force)
     if json_:
         emit_json(record.to_json())
     else:
         click.echo(f"Approved: {record.path}")
+    return f"memkit: approve {proposal.meta.get('store', record.type)} {quoted(proposal.title)}"
 
 
 @cli.command()
 @click.argument("ref", metavar="ID_OR_PATH")
 @click.option("--reason", help="Why (kept in the file for audit).")
 @json_option
+@commit_option
 @pass_vault
-def reject(vault: Vault, ref: str, reason: str | None, json_: bool) -> None:
+def reject(vault: Vault, ref: str, reason: str | None, json_: bool) -> str:
     """Reject a proposal: move it to learning/rejected/ (it will not be proposed again)."""
     from memkit.learning import Learning
 
@@ -623,6 +725,7 @@ def reject(vault: Vault, ref: str, reason: str | None, json_: bool) -> None:
         emit_json(record.to_json())
     else:
         click.echo(f"Rejected: {record.path}")
+    return f"memkit: reject {record.meta.get('store', 'proposal')} {quoted(record.title)}"
 
 
 # --- the index: sync, reindex, watch, search, status -------------------------------------------
@@ -683,11 +786,67 @@ def run_sync(vault: Vault, *, full: bool) -> Any:
 
 
 @cli.command()
+@click.option(
+    "--remote",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[NAME]",
+    help="Also pull from and push to this git remote (no NAME: the branch's upstream, else origin).",
+)
 @json_option
 @pass_vault
-def sync(vault: Vault, json_: bool) -> None:
+def sync(vault: Vault, remote: str | None, json_: bool) -> None:
     """Bring the search index up to date with the files (new, changed, deleted, moved)."""
-    report_sync(run_sync(vault, full=False), json_)
+    if remote is None:
+        report_sync(run_sync(vault, full=False), json_)
+    else:
+        sync_with_remote(vault, remote or None, json_)
+
+
+def approvals_message(vault: Vault, paths: Iterable[str]) -> str | None:
+    """The commit message for proposals finalised after a pull (moved into a store in git)."""
+    finalised = []
+    for path in sorted(paths):
+        if path.endswith(".md") and vault.safe_path(path).is_file():
+            record = vault.read_record(path)
+            finalised.append(f"{record.type} {quoted(record.title)}")
+    if not finalised:
+        return None
+    if len(finalised) == 1:
+        return f"memkit: approve {finalised[0]} (moved into its store in git)"
+    return f"memkit: approve {len(finalised)} proposals moved into their stores in git"
+
+
+def sync_with_remote(vault: Vault, remote: str | None, json_: bool) -> None:
+    """Commit, pull, sync the index and finalise approvals that came with the pull, push."""
+    from memkit.gitvault import GitVault, RemoteSyncReport
+
+    synced: list[Any] = []
+
+    def after_pull(_report: RemoteSyncReport) -> str | None:
+        before = set(vault.touched)
+        synced.append(run_sync(vault, full=False))
+        return approvals_message(vault, vault.touched - before)
+
+    git_report = GitVault(vault).sync_remote(remote, after_pull=after_pull)
+    index_report = synced[-1]
+    for conflict in git_report.conflicts:
+        warn(
+            f"{conflict.path} was changed on both machines: this machine's version stays in "
+            f"place and the other is in {conflict.copy}. Copy what you want to keep into "
+            f"{conflict.path}, delete the copy, then run `memkit sync --remote` again"
+        )
+    for path in git_report.kept:
+        warn(f"{path} was deleted on one machine and edited on the other: the edit was kept")
+    if json_:
+        warn_problems(index_report.problems)
+        emit_json({**index_report.to_json(), "git": git_report.to_json()})
+        return
+    where = f"{git_report.remote}/{git_report.branch}"
+    click.echo(f"Pulled {where}: {git_report.merged}, {len(git_report.changed)} files changed")
+    report_sync(index_report, False)
+    click.echo(f"Pushed to {where}" if git_report.pushed else "Nothing to push")
 
 
 @cli.command()
@@ -867,6 +1026,31 @@ def search(
 
 
 @cli.command()
+@click.argument("ref", metavar="ID_OR_PATH")
+@json_option
+@pass_vault
+def history(vault: Vault, ref: str, json_: bool) -> None:
+    """Show how a record changed in git, following moves (e.g. a proposal approved)."""
+    from memkit.gitvault import GitVault
+
+    git = GitVault(vault)
+    relpath = git.locate(ref, cwd=Path.cwd())
+    entries = git.history(relpath)
+    if json_:
+        emit_json({"path": relpath, "history": [entry.to_json() for entry in entries]})
+        return
+    if not entries:
+        click.echo(f"{relpath}: no commits yet", err=True)
+    for entry in entries:
+        where = f"{entry.from_path} -> {entry.path}" if entry.from_path else entry.path
+        click.echo(
+            f"{click.style(entry.commit[:8], fg='yellow')}  {entry.date[:10]}  "
+            f"{entry.change:<8}  {where}  ({entry.author})"
+        )
+        click.echo(f"    {entry.message}")
+
+
+@cli.command()
 @json_option
 @pass_vault
 def status(vault: Vault, json_: bool) -> None:
@@ -893,6 +1077,163 @@ def status(vault: Vault, json_: bool) -> None:
     )
     for problem in info["problems"]:
         click.echo(f"problem: {problem['path']}:{problem['line']}: {problem['message']}")
+
+
+# --- agents: chat, mcp --------------------------------------------------------------------------
+
+CHAT_COMMANDS = """\
+/remember TEXT   remember a long-term fact
+/recall QUERY    memory relevant to QUERY
+/proposals       learnings waiting for review
+/approve ID      approve a proposal
+/reject ID       reject a proposal
+/help            this list
+/quit            end the session (what is left is learned) and leave"""
+
+
+def show_turn(reply: Any) -> None:
+    """What memory and learning did around a reply: on stderr, so stdout holds replies only."""
+    if reply.memories_used:
+        click.echo(f"memory used: {', '.join(reply.memories_used)}", err=True)
+    show_extraction(reply.extraction, errors=False)
+    for error in reply.errors:
+        warn(error)
+
+
+def show_extraction(extraction: Any, *, errors: bool = True) -> None:
+    for item in extraction.written:
+        click.echo(f"learned: {item['op']} {item['store']} {item['path']}", err=True)
+    for item in extraction.proposed:
+        click.echo(f"proposed: {item['store']} {item['path']}", err=True)
+    for refusal in extraction.refused:
+        click.echo(f"not learned: {refusal}", err=True)
+    for error in extraction.errors if errors else ():
+        warn(error)
+
+
+def chat_command(agent: Any, line: str) -> bool:
+    """Run one /command of `memkit chat`; False when the chat should end."""
+    name, _, argument = line.partition(" ")
+    argument = argument.strip()
+    if name in ("/quit", "/exit"):
+        return False
+    if name == "/help":
+        click.echo(CHAT_COMMANDS, err=True)
+    elif name in ("/remember", "/recall", "/approve", "/reject") and not argument:
+        raise UsageError(f"{name} needs an argument; /help lists the commands")
+    elif name == "/remember":
+        record = agent.memory.remember(argument, source={"tool": "chat", "session": agent.session})
+        click.echo(f"Remembered {record.id} in {record.path}")
+    elif name == "/recall":
+        hits = agent.memory.recall(argument, k=5)
+        if not hits:
+            click.echo("Nothing recalled.", err=True)
+        for item in hits:
+            recall_text(item)
+    elif name == "/proposals":
+        pending = agent.learning.proposals()
+        if not pending:
+            click.echo("No pending proposals.", err=True)
+        for record in pending:
+            click.echo(f"{record.id}  {record.meta.get('store')}  {record.path}  {record.title}")
+    elif name == "/approve":
+        record = agent.learning.approve(agent.vault.resolve(argument))
+        click.echo(f"Approved: {record.path}")
+    elif name == "/reject":
+        ref, _, reason = argument.partition(" ")
+        record = agent.learning.reject(agent.vault.resolve(ref), reason=reason.strip())
+        click.echo(f"Rejected: {record.path}")
+    else:
+        raise UsageError(f"unknown command {name}; /help lists the commands")
+    return True
+
+
+@cli.command()
+@click.option(
+    "--memory/--no-memory",
+    default=True,
+    show_default=True,
+    help="Record each interaction and put relevant memory into the prompt.",
+)
+@click.option(
+    "--learn",
+    "learn_mode",
+    type=click.Choice(["agentic", "propose", "disabled"]),
+    help="Learning mode for this chat (default: learning.mode in memkit.yaml).",
+)
+@click.option("--instructions", default="", help="The agent's instructions (its system prompt).")
+@click.option("--model", help="The model (default: llm.model in memkit.yaml, or MEMKIT_MODEL).")
+@click.option("--session", help="Session id (default: a new one).")
+@pass_vault
+def chat(
+    vault: Vault,
+    memory: bool,
+    learn_mode: str | None,
+    instructions: str,
+    model: str | None,
+    session: str | None,
+) -> None:
+    """Chat with an agent that remembers and learns in the vault (lines from stdin; /help)."""
+    from memkit.agent import Agent
+
+    agent = Agent(
+        instructions,
+        vault=vault,
+        memory=memory,
+        learn=learn_mode or True,
+        llm=model,
+        session=session,
+    )
+    stdin = sys.stdin
+    interactive = stdin.isatty()
+    failed = False
+    if interactive:
+        click.echo(f"memkit chat in {vault.root}; /help lists commands, /quit leaves", err=True)
+    try:
+        while True:
+            if interactive:
+                click.echo("you> ", nl=False, err=True)
+            line = stdin.readline()
+            if not line:
+                break
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                if text.startswith("/"):
+                    if not chat_command(agent, text):
+                        break
+                    continue
+                reply = agent.run(text)
+            except MemkitError as error:
+                # One failed turn or command does not end the conversation; the exit status
+                # still tells a script that something failed.
+                click.echo(f"error: {error}", err=True)
+                failed = True
+                continue
+            click.echo(reply.text)
+            show_turn(reply)
+    finally:
+        show_extraction(agent.close())
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option(
+    "--vault",
+    "vault_path",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The vault folder (the same as `memkit --vault PATH mcp`).",
+)
+@click.pass_context
+def mcp(ctx: click.Context, vault_path: Path | None) -> None:
+    """Serve the vault to MCP hosts over stdio (needs `pip install 'memkit[mcp]'`)."""
+    from memkit.mcp_server import serve
+
+    if vault_path is not None:
+        ctx.find_root().obj["vault_path"] = vault_path
+    serve(open_vault(ctx))
 
 
 def main() -> None:

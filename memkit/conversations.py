@@ -265,11 +265,17 @@ class Episodes:
                     extra={"date": day},
                     relpath=relpath,
                     allow_secrets=True,
+                    # The same id and timestamps on every machine: two machines that start the
+                    # same day write identical front-matter, so git's union merge joins them.
+                    record_id=day_id(day),
+                    created=f"{day}T00:00:00Z",
                 )
                 return
             record.body = append_interaction(record.body, interaction)
             try:
-                self.vault.update(record, allow_secrets=True)
+                # `updated` stays as it is: appends then only add lines at the end, which the
+                # union merge driver of .gitattributes joins without conflict.
+                self.vault.update(record, touch=False, allow_secrets=True)
                 return
             except ConflictError:
                 continue  # a person saved the file just now: read their version and append again

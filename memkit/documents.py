@@ -10,10 +10,12 @@ from memkit.index import IndexDoc
 from memkit.records import Record
 from memkit.timeutil import parse_time
 
-# Neighbouring turns indexed with a message (lower weight): questions often use the words of
-# the turn before or after the one that holds the answer.
+# Neighbouring turns indexed with a message, at lower weights: questions often use the words
+# of the turn before or after the one that holds the answer (a question and its reply), or of
+# a turn a little further away in the same exchange. The nearest go into `context`, the
+# others, up to SURROUNDING_TURNS away on each side, into `surround`.
 NEIGHBOUR_TURNS = 1
-TUNE: dict[str, Any] = {"near": 1, "wide": 3, "speaker_in_ctx": True, "names_in_ctx": True, "day_words": True, "session_in_ctx": True}
+SURROUNDING_TURNS = 3
 
 
 def _flatten(value: Any) -> str:
@@ -93,23 +95,17 @@ def _message_documents(
     for interaction in parse_day(record.body):
         turns = interaction.messages
         for position, message in enumerate(turns):
-            near = TUNE["near"]
-            wide = TUNE["wide"]
-            neighbours = (
-                turns[max(0, position - near) : position]
-                + turns[position + 1 : position + 1 + near]
-            )
-            far = (
-                turns[max(0, position - wide) : max(0, position - near)]
-                + turns[position + 1 + near : position + 1 + wide]
+            near = NEIGHBOUR_TURNS
+            far = max(SURROUNDING_TURNS, near)
+            neighbours = turns[max(0, position - near) : position] + turns[position + 1 :][:near]
+            further = (
+                turns[max(0, position - far) : max(0, position - near)]
+                + turns[position + 1 + near :][: far - near]
             )
             context = " ".join(
-                ([message.speaker] if TUNE["speaker_in_ctx"] else [])
-                + ([interaction.session] if TUNE["session_in_ctx"] else [])
-                + ([day_words] if TUNE["day_words"] else [])
-                + [f"{n.speaker}: {n.text}" if TUNE["names_in_ctx"] else n.text for n in neighbours]
+                [message.speaker, interaction.session, day_words]
+                + [f"{n.speaker}: {n.text}" for n in neighbours]
             )
-            surround = " ".join(n.text for n in far)
             moment = created
             if day_start is not None and (message.time or interaction.time):
                 moment = parse_time(f"{day}T{message.time or interaction.time}") or day_start
@@ -125,7 +121,7 @@ def _message_documents(
                     message_id=message.message_id,
                     session=interaction.session,
                     speaker=message.speaker,
-                    surround=surround,
+                    surround=" ".join(n.text for n in further),
                     **common,
                 )
             )

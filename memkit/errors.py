@@ -14,6 +14,7 @@ MemkitError
  +-- LockTimeout          another process held the vault's write lock for too long
  +-- LLMError             the language model could not be reached or replied badly
  +-- ImportFormatError    a conversation file has bad lines (path:line: why)
+ +-- GitError             a git command failed, or git is missing (names the command and why)
 """
 
 from __future__ import annotations
@@ -106,6 +107,11 @@ class LockTimeout(MemkitError):
 
 class LLMError(MemkitError):
     """The language model server could not be reached or replied with something unusable."""
+
+
+class GitError(MemkitError):
+    """A git command failed (the message names the command and git's own words), or git is
+    not installed, or the vault is not in a git repository."""
 
 
 class ImportFormatError(MemkitError):

@@ -44,23 +44,36 @@ _US_PER_DAY = 86_400_000_000
 # query builder run the very same chain (hand-built term and phrase queries are not
 # analysed by tantivy). ascii_fold lets "cafe" find "café".
 _ANALYZER = "memkit_en"
-TUNE: dict[str, Any] = {
-    "fields": {"title": 2.0, "text": 1.0, "context": 0.7, "surround": 0.35},
-    "speaker": 0.0,
-    "speaker_text": 1.0,
-    "dismax": 0.3,
-    "fuzzy_unknown": False,
-}
+# Searched fields and their weights. `context` holds what surrounds a record (for a message:
+# its speaker, its day in words and the turns right before and after it), `surround` the
+# turns a little further away: answers often sit a few turns from the words of a question.
+_TEXT_FIELDS = (("title", 2.0), ("text", 1.0), ("context", 0.7), ("surround", 0.35))
+# A word counts once, in the field where it scores best, plus this share of its other fields'
+# scores: a word found in a message and again in its neighbours is not twice the evidence.
+_TIE_BREAKER = 0.3
+# A query word that is a speaker's name ("what did Dana say about...") prefers that speaker's
+# messages over ones that merely mention the name ("thanks, Dana!"): it also matches the
+# speaker field, at this weight.
+_SPEAKER_WEIGHT = 6.0
 _SNIPPET_CHARS = 200
 # Words dropped from queries (never from the index, so quoted phrases still match them): the
-# common English function words, question words included. "When did Dana go to the park?"
-# asks about Dana and a park; "when" and "did" say what kind of answer is wanted, and since
-# people rarely write them in notes, BM25 would otherwise count them as rare, telling words.
-# The list is the usual English one (NLTK's, with the pieces the tokenizer makes of "don't",
-# plus the modal verbs), minus words that are often content ("won", "may": a month).
-QUERY_STOP_WORDS = frozenset(
-    ["a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "d", "did", "do", "does", "doing", "don", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "ll", "m", "me", "might", "more", "most", "must", "my", "myself", "no", "nor", "not", "now", "o", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "re", "s", "same", "shall", "she", "should", "so", "some", "such", "t", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "ve", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "y", "you", "your", "yours", "yourself", "yourselves", "aren", "couldn", "didn", "doesn", "hadn", "hasn", "haven", "isn", "mightn", "mustn", "needn", "shan", "shouldn", "wasn", "weren", "wouldn"]
-)
+# English function words, question words included. "When did Dana go to the park?" asks
+# about Dana and a park; "when" and "did" only say what kind of answer is wanted, and as
+# people rarely write them in notes, BM25 would take them for rare, telling words. The list
+# is NLTK's English one (with the pieces the tokenizer makes of "don't", all forms of "do",
+# and the modal verbs), minus words that are often content: "won", "may" (a month).
+_STOP_WORDS = """
+a about above after again against all am an and any are as at be because been before being
+below between both but by can could d did do does doing don done down during each few for from
+further had has have having he her here hers herself him himself his how i if in into is it its
+itself just ll m me might more most must my myself no nor not now o of off on once only or other
+our ours ourselves out over own re s same shall she should so some such t than that the their
+theirs them themselves then there these they this those through to too under until up ve very
+was we were what when where which while who whom why will with would y you your yours yourself
+yourselves aren couldn didn doesn hadn hasn haven isn mightn mustn needn shan shouldn wasn weren
+wouldn
+"""
+QUERY_STOP_WORDS = frozenset(_STOP_WORDS.split())
 _HEAP_BULK = 128_000_000
 _HEAP_SMALL = 32_000_000
 _READY_MARKER = "memkit-ready"
@@ -97,7 +110,7 @@ class IndexDoc:
     message_id: str = ""
     session: str = ""
     speaker: str = ""
-    surround: str = ""
+    surround: str = ""  # wider context than `context`, searched at a lower weight
 
 
 @dataclass
@@ -171,6 +184,7 @@ def _schema() -> tantivy.Schema:
     sb.add_text_field("text", stored=True, tokenizer_name=_ANALYZER)
     sb.add_text_field("context", stored=False, tokenizer_name=_ANALYZER)
     sb.add_text_field("surround", stored=False, tokenizer_name=_ANALYZER)
+    # The speaker's name as words, so that a query word can be recognised as a speaker.
     sb.add_text_field("speaker_words", stored=False, tokenizer_name=_ANALYZER)
     # Tags shown as written, filtered case-insensitively: two fields.
     sb.add_text_field("tags", stored=True, tokenizer_name="raw", index_option="basic")
@@ -466,7 +480,7 @@ class SearchIndex:
         try:
             if not parsed.has_text:
                 return self._browse(searcher, filters, k, limit, now_us, weights)
-            text_query = self._text_query(parsed)
+            text_query = self._text_query(parsed, searcher)
             result = self._ranked(searcher, text_query, filters, k, limit, now_us, weights)
             if result.total == 0 and parsed.fuzzy_terms:
                 fuzzy_query = self._fuzzy_query(parsed.fuzzy_terms)
@@ -511,7 +525,7 @@ class SearchIndex:
             tags=tags,
         )
 
-    def _text_query(self, parsed: _ParsedQuery) -> tantivy.Query:
+    def _text_query(self, parsed: _ParsedQuery, searcher: tantivy.Searcher) -> tantivy.Query:
         q = tantivy.Query
         clauses: list[_Clause] = []
         for phrase in parsed.phrases:
@@ -524,28 +538,32 @@ class SearchIndex:
                     else q.term_query(self._schema, name, phrase[0][1]),
                     boost,
                 )
-                for name, boost in TUNE["fields"].items()
+                for name, boost in _TEXT_FIELDS
             ]
             clauses.append((tantivy.Occur.Must, q.boolean_query(_should(per_field))))
-        searcher = self._searcher()
-        fields = [(n, b) for n, b in TUNE["fields"].items() if b]
+        topic: list[_Clause] = []  # words that say what the query is about
+        speakers: list[tantivy.Query] = []  # words that name someone who speaks in messages
         for word in parsed.words:
-            is_speaker = TUNE["speaker"] and searcher.doc_freq("speaker_words", word) > 0
-            scale = TUNE["speaker_text"] if is_speaker else 1.0
-            known = any(searcher.doc_freq(n, word) for n, _ in fields) or is_speaker
-            per_field = []
-            for name, boost in fields:
-                if known or not TUNE["fuzzy_unknown"]:
-                    tq = q.term_query(self._schema, name, word)
-                else:
-                    tq = q.fuzzy_term_query(self._schema, name, word, 1, True, False)
-                per_field.append(q.boost_query(tq, boost * scale))
-            if is_speaker:
-                per_field.append(q.boost_query(q.term_query(self._schema, "speaker_words", word), TUNE["speaker"]))
-            if TUNE["dismax"] is not None:
-                clauses.append((tantivy.Occur.Should, q.disjunction_max_query(per_field, TUNE["dismax"])))
+            per_field = [
+                q.boost_query(q.term_query(self._schema, name, word), boost)
+                for name, boost in _TEXT_FIELDS
+            ]
+            clause = (tantivy.Occur.Should, q.disjunction_max_query(per_field, _TIE_BREAKER))
+            clauses.append(clause)
+            if searcher.doc_freq("speaker_words", word) > 0:
+                spoken = q.term_query(self._schema, "speaker_words", word)
+                speakers.append(q.boost_query(spoken, _SPEAKER_WEIGHT))
             else:
-                clauses.append((tantivy.Occur.Should, q.boolean_query(_should(per_field))))
+                topic.append(clause)
+        for spoken in speakers:
+            if topic:
+                # The bonus reorders the messages found by the other words: "Dana garden"
+                # puts Dana's messages about a garden first, not every message Dana wrote.
+                found = q.const_score_query(q.boolean_query(topic), 0.0)
+                spoken = q.boolean_query(
+                    [(tantivy.Occur.Must, found), (tantivy.Occur.Must, spoken)]
+                )
+            clauses.append((tantivy.Occur.Should, spoken))
         return q.boolean_query(clauses)
 
     def _fuzzy_query(self, terms: list[str]) -> tantivy.Query:
@@ -554,7 +572,7 @@ class SearchIndex:
         for i, term in enumerate(terms):
             # Prefix on the last word: it is often the one still being typed.
             prefix = i == len(terms) - 1
-            for name, boost in TUNE["fields"].items():
+            for name, boost in _TEXT_FIELDS:
                 fuzzy = q.fuzzy_term_query(self._schema, name, term, 1, True, prefix)
                 clauses.append(q.boost_query(fuzzy, boost))
         return q.boolean_query(_should(clauses))

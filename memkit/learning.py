@@ -410,7 +410,71 @@ class Learning:
             extra=extra,
         )
 
-    # --- proposals: list, approve, reject ---------------------------------------------------
+    # --- proposals: propose, list, approve, reject -------------------------------------------
+
+    def propose(
+        self,
+        store: str,
+        text: str,
+        *,
+        title: str | None = None,
+        op: str = "add",
+        target: str | None = None,
+        rationale: str = "",
+        evidence: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        importance: float = 0.5,
+        session: str = "",
+    ) -> Record:
+        """Write one proposal without asking a model (an agent or a person proposes it).
+
+        It goes through the same checks as an extracted entry (store, op, target, credentials,
+        pending duplicates, earlier rejections); any store may be named, since a proposal waits
+        for a person's review anyway.
+        """
+        if op not in ("add", "update", "supersede"):
+            raise UsageError(f"unknown op {op!r}; choose add, update or supersede")
+        if store not in STORE_TYPES:
+            raise UsageError(f"unknown store {store!r}; stores are {', '.join(STORE_TYPES)}")
+        if not 0 <= importance <= 1:
+            raise UsageError(f"importance must be between 0 and 1, not {importance}")
+        known = {target: self.vault.get(target)} if target else {}
+        if target and known[target].id != target:
+            known = {known[target].id: known[target]}  # a path was given: entries name ids
+            target = next(iter(known))
+        evidence = [str(e) for e in evidence]
+        raw = {
+            "store": store,
+            "op": op,
+            "target": target,
+            "title": title,
+            "text": text,
+            "importance": importance,
+            "tags": list(tags),
+            "evidence": evidence,
+            "rationale": rationale,
+        }
+        report = LearnReport(mode="propose", stores=[store])
+        with self.vault.write_lock():
+            self._apply_entry(
+                raw,
+                "propose",
+                [store],
+                known,
+                set(evidence),
+                session or "manual",
+                None,
+                self._rejected_texts(),
+                self._pending_texts(),
+                report,
+            )
+        if report.refused:
+            raise UsageError(f"nothing was proposed: {report.refused[0].reason}")
+        if report.duplicates:
+            raise UsageError(
+                "nothing was proposed: the same text is already pending or is its target's text"
+            )
+        return self.vault.read_record(report.proposed[0]["path"])
 
     def proposals(self) -> list[Record]:
         return [

@@ -70,19 +70,24 @@ def vault_status(vault: Vault) -> dict[str, Any]:
             if state.type:
                 counts[state.type] = counts.get(state.type, 0) + 1
         watcher = index.watcher_info()
+        fresh = not (changed or gone or rebuild_needed) and bool(manifest or not stats)
+        copies = vault.conflict_copies()
         return {
             "vault": str(vault.root),
             "records": sum(counts.values()),
             "counts": dict(sorted(counts.items())),
             "index": {
                 "documents": index.index.doc_count(),
-                "fresh": not changed and not gone and not rebuild_needed
-                and bool(manifest or not stats),
+                "fresh": fresh,
                 "changed": len(changed),
                 "deleted": len(gone),
                 "files": len(stats),
             },
-            "problems": [p.to_json() for p in index.problems(manifest)],
+            "problems": [
+                p.to_json() for p in [*index.problems(manifest), *vault.conflict_problems(copies)]
+            ],
+            # Conflict copies left by `memkit sync --remote`, waiting for a person.
+            "conflicts": copies,
             "watcher": {"running": watcher is not None, **(watcher or {})},
         }
     finally:

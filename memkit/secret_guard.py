@@ -168,16 +168,35 @@ _SLACK_WEBHOOK = re.compile(
     r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/\-]{20,}"
 )
 
-_PEM = re.compile(
-    r"-----BEGIN (?P<label>[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?)-----"
-    # Up to the matching END line; a key pasted without one runs to its first blank line.
-    r"(?:.*?-----END (?P=label)-----|[^\n]*(?:\n[ \t]*[A-Za-z0-9+/=:,\-][^\n]*)*)",
-    re.DOTALL,
-)
+_BLOCK_HEADER = re.compile(r"-----BEGIN (?P<label>[A-Z0-9 ]{1,40})-----")
+_BLOCK_MAX = 16_384  # the longest armored block looked for (an 8192-bit RSA key is ~6.5 KB)
+# A private key pasted without its END line: the lines after the header that look like its body.
+_UNTERMINATED_BODY = re.compile(r"[^\n]*(?:\n[ \t]*[A-Za-z0-9+/=:,\-][^\n]*){0,200}")
+_PEM_BODY = re.compile(r"[A-Za-z0-9+/=]{20,}")
 
-_PUBLIC_BLOCK = re.compile(
-    r"-----BEGIN (?P<label>[A-Z0-9 ]{1,40})-----.*?-----END (?P=label)-----", re.DOTALL
-)
+
+def _armored_blocks(text: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, label) of each -----BEGIN ...----- block; a private key may lack its END."""
+    position = 0
+    next_end = text.find("-----END ")
+    while (m := _BLOCK_HEADER.search(text, position)) is not None:
+        label = m["label"]
+        if 0 <= next_end < m.end():
+            next_end = text.find("-----END ", m.end())
+        end = -1
+        if 0 <= next_end < m.end() + _BLOCK_MAX:
+            marker = f"-----END {label}-----"
+            end = text.find(marker, next_end, m.end() + _BLOCK_MAX)
+            end = end + len(marker) if end >= 0 else -1
+        if end < 0 and "PRIVATE KEY" in label:
+            body = _UNTERMINATED_BODY.match(text, m.end())
+            end = m.end() if body is None else body.end()
+        if end < 0:
+            position = m.end()
+            continue
+        yield m.start(), end, label
+        position = end
+
 
 # --- Credentials known by what stands before them ----------------------------------------------
 
@@ -201,7 +220,7 @@ _KEYWORD = (
 )
 _VALUE = (
     r"(?:\"(?P<dq>[^\"\n]*)\"|'(?P<sq>[^'\n]*)'|`(?P<bq>[^`\n]*)`"
-    r"|(?P<bare>[^\s\"'`,;&<>()\[\]{}*=]+={0,2}))"
+    r"|(?P<bare>[^\s\"'`,;<>()\[\]{}*=]+={0,2}))"
 )
 _ASSIGNMENT = re.compile(
     r"(?i)"
@@ -243,6 +262,7 @@ _PLACEHOLDER_WORDS = frozenset(
         "example sample dummy fake test placeholder value 1password xyzzy ",
     )
 )
+_NAMING_WORDS = ("password", "passwd", "secret", "token")
 _PLACEHOLDER_PARTS = (
     "example",
     "placeholder",
@@ -260,9 +280,13 @@ _PLACEHOLDER_PARTS = (
     "{{",
     "%(",
     "$(",
+    "&lt;",
+    "&#x3c",
+    "&#60",
 )
 _LETTER = re.compile(r"[A-Za-z]")
 _SPACE = re.compile(r"\s")
+_LABEL_NOISE = re.compile(r"[\"'`*]")
 _SLUG = re.compile(r"_*[A-Za-z]+(?:[_\-.]+[A-Za-z]+)*_*")
 _FILLER = re.compile(r"[*xX.•#?_\-]+")
 _REFERENCE = re.compile(
@@ -282,6 +306,8 @@ def _is_placeholder(value: str, user: str = "") -> bool:
         return True
     if _FILLER.fullmatch(value) or len(set(lowered)) <= 2:
         return True
+    if value.isalpha() and any(word in lowered for word in _NAMING_WORDS):
+        return True  # challengePassword, apiToken: the name of a secret, not one
     return any(part in lowered for part in _PLACEHOLDER_PARTS)
 
 
@@ -296,8 +322,11 @@ def _assigned_secret(keyword: str, value: str, literal: bool) -> bool:
         return False  # variables, words, slugs; numbers, versions, dates
     if keyword in _PASSWORD_WORDS:
         return len(value) >= 4
-    # Keys and tokens are random: a quoted "not-needed" or "sk-openai" is a stand-in.
-    return len(value) >= 8 and not _SLUG.fullmatch(value)
+    # Keys and tokens are random: a quoted "not-needed" or "sk-openai" is a stand-in, and a bare
+    # Ed25519PrivateKey or utf8_token_v2 is a name.
+    if len(value) < 8 or _SLUG.fullmatch(value):
+        return False
+    return literal or not all(map(_part_is_benign, _PART_SPLIT.split(value)))
 
 
 def _assignment_kind(keyword: str) -> str:
@@ -360,7 +389,9 @@ def _assignment_hits(text: str, view: bytes, lowered: bytes) -> Iterator[_Hit]:
         group = next(g for g in ("dq", "sq", "bq", "bare") if m.group(g) is not None)
         value = m.group(group).strip()
         if group == "bare":
-            value = value.rstrip(".:!?=")  # the end of a sentence, base64 padding
+            if key_start > 0 and text[key_start - 1] in "?&":
+                value = value.split("&", 1)[0]  # a URL query: ?user=bob&password=...&next=1
+            value = value.rstrip(".:=")  # the end of a sentence, base64 padding
             if text.startswith("(", m.end(group)):
                 continue  # a call: token = b64encode(userpass)
         keyword = m.group("kw").lower().replace("-", "_")
@@ -368,7 +399,7 @@ def _assignment_hits(text: str, view: bytes, lowered: bytes) -> Iterator[_Hit]:
         if not _assigned_secret(keyword, value, literal=group in ("dq", "sq")):
             continue
         start = m.start(group) + m.group(group).find(value)
-        label = text[key_start:start].rstrip("\"'`")
+        label = _LABEL_NOISE.sub("", text[key_start:start])  # "password": " -> password:
         kind = _assignment_kind(keyword)
         yield _Hit(start, start + len(value), _RANK_ASSIGNMENT, kind, label + _mask(value))
 
@@ -378,11 +409,13 @@ def _context_hits(text: str, view: bytes, lowered: bytes) -> Iterator[_Hit]:
         m = _BEARER.match(text, position)
         if m is None or (position > 0 and text[position - 1].isalnum()):
             continue
-        value = m["value"]
+        value = m["value"].rstrip(".")  # a full stop ends the sentence, not the token
         if _is_placeholder(value) or not (_has_digit(value) or _mixed_case(value[1:])):
             continue
-        start, end = m.span("value")
-        yield _Hit(start, end, _RANK_CONTEXT, "bearer token", f"Bearer {_mask(value)}")
+        start = m.start("value")
+        yield _Hit(
+            start, start + len(value), _RANK_CONTEXT, "bearer token", f"Bearer {_mask(value)}"
+        )
     for position in _positions(lowered, b"authorization"):
         m = _BASIC.match(text, position)
         if m is not None and not _is_placeholder(m["value"]):
@@ -419,6 +452,7 @@ _TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_
 _TOKEN_TABLE = bytes(ord("a") if byte in _TOKEN_CHARS else ord(" ") for byte in range(256))
 _MIN_RUN = 20  # no provider token is shorter (an AWS access key id is 20)
 _MIN_TOKEN = 24
+_URL_LOOKBACK = 500  # how far back a token's URL may start
 _MIN_RANDOM = 16  # random-looking characters left after dropping word-like and hex parts
 _DIGIT = re.compile(r"[0-9]")
 _PART_SPLIT = re.compile(r"[_\-/+]+")  # words in identifiers, slugs and paths
@@ -426,6 +460,8 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 _ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 _RUN = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
+# The base64 blob of an SSH public key starts by naming its type (ssh-rsa, ssh-ed25519, ...).
+_SSH_PUBLIC_KEY = re.compile(r"AAAA(?:[BC]3NzaC1|E2VjZHNh|GnNrLXNzaC1|InNrLWVjZHNh)")
 _HASH_PREFIX = re.compile(r"(?i)sha(?:1|224|256|384|512)-")
 _HASH_LABEL = re.compile(r"(?i)(?:sha(?:1|224|256|384|512)|md5|blake2[bs]?|integrity)[\-=:]\s*$")
 # The letter pairs that make up 90% of the words in English prose and code; random letters hit
@@ -481,18 +517,21 @@ def _is_sequence(value: str) -> bool:
 def _looks_random(token: str) -> bool:
     if _ULID.fullmatch(token) or _DIGIT.search(token) is None or token.isdigit():
         return False  # memkit's own record ids; words and identifiers without digits
-    if _HEX.fullmatch(token.replace("-", "")) or _HASH_PREFIX.match(token):
-        return False  # commit SHAs, UUIDs, checksums; sha512-... integrity hashes
+    if _HEX.fullmatch(token.removeprefix("0x").replace("-", "")) or _HASH_PREFIX.match(token):
+        return False  # commit SHAs, UUIDs, checksums, 0x numbers; sha512-... integrity hashes
+    if _SSH_PUBLIC_KEY.match(token):
+        return False  # public keys are meant to be shared
     residual = "".join(p for p in _PART_SPLIT.split(token) if not _part_is_benign(p))
     if len(residual) < _MIN_RANDOM or _is_sequence(residual):
         return False
-    return _entropy(residual) >= min(4.0, 0.82 * math.log2(len(residual)))
+    return _entropy(residual) >= min(3.8, 0.8 * math.log2(len(residual)))
 
 
 def _in_url(view: bytes, start: int) -> bool:
     """Whether the token at `start` sits in a URL or data: URI (ids in paths are not secrets)."""
-    chunk_start = max(view.rfind(b" ", 0, start), view.rfind(b"\n", 0, start))
-    chunk = view[chunk_start + 1 : start]
+    window = max(0, start - _URL_LOOKBACK)
+    chunk_start = max(view.rfind(b" ", window, start), view.rfind(b"\n", window, start), window)
+    chunk = view[chunk_start:start]
     return b"://" in chunk or b"data:" in chunk
 
 
@@ -505,16 +544,17 @@ def _token_hits(text: str, view: bytes) -> Iterator[_Hit]:
         end = runs.find(b" ", start)
         end = len(runs) if end < 0 else end
         # A provider token starts the run, or follows a "/" or "+" inside it (URL paths).
-        at = start
-        while at >= 0:
+        at, slash, plus = start, start, start
+        while at < end:
             for provider in _PROVIDERS_BY_START.get(text[at : at + 2], ()):
                 m = provider.pattern.match(text, at)
                 if m is not None and provider.valid(m.group()):
                     yield _Hit(m.start(), m.end(), _RANK_PROVIDER, provider.kind, _mask(m.group()))
-            slash = view.find(b"/", at + 1, end)
-            plus = view.find(b"+", at + 1, end)
-            at = min(slash, plus) if slash >= 0 and plus >= 0 else max(slash, plus)
-            at = at + 1 if at >= 0 else -1
+            if slash <= at:
+                slash = view.find(b"/", at + 1, end) % (end + 1)  # not found: end
+            if plus <= at:
+                plus = view.find(b"+", at + 1, end) % (end + 1)
+            at = min(slash, plus) + 1
         if end - start >= _MIN_TOKEN:
             token = text[start:end]
             if (
@@ -533,22 +573,28 @@ def _all_hits(text: str) -> list[_Hit]:
     view = _ascii_view(text)
     lowered = view.lower()
     hits: list[_Hit] = []
-    if "PRIVATE KEY" in text:
-        for m in _PEM.finditer(text):
-            excerpt = f"-----BEGIN {m['label']}-----…({m.end() - m.start()} chars)"
-            hits.append(_Hit(m.start(), m.end(), _RANK_PEM, "private key block", excerpt))
+    public: list[tuple[int, int]] = []  # certificates and public keys are meant to be shared
+    if "-----BEGIN " in text:
+        for start, end, label in _armored_blocks(text):
+            if "PRIVATE KEY" not in label:
+                public.append((start, end))
+            elif _PEM_BODY.search(text, start + len(label) + 16, end) is not None:
+                excerpt = f"-----BEGIN {label}-----…({end - start} chars)"
+                hits.append(_Hit(start, end, _RANK_PEM, "private key block", excerpt))
+            # else: the header alone, as code or docs mention it
     for position in _positions(view, b"eyJ"):
         jwt = _JWT.match(text, position)
         if jwt is not None:
             hits.append(_Hit(*jwt.span(), _RANK_PROVIDER, "JSON web token", _mask(jwt.group())))
     token_hits = list(_token_hits(text, view))
-    if "-----BEGIN " in text:  # certificates and public keys are meant to be shared
-        public = [m.span() for m in _PUBLIC_BLOCK.finditer(text) if "PRIVATE" not in m["label"]]
-        token_hits = [
-            h
-            for h in token_hits
-            if h.rank != _RANK_ENTROPY or not any(s <= h.start < e for s, e in public)
-        ]
+    if public:
+        public_starts = [start for start, _ in public]
+
+        def is_public(hit: _Hit) -> bool:
+            index = bisect.bisect_right(public_starts, hit.start) - 1
+            return index >= 0 and hit.start < public[index][1]
+
+        token_hits = [h for h in token_hits if h.rank != _RANK_ENTROPY or not is_public(h)]
     hits.extend(token_hits)
     hits.extend(_context_hits(text, view, lowered))
     hits.extend(_assignment_hits(text, view, lowered))
@@ -572,10 +618,13 @@ def _resolve_overlaps(hits: list[_Hit]) -> list[_Hit]:
 
 def find_secrets(text: str) -> list[SecretFinding]:
     """Every credential-looking string in `text`, in order, with 1-based line numbers."""
-    return [
-        SecretFinding(hit.kind, text.count("\n", 0, hit.start) + 1, hit.excerpt)
-        for hit in _all_hits(text)
-    ]
+    findings: list[SecretFinding] = []
+    line, counted = 1, 0
+    for hit in _all_hits(text):
+        line += text.count("\n", counted, hit.start)
+        counted = hit.start
+        findings.append(SecretFinding(hit.kind, line, hit.excerpt))
+    return findings
 
 
 def check_text(text: str, *, allow_secrets: bool = False) -> None:

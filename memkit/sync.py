@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -21,7 +22,7 @@ from memkit.documents import documents_for
 from memkit.errors import InvalidRecord, LockTimeout
 from memkit.index import SCHEMA_VERSION, Hit, IndexDoc, RankWeights, SearchIndex, SearchResult
 from memkit.records import STORE_TYPES, TYPE_FOLDERS, parse_record
-from memkit.vault import Problem, Vault, is_record_path
+from memkit.vault import RECORD_ROOTS, Problem, Vault, is_record_path, is_temporary_name
 
 MANIFEST_VERSION = 1
 WATCHER_FILE = "watcher.json"
@@ -29,10 +30,12 @@ WATCHER_FILE = "watcher.json"
 # after the manifest is saved: a sync killed in between leaves documents the manifest does not
 # know, and this list lets the next sync find (and drop) them if their files are gone.
 PENDING_FILE = "pending.json"
-# A file whose mtime is this close to (or after) the moment it was last stat-ed may have been
-# changed again within the file system's timestamp granularity without its mtime or size
-# changing ("racily clean", as git calls it): compare its content, not just its stat.
-RACY_NS = 2_000_000_000
+# A file whose mtime is at or after the moment a sync began looking at the files may have been
+# changed again within one tick of the file system's clock without its mtime or size changing
+# ("racily clean", as git calls it): the next sync compares its content, not just its stat.
+# That moment is read from the file system's own clock by touching this file, so it has the
+# same granularity (and, on a network share, the same clock) as the files' mtimes.
+CLOCK_FILE = "scan.stamp"
 # A heartbeat older than this means the watcher is gone (killed without cleaning up).
 WATCHER_STALE_SECONDS = 30.0
 # Below this many files to parse, a process pool costs more than it saves.
@@ -55,8 +58,15 @@ class FileState:
     line: int = 0
 
     def to_list(self) -> list[Any]:
-        return [self.mtime_ns, self.size, self.sha256, self.record_id, self.type, self.problem,
-                self.line]
+        return [
+            self.mtime_ns,
+            self.size,
+            self.sha256,
+            self.record_id,
+            self.type,
+            self.problem,
+            self.line,
+        ]
 
     @classmethod
     def from_list(cls, row: list[Any]) -> FileState:
@@ -81,9 +91,12 @@ class SyncReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "added": self.added, "changed": self.changed, "deleted": self.deleted,
+            "added": self.added,
+            "changed": self.changed,
+            "deleted": self.deleted,
             "moved": [{"from": a, "to": b} for a, b in self.moved],
-            "unchanged": self.unchanged, "rebuilt": self.rebuilt,
+            "unchanged": self.unchanged,
+            "rebuilt": self.rebuilt,
             "problems": [p.to_json() for p in self.problems],
             "proposals_in_stores": self.proposals_in_stores,
             "seconds": round(self.seconds, 3),
@@ -128,6 +141,20 @@ def _parse_batch(root: str, items: list[tuple[str, FileState | None]]) -> list[P
     return [p for p in (_parse_file(root, r, k) for r, k in items) if p is not None]
 
 
+def _worker_processes_are_safe() -> bool:
+    """Whether a process pool may start here. Its workers import the main module again: a
+    person's script without an `if __name__ == "__main__":` guard would run once more in each
+    worker. Safe without a main file (a REPL, `python -c`), under `python -m` (runpy's
+    `__main__` modules are not run again) and under the `memkit` command itself."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__file__", None) is None:
+        return True
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and str(spec.name).endswith("__main__"):
+        return True
+    return getattr(getattr(main, "main", None), "__module__", None) == "memkit.cli"
+
+
 def _same_content(root: str, relpath: str, state: FileState) -> bool:
     """Whether the file still hashes as the manifest says (False when it is gone)."""
     try:
@@ -163,7 +190,9 @@ class VaultIndex:
     @property
     def index(self) -> SearchIndex:
         if self._index is None:
-            self._index = SearchIndex(self.vault.state_dir / "index", lock_timeout=self.lock_timeout)
+            self._index = SearchIndex(
+                self.vault.state_dir / "index", lock_timeout=self.lock_timeout
+            )
         return self._index
 
     def close(self) -> None:
@@ -202,7 +231,10 @@ class VaultIndex:
             return dict(self._manifest)
         try:
             data = json.loads(self.manifest_path.read_bytes())
-            if data.get("version") != MANIFEST_VERSION or data.get("index_schema") != SCHEMA_VERSION:
+            if (
+                data.get("version") != MANIFEST_VERSION
+                or data.get("index_schema") != SCHEMA_VERSION
+            ):
                 self._scanned_ns = 0
                 return {}
             files = {path: FileState.from_list(row) for path, row in data["files"].items()}
@@ -274,32 +306,34 @@ class VaultIndex:
     # --- looking at the files --------------------------------------------------------------
 
     def stat_files(self) -> dict[str, tuple[int, int]]:
-        """path -> (mtime_ns, size) for every file that may be a record."""
+        """path -> (mtime_ns, size) for every file that may be a record (`is_record_path`)."""
         found: dict[str, tuple[int, int]] = {}
         root = str(self.vault.root)
         prefix = len(root) + 1
 
-        def walk(directory: str) -> None:
+        # The same rule as vault.is_record_path, checked one name at a time as the walk goes
+        # down (that function builds a PurePosixPath per file: 10x the cost of the stat).
+        def walk(directory: str, depth: int) -> None:
             try:
                 entries = list(os.scandir(directory))
             except (FileNotFoundError, NotADirectoryError, PermissionError):
                 return
             for entry in entries:
-                if entry.name.startswith("."):
-                    continue
+                name = entry.name
+                if is_temporary_name(name):
+                    continue  # hidden folders, editors' scratch files
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        walk(entry.path)
-                    elif entry.name.endswith(".md"):
+                        walk(entry.path, depth + 1)
+                    elif depth and name.endswith(".md"):
+                        stat = entry.stat()
                         relpath = entry.path[prefix:].replace(os.sep, "/")
-                        if is_record_path(relpath):
-                            stat = entry.stat()
-                            found[relpath] = (stat.st_mtime_ns, stat.st_size)
+                        found[relpath] = (stat.st_mtime_ns, stat.st_size)
                 except OSError:
                     continue  # vanished while walking: the next sync sees it gone
 
-        for top in ("memory", "learning"):
-            walk(os.path.join(root, top))
+        for top in RECORD_ROOTS:
+            walk(os.path.join(root, top), 0)
         return found
 
     def _needs_reading(self, state: FileState | None, mtime: int, size: int) -> bool:
@@ -308,9 +342,21 @@ class VaultIndex:
         return self._is_racy(state)
 
     def _is_racy(self, state: FileState) -> bool:
-        return state.mtime_ns >= self._scanned_ns - RACY_NS
+        return state.mtime_ns >= self._scanned_ns
 
-    def changes(self) -> tuple[dict[str, tuple[int, int]], dict[str, FileState], list[str], list[str]]:
+    def _file_system_now(self) -> int:
+        """The mtime the file system gives a file changed at this moment."""
+        stamp = self.vault.state_dir / CLOCK_FILE
+        try:
+            stamp.touch()
+            return stamp.stat().st_mtime_ns
+        except OSError:
+            # Cannot write the stamp: a margin wide enough for coarse (FAT: 2 s) clocks.
+            return time.time_ns() - 3_000_000_000
+
+    def changes(
+        self,
+    ) -> tuple[dict[str, tuple[int, int]], dict[str, FileState], list[str], list[str]]:
         """(stats, manifest, paths to read, paths gone) comparing files with the manifest.
 
         Paths to read include racily clean files (same stat, maybe not the same content).
@@ -318,19 +364,23 @@ class VaultIndex:
         manifest = self.load_manifest()
         stats = self.stat_files()
         to_read = sorted(
-            path for path, (mtime, size) in stats.items()
+            path
+            for path, (mtime, size) in stats.items()
             if self._needs_reading(manifest.get(path), mtime, size)
         )
         gone = sorted(path for path in manifest if path not in stats)
         return stats, manifest, to_read, gone
 
-    def freshness(self) -> tuple[dict[str, tuple[int, int]], dict[str, FileState], list[str], list[str]]:
+    def freshness(
+        self,
+    ) -> tuple[dict[str, tuple[int, int]], dict[str, FileState], list[str], list[str]]:
         """(stats, manifest, changed, gone): like `changes`, but a racily clean file counts as
         changed only when its content differs. Reads; never writes."""
         stats, manifest, to_read, gone = self.changes()
         root = str(self.vault.root)
         changed = [
-            path for path in to_read
+            path
+            for path in to_read
             if (state := manifest.get(path)) is None
             or (state.mtime_ns, state.size) != stats[path]
             or not _same_content(root, path, state)
@@ -361,7 +411,8 @@ class VaultIndex:
         # A path the watcher named changed for sure (an edit may keep mtime and size within
         # one clock tick): read it; the hash tells whether to reindex.
         to_read = sorted(
-            path for path, (mtime, size) in stats.items()
+            path
+            for path, (mtime, size) in stats.items()
             if path in named or self._needs_reading(manifest.get(path), mtime, size)
         )
         gone = sorted(path for path in candidates if path not in stats and path in manifest)
@@ -388,7 +439,11 @@ class VaultIndex:
     ) -> list[Parsed]:
         root = str(self.vault.root)
         total = len(relpaths)
-        if total < PARALLEL_THRESHOLD or (os.cpu_count() or 1) < 2:
+        if (
+            total < PARALLEL_THRESHOLD
+            or (os.cpu_count() or 1) < 2
+            or not _worker_processes_are_safe()
+        ):
             results = []
             for done, relpath in enumerate(relpaths, start=1):
                 parsed = _parse_file(root, relpath, known.get(relpath))
@@ -442,7 +497,7 @@ class VaultIndex:
                 total = len(manifest) - len(gone) + len([p for p in stats if p not in manifest])
             else:
                 # Taken before the walk: a file changed after this moment is racy next time.
-                scanned_ns = time.time_ns()
+                scanned_ns = self._file_system_now()
                 stats, manifest, to_read, gone = self.changes()
                 on_disk = set(manifest)
                 total = len(stats)
@@ -472,7 +527,9 @@ class VaultIndex:
             report.unchanged = total - len(report.added) - len(report.changed)
             # A deleted file whose content reappeared elsewhere is a move (approval, rename).
             gone_hashes = {
-                manifest[p].sha256: p for p in report.deleted if p in manifest and manifest[p].sha256
+                manifest[p].sha256: p
+                for p in report.deleted
+                if p in manifest and manifest[p].sha256
             }
             for path in report.added:
                 origin = gone_hashes.get(new_manifest[path].sha256)
@@ -481,32 +538,40 @@ class VaultIndex:
             # Before the index learns of paths the manifest on disk does not list, note them:
             # if this process dies between the index commit and the manifest save, the next
             # sync still knows to look at them.
-            new_paths = [p for p in reindexed if p not in on_disk]
+            # (Paths still pending from an earlier crash stay listed until the manifest is saved.)
+            new_paths = {p for p in reindexed if p not in on_disk}
             if new_paths:
-                self._save_pending(new_paths)
+                self._save_pending(sorted(new_paths | set(self._load_pending() or ())))
             if full:
                 self.index.replace_all(upserts)
             elif upserts or report.deleted or reindexed:
                 self.index.update(upserts, [*report.deleted, *reindexed])
-            self._save_manifest(new_manifest, scanned_ns)
-            if new_paths:
+            if full or parsed or report.deleted:
+                # (Nothing read and nothing gone: the manifest on disk is right as it is.)
+                self._save_manifest(new_manifest, scanned_ns)
+                # The manifest now lists all the index holds: the pending list did its job.
                 self.pending_path.unlink(missing_ok=True)
             self.index.rebuilt = False
         report.problems = self.problems(new_manifest)
         report.proposals_in_stores = sorted(
-            path for path, state in new_manifest.items()
+            path
+            for path, state in new_manifest.items()
             if state.type == "proposal" and str(PurePosixPath(path).parent) in STORE_FOLDERS
         )
         report.seconds = time.monotonic() - started
         return report
 
     def problems(self, manifest: dict[str, FileState] | None = None) -> list[Problem]:
+        """Files that are not valid records, as path:line: why (from the manifest)."""
         files = manifest if manifest is not None else self.load_manifest()
-        return [
-            Problem(path, state.line, state.problem)
-            for path, state in sorted(files.items())
-            if state.problem
-        ]
+        return sorted(
+            (
+                Problem(path, state.line, state.problem)
+                for path, state in files.items()
+                if state.problem
+            ),
+            key=lambda problem: problem.path,
+        )
 
     # --- searching ---------------------------------------------------------------------------
 
@@ -539,8 +604,15 @@ class VaultIndex:
             recency_half_life_days=settings.recency_half_life_days,
         )
         result = self.index.search(
-            query, k=k, types=types, tags=tags, since=since, until=until,
-            include_hidden=include_hidden, now=now, weights=weights,
+            query,
+            k=k,
+            types=types,
+            tags=tags,
+            since=since,
+            until=until,
+            include_hidden=include_hidden,
+            now=now,
+            weights=weights,
         )
         return result, stale
 

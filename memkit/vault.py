@@ -7,6 +7,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import tempfile
 import threading
 import time
@@ -42,6 +43,15 @@ from memkit.timeutil import now_iso
 STATE_DIR = ".memkit"
 RECORD_ROOTS = ("memory", "learning")
 GITIGNORE_TEXT = "# memkit's derived state (search index, manifest, locks): rebuilt by `memkit reindex`\n.memkit/\n"
+# `<file>.conflict-<commit>`: the other machine's version of a file both edited, kept by
+# `memkit sync --remote`. Not a `.md` name, so it is never indexed as a second record.
+CONFLICT_COPY = re.compile(r"^(?P<original>.+)\.conflict-(?P<tag>[0-9a-f]{4,40})(?:-\d+)?$")
+
+
+def conflict_copy_of(relpath: str) -> str | None:
+    """The file a conflict copy belongs to (vault-relative), or None when it is not one."""
+    match = CONFLICT_COPY.match(relpath)
+    return match.group("original") if match else None
 
 
 def is_temporary_name(name: str) -> bool:
@@ -452,6 +462,48 @@ class Vault:
             self.touched.add(record.path)
         return record
 
+    # --- conflict copies (git) ---------------------------------------------------------------
+
+    def conflict_copies(self) -> list[str]:
+        """Vault-relative paths of every conflict copy left by a merge, sorted."""
+        found: list[str] = []
+        for directory, subdirs, files in os.walk(self.root):
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+            for name in files:
+                if CONFLICT_COPY.match(name):
+                    found.append(self.relpath_fast(Path(directory) / name))
+        return sorted(found)
+
+    def write_conflict_copy(self, relpath: str, data: bytes, tag: str) -> str:
+        """Keep another version of `relpath` next to it as `<name>.conflict-<tag>`; returns the
+        copy's path. An identical copy already there is reused; a different one gets `-2`, `-3`..."""
+        with self.write_lock():
+            for attempt in range(1, 100):
+                copy = f"{relpath}.conflict-{tag}" + (f"-{attempt}" if attempt > 1 else "")
+                full = self.safe_path(copy)
+                try:
+                    self._write_bytes(full, data, exclusive=True)
+                except FileExistsError:
+                    if full.read_bytes() == data:
+                        return copy
+                    continue
+                self.touched.add(copy)
+                return copy
+        raise VaultError(f"{relpath}: too many conflict copies; resolve the ones already there")
+
+    def conflict_problems(self, copies: Iterable[str]) -> list[Problem]:
+        """A problem per conflict copy, saying what happened and what to do."""
+        return [
+            Problem(
+                copy,
+                1,
+                f"conflict copy of {conflict_copy_of(copy)}: the file was changed on two machines "
+                "and git kept both versions; this is the other machine's. Copy what you want to "
+                f"keep into {conflict_copy_of(copy)}, then delete this file and commit",
+            )
+            for copy in copies
+        ]
+
     # --- checking --------------------------------------------------------------------------
 
     def check(self, paths: Iterable[str] | None = None, cwd: Path | None = None) -> ScanResult:
@@ -463,6 +515,16 @@ class Vault:
                 relpaths.extend(self._expand(given, cwd))
         else:
             relpaths = list(self.record_paths())
+        # Conflict copies are problems until a person resolves them; a given path or folder
+        # checks only the copies it names or holds (a pre-commit hook passes what is staged).
+        copies = self.conflict_copies()
+        if paths:
+            wanted = [self.relpath((cwd or Path.cwd()) / given) for given in paths]
+            copies = [
+                c for c in copies if any(w in (c, ".") or c.startswith(w + "/") for w in wanted)
+            ]
+            relpaths = [r for r in relpaths if conflict_copy_of(r) is None]
+        result.problems.extend(self.conflict_problems(copies))
         seen_ids: dict[str, str] = {}
         for relpath in relpaths:
             try:

@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -25,6 +26,8 @@ log = logging.getLogger("memkit.watcher")
 HEARTBEAT_SECONDS = 5.0
 # After a sync fails, wait this long before trying again (with a full reconcile).
 RETRY_SECONDS = 1.0
+# When idle, the worker wakes this often to check that watchdog's threads are still alive.
+HEALTH_SECONDS = 1.0
 
 
 class _OverflowSpotter(logging.Handler):
@@ -53,6 +56,9 @@ class _Handler(FileSystemEventHandler):
         paths = [os.fsdecode(event.src_path)]
         if getattr(event, "dest_path", ""):
             paths.append(os.fsdecode(event.dest_path))
+        if self.watcher.heartbeat_path in paths:
+            self.watcher.heartbeat_heard()
+            return
         self.watcher.notice(paths, is_directory=event.is_directory)
 
 
@@ -60,7 +66,9 @@ class Watcher:
     """Coalesces file events, waits for quiet, then syncs just the paths that changed.
 
     Reconciles the whole vault at start, every `reconcile_seconds`, and after an inotify
-    overflow (whose lost events are never delivered).
+    overflow (whose lost events are never delivered). Every `heartbeat_seconds` it rewrites
+    `.memkit/watcher.json`, which says a watcher runs and doubles as a canary: when the
+    observer stops reporting even that write, it is replaced by a polling one.
     """
 
     def __init__(
@@ -71,11 +79,14 @@ class Watcher:
         max_delay_seconds: float = 1.0,
         reconcile_seconds: float = 60.0,
         polling: bool = False,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
         on_sync: Callable[[SyncReport], None] | None = None,
         on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self.vault_index = vault_index
         self.root = vault_index.vault.root
+        self.heartbeat_path = str(vault_index.vault.state_dir / WATCHER_FILE)
+        self.heartbeat_seconds = heartbeat_seconds
         self.quiet_seconds = quiet_seconds
         self.max_delay_seconds = max_delay_seconds
         self.reconcile_seconds = reconcile_seconds
@@ -90,19 +101,24 @@ class Watcher:
         self._last_event = 0.0
         self._next_reconcile = 0.0
         self._last_heartbeat = 0.0
+        self._unheard_since = 0.0  # when a heartbeat was written that no event has reported yet
         self._condition = threading.Condition()
         self._stop = threading.Event()
         self._observer: BaseObserver | None = None
         self._thread: threading.Thread | None = None
         self._spotter = _OverflowSpotter(self.request_reconcile)
+        self._restart_observer = False
         self.syncs = 0
+        self.observer_restarts = 0
 
     # --- events in ---------------------------------------------------------------------------
 
     def _relevant(self, relpath: str) -> bool:
         parts = relpath.split("/")
-        return bool(parts) and parts[0] in RECORD_ROOTS and not any(
-            part.startswith(".") and part != "." for part in parts[:-1]
+        return (
+            bool(parts)
+            and parts[0] in RECORD_ROOTS
+            and not any(part.startswith(".") and part != "." for part in parts[:-1])
         )
 
     def notice(self, paths: list[str], *, is_directory: bool = False) -> None:
@@ -132,6 +148,10 @@ class Watcher:
             # which is an event itself: only wake it for work.
             if relevant:
                 self._condition.notify()
+
+    def heartbeat_heard(self) -> None:
+        """The observer reported our own heartbeat write: it is alive."""
+        self._unheard_since = 0.0
 
     def request_reconcile(self) -> None:
         with self._condition:
@@ -163,14 +183,37 @@ class Watcher:
                         self._full_pending = False
                         self._first_event = 0.0
                         return batch
-                    timeout = max(0.005, min(self.quiet_seconds - quiet_for,
-                                             self.max_delay_seconds - waited))
+                    timeout = max(
+                        0.005, min(self.quiet_seconds - quiet_for, self.max_delay_seconds - waited)
+                    )
                 else:
-                    timeout = max(0.01, min(HEARTBEAT_SECONDS, self._next_reconcile - now))
+                    timeout = max(0.01, min(HEALTH_SECONDS, self._next_reconcile - now))
                 self._condition.wait(timeout)
-                if time.monotonic() - self._last_heartbeat >= HEARTBEAT_SECONDS:
+                if time.monotonic() - self._last_heartbeat >= self.heartbeat_seconds:
                     self._heartbeat()
+                if not self._restart_observer and not self._observer_alive():
+                    # A watchdog thread died (say, inotify refused a watch on a new folder: the
+                    # error ends watchdog's one inotify thread, shared by the whole process) and
+                    # no event will come again. Poll from now on, and reconcile what was missed.
+                    log.warning("the file observer stopped reporting; polling from now on")
+                    self._restart_observer = True
+                    self._full_pending = True
+                    self._first_event = self._first_event or time.monotonic()
+                    self._last_event = 0.0
         return None
+
+    def _observer_alive(self) -> bool:
+        observer = self._observer
+        if observer is None or self._stop.is_set():
+            return True  # nothing to check (starting or stopping)
+        if not observer.is_alive() or not all(e.is_alive() for e in list(observer.emitters)):
+            return False
+        if self.using_polling:
+            return True  # its threads are its own: alive means working
+        # watchdog's inotify thread is shared and not ours to look at: if our own heartbeat
+        # write goes unreported for long, nothing else is being reported either.
+        unheard = self._unheard_since
+        return not unheard or time.monotonic() - unheard < 2 * self.heartbeat_seconds + 0.5
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -178,11 +221,15 @@ class Watcher:
             if batch is None:
                 return
             paths, directories, full = batch
+            if self._restart_observer:
+                self._replace_observer()
             try:
                 if full:
                     report = self.vault_index.sync()
                 else:
-                    report = self.vault_index.sync(paths=sorted(paths), directories=sorted(directories))
+                    report = self.vault_index.sync(
+                        paths=sorted(paths), directories=sorted(directories)
+                    )
             except Exception as error:  # the watcher must outlive any one sync
                 # Never die on one bad sync: say so and reconcile everything on the next round.
                 log.warning("sync failed: %s", error)
@@ -215,13 +262,18 @@ class Watcher:
                 self.on_error(error)
 
     def _heartbeat(self) -> None:
-        self._last_heartbeat = time.monotonic()
+        now = time.monotonic()
+        self._last_heartbeat = now
         info = {"pid": os.getpid(), "heartbeat": time.time(), "polling": self.using_polling}
         path = self.vault_index.vault.state_dir / WATCHER_FILE
-        with contextlib.suppress(OSError):
+        try:
             temp = path.with_suffix(f".{os.getpid()}.tmp")
             temp.write_text(json.dumps(info))
             os.replace(temp, path)
+        except OSError:
+            return  # a full disk, say: status will call the watcher gone; it works on
+        if not self._unheard_since:
+            self._unheard_since = now
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -231,6 +283,16 @@ class Watcher:
         for folder in RECORD_ROOTS:
             (self.root / folder).mkdir(exist_ok=True)
         logging.getLogger("watchdog").addHandler(self._spotter)
+        # A watched folder moved out of the vault and back (or renamed across watched places)
+        # keeps its inotify watch; watchdog then warns that it overwrites the watch's callback
+        # and carries on correctly. Nothing anyone can act on; and where warnings are errors
+        # (tests), the warning would kill watchdog's thread.
+        warnings.filterwarnings(
+            "ignore",
+            message="Callback with id .* already exists for watch",
+            category=RuntimeWarning,
+            module="watchdog",
+        )
         # Observe first, reconcile second: a change made during the reconcile then arrives as
         # an event instead of falling between the two.
         try:
@@ -246,6 +308,21 @@ class Watcher:
         self._deliver(report)  # before the worker starts: callbacks never overlap
         self._thread = threading.Thread(target=self._run, name="memkit-watch-sync", daemon=True)
         self._thread.start()
+
+    def _replace_observer(self) -> None:
+        self._stop_observer()
+        # A new inotify observer would share watchdog's dead inotify thread: poll instead.
+        self.polling = True
+        self._unheard_since = 0.0
+        try:
+            self._observer = self._make_observer()
+        except OSError as error:
+            log.warning("cannot restart the file observer: %s", error)
+            self._report_error(error)
+            return  # still flagged: tried again with the next batch
+        finally:
+            self.observer_restarts += 1
+        self._restart_observer = False
 
     def _make_observer(self) -> BaseObserver:
         if not self.polling:
@@ -285,6 +362,7 @@ class Watcher:
         self._stop_observer()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self._stop_observer()  # one the worker may have just restarted
         logging.getLogger("watchdog").removeHandler(self._spotter)
         path = self.vault_index.vault.state_dir / WATCHER_FILE
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
@@ -309,4 +387,3 @@ class Watcher:
             pass
         finally:
             self.stop()
-

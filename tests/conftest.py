@@ -22,7 +22,7 @@ SAMPLE_VAULT = REPO / "sample_vault"
 def _no_ambient_vault(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never pick up a vault from the developer's environment."""
     monkeypatch.delenv("MEMKIT_VAULT", raising=False)
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "MEMKIT_MODEL"):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "MEMKIT_MODEL", "MEMKIT_HOME"):
         monkeypatch.delenv(name, raising=False)
 
 
