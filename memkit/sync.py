@@ -11,11 +11,9 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from multiprocessing import get_context
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from memkit.documents import documents_for
@@ -177,6 +175,7 @@ class VaultIndex:
         self.vault = vault
         self.lock_timeout = lock_timeout
         self._index: SearchIndex | None = None
+        self._index_folder: tuple[int, int] | None = None
         self._manifest: dict[str, FileState] | None = None
         self._manifest_key: tuple[int, int, int] | None = None
         self._scanned_ns = 0
@@ -189,10 +188,14 @@ class VaultIndex:
 
     @property
     def index(self) -> SearchIndex:
+        """The search index, opened on first use and again when its folder was deleted or
+        replaced under this process (then it asks for a rebuild: `rebuilt` is set)."""
+        if self._index is not None and self._index_missing():
+            self.close()
         if self._index is None:
-            self._index = SearchIndex(
-                self.vault.state_dir / "index", lock_timeout=self.lock_timeout
-            )
+            index = SearchIndex(self.vault.state_dir / "index", lock_timeout=self.lock_timeout)
+            self._index_folder = self._folder_identity(index)
+            self._index = index
         return self._index
 
     def close(self) -> None:
@@ -420,23 +423,38 @@ class VaultIndex:
 
     def is_stale(self) -> bool:
         """Whether the index misses a change to the files (or must be rebuilt)."""
-        if self._index_missing() or self.index.rebuilt:
+        if self.index.rebuilt:
             return True
         stats, manifest, changed, gone = self.freshness()
         return bool(changed or gone) or (not manifest and bool(stats))
 
+    @staticmethod
+    def _folder_identity(index: SearchIndex) -> tuple[int, int] | None:
+        # SearchIndex keeps one folder per schema version (see memkit/index.py).
+        try:
+            stat = os.stat(index.directory / f"v{SCHEMA_VERSION}")
+        except OSError:
+            return None
+        return (stat.st_dev, stat.st_ino)
+
     def _index_missing(self) -> bool:
-        """Whether the index folder this process opened was deleted (say, `rm -rf .memkit`)."""
+        """Whether the index folder this process opened was deleted or replaced since (say,
+        `rm -rf .memkit`, then another process made a new one): writes to it would be lost."""
         if self._index is None:
             return False
-        # SearchIndex keeps one folder per schema version; see memkit/index.py.
-        return not (self._index.directory / f"v{SCHEMA_VERSION}" / "meta.json").exists()
+        return self._folder_identity(self._index) != self._index_folder
 
     # --- syncing -----------------------------------------------------------------------------
 
     def _parse_many(
         self, relpaths: Sequence[str], known: dict[str, FileState], progress: Progress | None
     ) -> list[Parsed]:
+        return list(self._parse_iter(relpaths, known, progress))
+
+    def _parse_iter(
+        self, relpaths: Sequence[str], known: dict[str, FileState], progress: Progress | None
+    ) -> Iterator[Parsed]:
+        """Parsed files in the order of `relpaths` (gone ones left out), as they are ready."""
         root = str(self.vault.root)
         total = len(relpaths)
         if (
@@ -444,28 +462,48 @@ class VaultIndex:
             or (os.cpu_count() or 1) < 2
             or not _worker_processes_are_safe()
         ):
-            results = []
             for done, relpath in enumerate(relpaths, start=1):
                 parsed = _parse_file(root, relpath, known.get(relpath))
                 if parsed is not None:
-                    results.append(parsed)
+                    yield parsed
                 if progress and done % 200 == 0:
                     progress(done, total)
-            return results
+            return
+        # Imported here: only a big sync needs them, and they cost every command ~15 ms.
+        from collections import deque
+        from concurrent.futures import Future, ProcessPoolExecutor
+        from multiprocessing import get_context
+
         # Parsing YAML is the slow part of a rebuild: spread it over the cores.
         workers = min(os.cpu_count() or 2, 4)
-        chunk = max(200, total // (workers * 8))
-        items = [(relpath, known.get(relpath)) for relpath in relpaths]
-        batches = [items[i : i + chunk] for i in range(0, total, chunk)]
-        results = []
+        # Batches of at most 1000 files, at most two per worker submitted ahead: results of
+        # a batch wait in memory until the consumer (a rebuild: the index writer) takes them.
+        chunk = max(200, min(1000, total // (workers * 8)))
+        starts = iter(range(0, total, chunk))
+        ahead: deque[Future[list[Parsed]]] = deque()
         done = 0
         with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
-            for batch_result in pool.map(_parse_batch, [root] * len(batches), batches):
-                results.extend(batch_result)
+            while True:
+                while len(ahead) < 2 * workers and (start := next(starts, None)) is not None:
+                    items = [(r, known.get(r)) for r in relpaths[start : start + chunk]]
+                    ahead.append(pool.submit(_parse_batch, root, items))
+                if not ahead:
+                    return
+                batch = ahead.popleft().result()
                 done += chunk
                 if progress:
                     progress(min(done, total), total)
-        return results
+                yield from batch
+
+    def _stream_documents(
+        self, relpaths: Sequence[str], progress: Progress | None, parsed: list[Parsed]
+    ) -> Iterator[IndexDoc]:
+        """The index documents of `relpaths`, parsed afresh, file by file. Each file's manifest
+        state goes to `parsed`, without its documents (so that they can be freed once indexed)."""
+        for item in self._parse_iter(relpaths, {}, progress):
+            docs, item.docs = item.docs or [], []
+            parsed.append(item)
+            yield from docs
 
     def sync(
         self,
@@ -484,13 +522,12 @@ class VaultIndex:
         started = time.monotonic()
         with self.lock(lock_timeout):
             report = SyncReport()
-            if self._index_missing():
-                # Someone deleted the index under us: open (and so rebuild) a fresh one.
-                self.close()
+            # One handle for the whole sync (reopened here if its folder was deleted).
+            index = self.index
             manifest = self.load_manifest()
             on_disk = set(manifest)
             scanned_ns = self._scanned_ns
-            if self.index.rebuilt or not manifest:
+            if index.rebuilt or not manifest:
                 full = True
             if not full and (paths is not None or directories):
                 stats, to_read, gone = self.targeted_changes(manifest, paths or (), directories)
@@ -504,7 +541,18 @@ class VaultIndex:
             if full:
                 report.rebuilt = True
                 to_read, gone, manifest = sorted(stats), [], {}
-            parsed = self._parse_many(to_read, manifest, progress)
+            if full:
+                # A rebuild streams: documents go to the index writer while the workers parse
+                # (parsing overlaps indexing, and the documents of all files are never in
+                # memory at once). Any path may be new to the index: list them first (see the
+                # pending list below).
+                fresh = {p for p in to_read if p not in on_disk}
+                if fresh:
+                    self._save_pending(sorted(fresh | set(self._load_pending() or ())))
+                parsed: list[Parsed] = []
+                index.replace_all(self._stream_documents(to_read, progress, parsed))
+            else:
+                parsed = self._parse_many(to_read, manifest, progress)
             new_manifest = dict(manifest)
             for path in gone:
                 new_manifest.pop(path, None)
@@ -540,23 +588,24 @@ class VaultIndex:
             # sync still knows to look at them.
             # (Paths still pending from an earlier crash stay listed until the manifest is saved.)
             new_paths = {p for p in reindexed if p not in on_disk}
-            if new_paths:
+            if new_paths and not full:  # (a rebuild listed them before it began)
                 self._save_pending(sorted(new_paths | set(self._load_pending() or ())))
             if full:
-                self.index.replace_all(upserts)
+                pass  # the rebuild's documents went to the index above, while parsing
             elif upserts or report.deleted or reindexed:
-                self.index.update(upserts, [*report.deleted, *reindexed])
+                index.update(upserts, [*report.deleted, *reindexed])
             if full or parsed or report.deleted:
                 # (Nothing read and nothing gone: the manifest on disk is right as it is.)
                 self._save_manifest(new_manifest, scanned_ns)
                 # The manifest now lists all the index holds: the pending list did its job.
                 self.pending_path.unlink(missing_ok=True)
-            self.index.rebuilt = False
+            index.rebuilt = False
         report.problems = self.problems(new_manifest)
         report.proposals_in_stores = sorted(
             path
             for path, state in new_manifest.items()
-            if state.type == "proposal" and str(PurePosixPath(path).parent) in STORE_FOLDERS
+            # (The folder by string: a PurePosixPath per proposal cost 35 ms a sync at 100k.)
+            if state.type == "proposal" and path.rpartition("/")[0] in STORE_FOLDERS
         )
         report.seconds = time.monotonic() - started
         return report
@@ -603,7 +652,10 @@ class VaultIndex:
             recency=settings.weights.recency,
             recency_half_life_days=settings.recency_half_life_days,
         )
-        result = self.index.search(
+        # An index waiting for its rebuild (deleted, another schema) is not to be trusted.
+        index = self.index
+        stale = stale or index.rebuilt
+        result = index.search(
             query,
             k=k,
             types=types,
@@ -641,8 +693,9 @@ class VaultIndex:
 
         For checks and tests: compare what the index holds with what the files say.
         """
-        count = self.index.doc_count()
+        index = self.index
+        count = index.doc_count()
         # A search with no words browses the filtered documents: with k above the document
         # count it returns them all.
-        result = self.index.search("", k=count + 1, include_hidden=True)
+        result = index.search("", k=count + 1, include_hidden=True)
         return {hit.key: hit for hit in result.hits}

@@ -6,10 +6,11 @@ import errno
 import json
 import logging
 import os
-import queue
+import shutil
 import signal
 import subprocess
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,19 +62,20 @@ class Watching:
         return [move for report in list(self.reports) for move in report.moved]
 
 
-def start_watching(vault: Vault, **options: object) -> Watching:
+def start_watching(vault: Vault, **options: float | bool) -> Watching:
+    """A real Watcher on `vault`, quick to settle (50 ms of quiet), collecting its reports."""
+    reports: list[SyncReport] = []
+    errors: list[Exception] = []
     index = VaultIndex(vault)
-    watching = Watching(vault, index, None)  # type: ignore[arg-type]
-    settings: dict[str, object] = {"quiet_seconds": 0.05, "reconcile_seconds": 3600.0}
-    settings.update(options)
-    watching.watcher = Watcher(
+    settings: dict[str, float | bool] = {"quiet_seconds": 0.05, "reconcile_seconds": 3600.0}
+    watcher = Watcher(
         index,
-        on_sync=watching.reports.append,
-        on_error=watching.errors.append,
-        **settings,  # type: ignore[arg-type]
+        on_sync=reports.append,
+        on_error=errors.append,
+        **{**settings, **options},  # type: ignore[arg-type]
     )
-    watching.watcher.start()
-    return watching
+    watcher.start()
+    return Watching(vault, index, watcher, reports, errors)
 
 
 def stop_watching(watching: Watching) -> None:
@@ -231,6 +233,26 @@ def test_malformed_files_are_reported_and_never_stop_the_watcher(watching: Watch
     write_record(watching.vault, f"{LONG_TERM}/empty.md", "Fixed")
     (watching.vault.root / A).write_bytes(b"---\nid: [unclosed\n---\n")
     watching.until_titles({f"{LONG_TERM}/empty.md": "Fixed"})
+
+
+def test_the_state_folder_deleted_under_a_running_watcher(watching: Watching) -> None:
+    write_record(watching.vault, A, "Alpha")
+    watching.until_titles({A: "Alpha"})
+    shutil.rmtree(watching.vault.root / ".memkit")
+    # Another process opens (so creates) a new, empty index before the watcher syncs again:
+    # the watcher must notice that its index folder is not the one on disk any more.
+    other = VaultIndex(watching.vault)
+    try:
+        assert other.is_stale() and titles(other) == {}
+        write_record(watching.vault, B, "Bravo")
+        wait_until(lambda: titles(other) == {A: "Alpha", B: "Bravo"}, what="the rebuilt index")
+    finally:
+        other.close()
+    fresh = VaultIndex(watching.vault)
+    try:
+        assert not fresh.is_stale()
+    finally:
+        fresh.close()
 
 
 def test_a_burst_of_300_files_is_coalesced(watching: Watching) -> None:
@@ -462,7 +484,6 @@ class WatchProcess:
             stderr=subprocess.PIPE,
             text=True,
         )
-        self.lines: queue.Queue[str] = queue.Queue()
         self.reports: list[dict[str, object]] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -509,7 +530,7 @@ def test_memkit_watch_finalises_an_approval_by_move_and_stops_cleanly_on_ctrl_c(
         )
         report = next(r for r in watch.reports if moved in r["moved"])  # type: ignore[operator]
         assert report["proposals_in_stores"] == [moved["to"]]
-        # The watcher lives on after finalising (or failing to): a later edit is indexed.
+        # The watcher lives on after finalising the approval: a later edit is indexed.
         write_record(sample_vault, A, "After the approval", "okapi")
         wait_until(
             lambda: any(A in r["added"] for r in watch.reports),  # type: ignore[operator]
@@ -566,10 +587,9 @@ def test_an_idle_watcher_stays_idle(watching: Watching) -> None:
     heartbeat = watching.vault.state_dir / "watcher.json"
     syncs = watching.watcher.syncs
     seen: set[str] = set()
-    deadline = threading.Event()
-    timer = threading.Timer(1.0, deadline.set)
-    timer.start()
-    while not deadline.is_set():
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # (a busy watcher rewrote it ~600 times a second)
         seen.add(heartbeat.read_text())
+        time.sleep(0.001)
     assert len(seen) <= 2
     assert watching.watcher.syncs == syncs
