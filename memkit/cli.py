@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -876,6 +877,13 @@ def watch(vault: Vault, polling: bool, reconcile_seconds: float, json_: bool) ->
     def on_sync(report: Any) -> None:
         if json_:
             click.echo(json.dumps(report.to_json(), ensure_ascii=False))
+        elif report.touched > 20:
+            # A first start or a `git checkout`: one summary line, not a line per file.
+            click.echo(
+                f"indexed {len(report.added)} new, {len(report.changed)} changed, "
+                f"removed {len(report.deleted)} ({report.seconds:.2f} s)",
+                err=True,
+            )
         else:
             for path in report.added + report.changed:
                 click.echo(f"indexed {path}", err=True)
@@ -887,6 +895,11 @@ def watch(vault: Vault, polling: bool, reconcile_seconds: float, json_: bool) ->
     def on_error(error: Exception) -> None:
         warn(str(error))
 
+    def stop_on_sigterm(_signum: int, _frame: Any) -> None:
+        # `kill PID` and service managers send SIGTERM: stop as cleanly as on Ctrl-C.
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     click.echo(f"Watching {vault.root} (Ctrl-C to stop)", err=True)
     watch_vault(
         vault,

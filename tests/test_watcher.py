@@ -499,8 +499,8 @@ class WatchProcess:
         for line in self.process.stdout:
             self.reports.append(json.loads(line))
 
-    def interrupt(self) -> tuple[int, str]:
-        self.process.send_signal(signal.SIGINT)
+    def interrupt(self, signum: int = signal.SIGINT) -> tuple[int, str]:
+        self.process.send_signal(signum)
         _out, err = self.process.communicate(timeout=30)
         self.reader.join(timeout=5)
         return self.process.returncode, err
@@ -548,6 +548,18 @@ def test_memkit_watch_finalises_an_approval_by_move_and_stops_cleanly_on_ctrl_c(
         assert index.watcher_info() is None
     finally:
         index.close()
+
+
+@pytest.mark.slow
+def test_memkit_watch_stops_cleanly_on_sigterm(vault: Vault) -> None:
+    watch = WatchProcess(vault.root)
+    try:
+        code, err = watch.interrupt(signal.SIGTERM)
+    finally:
+        watch.kill()
+    assert code == 0, err
+    assert "Stopped." in err and "Traceback" not in err
+    assert not (vault.root / ".memkit" / "watcher.json").exists()
 
 
 @pytest.mark.slow
