@@ -7,7 +7,9 @@ through `Memory.recall(question, k=20, types=["episodic"])`. A question counts a
 any of its evidence turns is among the first k hits (`recall_any@k`).
 
 The same run scores a plain BM25 baseline: SQLite FTS5 with its default tokenizer over the raw
-turn texts only (no stemming, no stop words, no neighbouring turns, no dates, no speakers).
+turn texts only (no stemming, no stop words, no neighbouring turns, no dates, no speakers), every
+word of the question OR-ed. It finds an evidence turn in the top 10 for ~0.56 of the category 1-4
+questions (~0.59 when the adversarial category 5 is counted too, the figure ../shared quotes).
 
 Images: a LoCoMo turn that shared a photo carries a `blip_caption` (a description of the photo).
 The caption is part of what the conversation showed, so it is imported as part of the message
@@ -190,13 +192,18 @@ def found_at(ranked: Ranked, k: int) -> list[tuple[int, bool]]:
     ]
 
 
-def share(values: Sequence[bool]) -> float:
-    return sum(values) / len(values) if values else 0.0
+def share(values: Sequence[bool]) -> float | None:
+    """The share of true values; None when there is nothing to count."""
+    return sum(values) / len(values) if values else None
 
 
-def scores(runs: Sequence[Ranked]) -> dict[str, dict[int, float]]:
+def cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def scores(runs: Sequence[Ranked]) -> dict[str, dict[int, float | None]]:
     """{"overall" or category name: {k: recall_any@k}}."""
-    table: dict[str, dict[int, float]] = {}
+    table: dict[str, dict[int, float | None]] = {}
     for k in KS:
         pairs = [pair for run in runs for pair in found_at(run, k)]
         for category, name in CATEGORIES.items():
@@ -221,7 +228,7 @@ def markdown_table(memkit: Sequence[Ranked], baseline: Sequence[Ranked]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in [*CATEGORIES.values(), "overall"]:
         cells = [name, str(counts[name])]
-        cells += [f"{ours[name][k]:.3f}" for k in KS] + [f"{base[name][k]:.3f}" for k in KS]
+        cells += [cell(ours[name][k]) for k in KS] + [cell(base[name][k]) for k in KS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -234,8 +241,8 @@ def per_conversation_table(
         ours_10 = share([hit for _, hit in found_at(ours, 10)])
         base_10 = share([hit for _, hit in found_at(base, 10)])
         lines.append(
-            f"| {position} | {ours.sample_id} | {len(ours.questions)} | {ours_10:.3f} | "
-            f"{base_10:.3f} |"
+            f"| {position} | {ours.sample_id} | {len(ours.questions)} | {cell(ours_10)} | "
+            f"{cell(base_10)} |"
         )
     return "\n".join(lines)
 
@@ -261,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.data.is_file():
         raise SystemExit(f"no LoCoMo data at {args.data}; give its path with --data")
     picked = parse_picked(args.conversations)
+    available = len(json.loads(args.data.read_text("utf-8")))
+    if picked is not None and any(p >= available for p in picked):
+        raise SystemExit(f"--conversations: {args.data} holds positions 0 to {available - 1}")
     conversations = load(args.data, picked, captions=not args.no_captions)
     positions = picked if picked is not None else list(range(len(conversations)))
     started = time.monotonic()

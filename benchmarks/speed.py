@@ -61,11 +61,17 @@ WATCH_EDITS = 40
 GREP_RUNS = 3
 NOOP_RUNS = 5
 
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
 # --- vocabulary --------------------------------------------------------------------------------
 
 # Content words, roughly most common first: sampled with Zipf weights, so the head is in most
 # records and the tail in a few percent of them.
-CONTENT_WORDS = """
+CONTENT_WORDS = _words(
+    """
 work project team deploy service user data code test meeting review release database query
 server issue plan change build job queue worker invoice customer account email report update
 config error log memory cache request response schedule week morning evening today tomorrow
@@ -100,45 +106,60 @@ astrolabe marmalade espresso croissant dumpling risotto paella tiramisu gnocchi 
 hummus tahini saffron cardamom turmeric oregano rosemary thyme basil parsley lavender
 sunflower tulip orchid cactus bonsai aquarium hamster parrot tortoise ferret alpaca
 lighthouse harbour ferry glacier volcano canyon waterfall meadow vineyard orchard
-""".split()
+"""
+)
 # Function words between content words: in the text, never in the queries (memkit drops
 # them from queries; FTS5 would not).
-FUNCTION_WORDS = """
+FUNCTION_WORDS = _words(
+    """
 the a an and of to in on for with at by from about after before over under into than that
 this these those it its is was are were be been has had have will would should could can
 may not only also very more most some any each every other such our their her his we they
 she he you i
-""".split()
-FIRST_NAMES = """
+"""
+)
+FIRST_NAMES = _words(
+    """
 Dana Priya Marco Lena Tomas Aiko Ravi Sofia Jonas Amara Felix Ingrid Mateo Yuki Omar Clara
 Henrik Nadia Emil Zara Lucas Mira Tariq Elena Oskar Leila Pablo Hana Viktor Selin Arjun Maya
 Erik Noor Diego Freya Kofi Ines Anton Lina Samir Greta Idris Vera Hugo Asha Niko Lotte
 Rafael Sanne Kenji Alma Bruno Keira Dmitri Esme Femi Gala Ilya Jana Karim Luz Malik Nell
 Otto Pia Quinn Rosa Sven Tess Umar Vida Wim Xenia Yara Zeno
-""".split()
-LAST_NAMES = """
+"""
+)
+LAST_NAMES = _words(
+    """
 Okafor Raman Rossi Fischer Novak Tanaka Iyer Costa Berg Mensah Wagner Larsen Silva Sato
 Haddad Meyer Lindqvist Petrov Moreau Kaplan Nilsson Santos Ahmed Kowalski Jansen Ortiz
 Yamamoto Dubois Schmidt Horvat Papadopoulos Eriksson Ali Kim Nguyen Garcia Brennan
 Oyelaran Virtanen Quispe Abebe Castillo Demir Esposito Fontaine Gallo Herrera Ivanova
 Jovanovic Kovacs Lund Marsh Navarro Olsen Pereira Quinlan Reyes Sandoval Toivonen
-""".split()
-PROJECTS = """
+"""
+)
+PROJECTS = _words(
+    """
 Ledger Atlas Beacon Comet Drift Ember Falcon Granite Harbor Iris Juniper Kestrel Lumen
 Meridian Nimbus Orbit Pillar Quartz Relay Summit Tundra Umbra Vertex Willow Zephyr
-""".split()
-PLACES = """
+"""
+)
+PLACES = _words(
+    """
 Berlin Lisbon Oslo Kyoto Nairobi Lima Porto Vienna Accra Dublin Seoul Quito Tallinn Zagreb
 Hanoi Bogota Krakow Leipzig Utrecht Valencia Tbilisi Montreal Lagos Bergen
-""".split()
-ORGS = """
+"""
+)
+ORGS = _words(
+    """
 Northwind Contoso Fabrikam Initech Globex Umbrella Hooli Vandelay Wonka Acme Tyrell Soylent
-""".split()
-TAGS = """
+"""
+)
+TAGS = _words(
+    """
 ledger ops rq postgres deploys answer-style rust python personal health travel family
 finance learning reliability incidents security billing hiring planning retro design
 frontend backend data infra music cooking fitness reading garden pets home
-""".split()
+"""
+)
 TOOLS = ("cli", "mcp", "api")
 SPEAKER_USERS = ("Dana", "Marco", "Priya", "Lena", "Tomas")
 
@@ -166,7 +187,28 @@ def _tail_words(count: int) -> list[str]:
     """Made-up words (product names, jargon, places): the long tail of a real vocabulary that
     gives rare queries their selectivity. The same list on every run."""
     rng = random.Random(7)
-    onsets = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gl", "kr", "st", "tr"]
+    onsets = [
+        "b",
+        "d",
+        "f",
+        "g",
+        "k",
+        "l",
+        "m",
+        "n",
+        "p",
+        "r",
+        "s",
+        "t",
+        "v",
+        "z",
+        "br",
+        "dr",
+        "gl",
+        "kr",
+        "st",
+        "tr",
+    ]
     vowels = ["a", "e", "i", "o", "u", "ai", "ou"]
     codas = ["", "", "n", "r", "l", "s", "x", "th", "nd"]
     known = set(CONTENT_WORDS) | set(FUNCTION_WORDS)
@@ -281,7 +323,11 @@ def _common_fields(
 
 
 def _message_ids(rng: random.Random, k: int) -> str:
-    return "[" + ", ".join(f"m-{rng.randint(1, 9999):04d}-{rng.randint(1, 40):02d}" for _ in range(k)) + "]"
+    return (
+        "["
+        + ", ".join(f"m-{rng.randint(1, 9999):04d}-{rng.randint(1, 40):02d}" for _ in range(k))
+        + "]"
+    )
 
 
 def _source(rng: random.Random, created: datetime) -> str:
@@ -296,9 +342,15 @@ def _entity_file(rng: random.Random, maker: TextMaker, taken: set[str]) -> tuple
     elif roll < 0.9:
         kind, name = "project", f"{rng.choice(PROJECTS)} {maker.title().split()[0].title()}"
     elif roll < 0.95:
-        kind, name = "org", f"{rng.choice(ORGS)} {rng.choice(['Labs', 'GmbH', 'Inc', 'Studio', 'Group'])}"
+        kind, name = (
+            "org",
+            f"{rng.choice(ORGS)} {rng.choice(['Labs', 'GmbH', 'Inc', 'Studio', 'Group'])}",
+        )
     else:
-        kind, name = "place", f"{rng.choice(PLACES)} {rng.choice(['Office', 'Studio', 'Flat', 'Cafe', 'Park'])}"
+        kind, name = (
+            "place",
+            f"{rng.choice(PLACES)} {rng.choice(['Office', 'Studio', 'Flat', 'Cafe', 'Park'])}",
+        )
     base = name
     while slugify(name) in taken:
         if kind == "person":
@@ -348,7 +400,10 @@ def _day_file(rng: random.Random, maker: TextMaker, day: datetime) -> tuple[str,
     while words < 150:
         session = f"s-{date}-{letters[session_count % len(letters)]}"
         session_count += 1
-        lines = [f"## {minute // 60:02d}:{minute % 60:02d} · session {session} · {user}, assistant", ""]
+        lines = [
+            f"## {minute // 60:02d}:{minute % 60:02d} · session {session} · {user}, assistant",
+            "",
+        ]
         for turn in range(rng.randint(3, 7)):
             number += 1
             speaker = user if turn % 2 == 0 else "assistant"
@@ -384,11 +439,19 @@ def _record_file(rng: random.Random, maker: TextMaker, record_type: str) -> tupl
         fields.append(("session", f"s-{created:%Y-%m-%d}-{rng.choice('abc')}"))
     elif record_type == "decision":
         fields.append(("rationale", json.dumps(maker.sentence(8, 14))))
-        fields.append(("alternatives", "".join(f"\n  - {maker.title()}" for _ in range(rng.randint(1, 3)))))
+        fields.append(
+            ("alternatives", "".join(f"\n  - {maker.title()}" for _ in range(rng.randint(1, 3))))
+        )
     elif record_type == "feedback":
-        fields += [("signal", rng.choice(["positive", "correction", "negative"])), ("rating", str(rng.randint(1, 5)))]
+        fields += [
+            ("signal", rng.choice(["positive", "correction", "negative"])),
+            ("rating", str(rng.randint(1, 5))),
+        ]
     elif record_type == "improvement":
-        fields += [("area", " ".join(rng.sample(CONTENT_WORDS[:80], 2))), ("priority", rng.choice(["low", "medium", "high"]))]
+        fields += [
+            ("area", " ".join(rng.sample(CONTENT_WORDS[:80], 2))),
+            ("priority", rng.choice(["low", "medium", "high"])),
+        ]
     elif record_type == "proposal":
         fields += [
             ("store", rng.choice(["persona", "insights", "threads", "patterns", "decisions"])),
@@ -416,7 +479,9 @@ def _make_queries(rng: random.Random, bodies: Sequence[str]) -> tuple[list[str],
     for _ in range(30):  # three words
         queries.append(" ".join(rng.choice(rng.choice(pools)) for _ in range(3)))
     for _ in range(20):  # names
-        queries.append(_full_name(rng) if rng.random() < 0.6 else rng.choice(FIRST_NAMES + PROJECTS + PLACES))
+        queries.append(
+            _full_name(rng) if rng.random() < 0.6 else rng.choice(FIRST_NAMES + PROJECTS + PLACES)
+        )
     phrase_word = re.compile(r"^[a-z]+$")
     while len(queries) < 180:  # phrases lifted from the text (they match something)
         words = [w for w in rng.choice(bodies).split() if phrase_word.match(w)]
@@ -428,8 +493,8 @@ def _make_queries(rng: random.Random, bodies: Sequence[str]) -> tuple[list[str],
         queries.append(f'"{phrase}"{extra}')
     while len(queries) < N_QUERIES:  # filters
         record_type = rng.choice(["insight", "insight", "decision", "episodic", "entity"])
-        words = " ".join(rng.choice(rng.choice(pools)) for _ in range(rng.randint(1, 2)))
-        queries.append(f"type:{record_type} {words}")
+        terms = " ".join(rng.choice(rng.choice(pools)) for _ in range(rng.randint(1, 2)))
+        queries.append(f"type:{record_type} {terms}")
     grep_words = [common[1], common[10], mid[20], mid[200], rare[40]]
     return queries, grep_words
 
@@ -636,7 +701,9 @@ _FM_TYPE = re.compile(r"^type: (\S+)$", re.MULTILINE)
 def _split(text: str) -> tuple[str, str, str]:
     """(type, title, body) of a record, the quick way (no YAML)."""
     end = text.find("\n---\n", 4)
-    front, body = (text[4:end], text[end + 5 :]) if text.startswith("---\n") and end > 0 else ("", text)
+    front, body = (
+        (text[4:end], text[end + 5 :]) if text.startswith("---\n") and end > 0 else ("", text)
+    )
     title = _FM_TITLE.search(front)
     kind = _FM_TYPE.search(front)
     return (kind.group(1) if kind else ""), (title.group(1) if title else ""), body
@@ -646,7 +713,9 @@ def fts_build(vault_root: Path, db_path: Path) -> int:
     """Files table (the baseline's manifest) and an FTS5 table, one transaction."""
     db_path.unlink(missing_ok=True)
     db = sqlite3.connect(db_path)
-    db.execute("CREATE TABLE files(id INTEGER PRIMARY KEY, path TEXT UNIQUE, mtime INTEGER, size INTEGER)")
+    db.execute(
+        "CREATE TABLE files(id INTEGER PRIMARY KEY, path TEXT UNIQUE, mtime INTEGER, size INTEGER)"
+    )
     db.execute(
         "CREATE VIRTUAL TABLE docs USING fts5(path UNINDEXED, type UNINDEXED, title, body, "
         "tokenize='porter unicode61 remove_diacritics 2')"
@@ -670,7 +739,9 @@ def fts_sync(vault_root: Path, db_path: Path) -> int:
     """Stat walk, compare with the files table, re-read and replace what changed."""
     db = sqlite3.connect(db_path)
     stats = stat_walk(vault_root)
-    known = {path: (rowid, mtime, size) for rowid, path, mtime, size in db.execute("SELECT * FROM files")}
+    known = {
+        path: (rowid, mtime, size) for rowid, path, mtime, size in db.execute("SELECT * FROM files")
+    }
     changed = [p for p, st in stats.items() if p not in known or known[p][1:] != st]
     gone = [p for p in known if p not in stats]
     with db:
@@ -681,9 +752,13 @@ def fts_sync(vault_root: Path, db_path: Path) -> int:
             if relpath in known:
                 rowid = known[relpath][0]
                 db.execute("DELETE FROM docs WHERE rowid = ?", (rowid,))
-                db.execute("UPDATE files SET mtime = ?, size = ? WHERE id = ?", (mtime, size, rowid))
+                db.execute(
+                    "UPDATE files SET mtime = ?, size = ? WHERE id = ?", (mtime, size, rowid)
+                )
             else:
-                rowid = db.execute("INSERT INTO files(path, mtime, size) VALUES (?, ?, ?)", (relpath, mtime, size)).lastrowid
+                rowid = db.execute(
+                    "INSERT INTO files(path, mtime, size) VALUES (?, ?, ?)", (relpath, mtime, size)
+                ).lastrowid
             db.execute(
                 "INSERT INTO docs(rowid, path, type, title, body) VALUES (?, ?, ?, ?, ?)",
                 (rowid, relpath, record_type, title, body),
@@ -715,7 +790,7 @@ def fts_query(text: str) -> tuple[str, str | None]:
 # --- child phases (run in their own process) ---------------------------------------------------
 
 
-def child_reindex(vault_root: Path, **_: Any) -> dict[str, Any]:
+def child_reindex(vault_root: Path, **_unused: Any) -> dict[str, Any]:
     """`memkit reindex` as a person runs it: the whole process, its pool workers included."""
     command = [sys.executable, "-m", "memkit", "--vault", str(vault_root), "reindex", "--json"]
     cpu = _cpu_busy()
@@ -747,7 +822,7 @@ def child_reindex(vault_root: Path, **_: Any) -> dict[str, Any]:
     }
 
 
-def child_fts_build(vault_root: Path, fts: Path, **_: Any) -> dict[str, Any]:
+def child_fts_build(vault_root: Path, fts: Path, **_unused: Any) -> dict[str, Any]:
     with PeakRss() as rss:
         started = time.perf_counter()
         count = fts_build(vault_root, fts)
@@ -755,7 +830,7 @@ def child_fts_build(vault_root: Path, fts: Path, **_: Any) -> dict[str, Any]:
     return {"seconds": seconds, "rows": count, "rss_mb": rss.peak_kb / 1024}
 
 
-def child_noop(vault_root: Path, fts: Path, **_: Any) -> dict[str, Any]:
+def child_noop(vault_root: Path, fts: Path, **_unused: Any) -> dict[str, Any]:
     vault = Vault(vault_root)
     first_index = VaultIndex(vault)
     started = time.perf_counter()
@@ -803,12 +878,14 @@ def _edit_line(relpath: str, word: str, serial: int) -> str:
     return f"\nAdded later: the {word} came up again.\n"
 
 
-def child_edit_sync(vault_root: Path, fts: Path, seed: int, **_: Any) -> dict[str, Any]:
+def child_edit_sync(vault_root: Path, fts: Path, seed: int, **_unused: Any) -> dict[str, Any]:
     rng = random.Random(seed)
     paths = record_files(vault_root)
     chosen = rng.sample(paths, max(1, len(paths) // 100))
     for serial, relpath in enumerate(chosen):
-        _append_sentence(vault_root / relpath, _edit_line(relpath, rng.choice(CONTENT_WORDS), serial))
+        _append_sentence(
+            vault_root / relpath, _edit_line(relpath, rng.choice(CONTENT_WORDS), serial)
+        )
     vault_index = VaultIndex(Vault(vault_root))
     with PeakRss() as rss:
         started = time.perf_counter()
@@ -828,7 +905,9 @@ def child_edit_sync(vault_root: Path, fts: Path, seed: int, **_: Any) -> dict[st
     }
 
 
-def child_search(vault_root: Path, queries: list[str], grep_words: list[str], **_: Any) -> dict[str, Any]:
+def child_search(
+    vault_root: Path, queries: list[str], grep_words: list[str], **_unused: Any
+) -> dict[str, Any]:
     vault_index = VaultIndex(Vault(vault_root))
     with PeakRss() as rss:
         for query in queries:  # warm-up: open segments, fill the page cache
@@ -861,7 +940,7 @@ def child_search(vault_root: Path, queries: list[str], grep_words: list[str], **
     }
 
 
-def child_fts_search(fts: Path, queries: list[str], **_: Any) -> dict[str, Any]:
+def child_fts_search(fts: Path, queries: list[str], **_unused: Any) -> dict[str, Any]:
     with PeakRss() as rss:
         db = sqlite3.connect(fts)
         sql = (
@@ -911,7 +990,7 @@ def _wait_searchable(
     return None
 
 
-def child_watch(vault_root: Path, seed: int, **_: Any) -> dict[str, Any]:
+def child_watch(vault_root: Path, seed: int, **_unused: Any) -> dict[str, Any]:
     from memkit.watcher import Watcher
 
     rng = random.Random(seed + 1)
@@ -974,7 +1053,16 @@ CHILDREN: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 def run_child(phase: str, work: Path, seed: int) -> dict[str, Any]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", phase, "--work", str(work), "--seed", str(seed)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        phase,
+        "--work",
+        str(work),
+        "--seed",
+        str(seed),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"phase {phase} failed ({done.returncode}):\n{done.stderr[-4000:]}")
@@ -1019,12 +1107,20 @@ def cli_phase(vault_root: Path, queries: list[str]) -> dict[str, Any]:
     picks = [q for q in queries if '"' not in q][: CLI_RUNS + 1]
     # One untimed run: imports compiled, page cache warm.
     wall_times([[*memkit, "--vault", str(vault_root), "search", picks[0], "--json"]], env)
-    synced = wall_times(([*memkit, "--vault", str(vault_root), "search", q, "--json"] for q in picks[1:]), env)
+    synced = wall_times(
+        ([*memkit, "--vault", str(vault_root), "search", q, "--json"] for q in picks[1:]), env
+    )
     no_sync = wall_times(
-        ([*memkit, "--vault", str(vault_root), "search", q, "--json", "--no-sync"] for q in picks[1:]), env
+        (
+            [*memkit, "--vault", str(vault_root), "search", q, "--json", "--no-sync"]
+            for q in picks[1:]
+        ),
+        env,
     )
     floor = wall_times(([sys.executable, "-c", "pass"] for _ in range(CLI_RUNS)), env)
-    sync = wall_times(([*memkit, "--vault", str(vault_root), "sync", "--json"] for _ in range(NOOP_RUNS)), env)
+    sync = wall_times(
+        ([*memkit, "--vault", str(vault_root), "sync", "--json"] for _ in range(NOOP_RUNS)), env
+    )
     return {
         "sync_ms": statistics.median(sync) * 1000,
         "ms": statistics.median(synced) * 1000,
@@ -1036,8 +1132,22 @@ def cli_phase(vault_root: Path, queries: list[str]) -> dict[str, Any]:
 def grep_phase(vault_root: Path, words: list[str]) -> dict[str, Any]:
     per_word: list[float] = []
     for word in words:
-        runs = wall_times([["grep", "-rilF", word, str(vault_root / "memory"), str(vault_root / "learning")]
-                           for _ in range(GREP_RUNS)]) if shutil.which("grep") else [float("nan")]
+        runs = (
+            wall_times(
+                [
+                    [
+                        "grep",
+                        "-rilF",
+                        word,
+                        str(vault_root / "memory"),
+                        str(vault_root / "learning"),
+                    ]
+                    for _ in range(GREP_RUNS)
+                ]
+            )
+            if shutil.which("grep")
+            else [float("nan")]
+        )
         per_word.append(statistics.median(runs))
     return {"ms": statistics.median(per_word) * 1000}
 
@@ -1053,25 +1163,37 @@ def run_size(count: int, seed: int, keep: bool, log: Callable[[str], None]) -> d
             json.dumps({"queries": generated.queries, "grep_words": generated.grep_words})
         )
         log(f"{count}: generated {generated.files} files in {generated.seconds:.1f} s ({work})")
-        out: dict[str, Any] = {"size": count, "files": generated.files, "generate_seconds": generated.seconds}
+        out: dict[str, Any] = {
+            "size": count,
+            "files": generated.files,
+            "generate_seconds": generated.seconds,
+            "load_before": os.getloadavg()[0],
+        }
         runs = 3 if count <= 10000 else 1
         reindexes = [run_child("reindex", work, seed) for _ in range(runs)]
         out["reindex"] = sorted(reindexes, key=lambda r: r["seconds"])[len(reindexes) // 2]
-        log(f"{count}: reindex {out['reindex']['seconds']:.2f} s, {out['reindex']['docs']} documents")
+        log(
+            f"{count}: reindex {out['reindex']['seconds']:.2f} s, {out['reindex']['docs']} documents"
+        )
         out["fts_build"] = run_child("fts_build", work, seed)
         log(f"{count}: FTS5 build {out['fts_build']['seconds']:.2f} s")
         out["noop"] = run_child("noop", work, seed)
         log(f"{count}: no-op sync {out['noop']['seconds']:.3f} s")
         out["search"] = run_child("search", work, seed)
         out["fts_search"] = run_child("fts_search", work, seed)
-        log(f"{count}: search p50 {out['search']['p50_ms']:.2f} ms, p99 {out['search']['p99_ms']:.2f} ms")
+        log(
+            f"{count}: search p50 {out['search']['p50_ms']:.2f} ms, p99 {out['search']['p99_ms']:.2f} ms"
+        )
         out["grep"] = grep_phase(work / "vault", generated.grep_words)
         out["cli"] = cli_phase(work / "vault", generated.queries)
         log(f"{count}: CLI search {out['cli']['ms']:.0f} ms")
         out["edit_sync"] = run_child("edit_sync", work, seed)
         log(f"{count}: sync after 1% edits {out['edit_sync']['seconds']:.3f} s")
         out["watch"] = run_child("watch", work, seed)
-        log(f"{count}: watcher p50 {out['watch']['p50_ms']:.0f} ms, p95 {out['watch']['p95_ms']:.0f} ms")
+        log(
+            f"{count}: watcher p50 {out['watch']['p50_ms']:.0f} ms, p95 {out['watch']['p95_ms']:.0f} ms"
+        )
+        out["load_after"] = os.getloadavg()[0]
         return out
     finally:
         if keep:
@@ -1114,20 +1236,141 @@ def rows_for(result: dict[str, Any]) -> list[Row]:
     big = 100000
     r, s, w = result["reindex"], result["search"], result["watch"]
     return [
-        Row("full reindex", n, r["seconds"], "s", result["fts_build"]["seconds"], "FTS5 build", 10.0, big),
-        Row("no-op sync", n, result["noop"]["seconds"], "s", result["noop"]["baseline_seconds"], "stat walk + SQLite compare", 1.0, big),
-        Row("`memkit sync` CLI wall (no-op)", n, result["cli"]["sync_ms"] / 1000, "s", result["cli"]["baseline_ms"] / 1000, "`python -c pass`", None),
-        Row("sync after editing 1%", n, result["edit_sync"]["seconds"], "s", result["edit_sync"]["baseline_seconds"], "FTS5 incremental", None),
-        Row("search p50 (in process)", n, s["p50_ms"], "ms", result["fts_search"]["p50_ms"], "FTS5 p50", 2.0, big),
-        Row("search p99 (in process)", n, s["p99_ms"], "ms", result["fts_search"]["p99_ms"], "FTS5 p99", 15.0, big),
-        Row("one-word search vs grep", n, s["grep_words_ms"], "ms", result["grep"]["ms"], "`grep -rilF`", None),
-        Row("`memkit search` CLI wall", n, result["cli"]["ms"], "ms", result["cli"]["baseline_ms"], "`python -c pass`", 120.0, 10000),
-        Row("`memkit search --no-sync` CLI wall", n, result["cli"]["no_sync_ms"], "ms", result["cli"]["baseline_ms"], "`python -c pass`", None),
-        Row("watcher edit->searchable p50", n, w["p50_ms"], "ms", w["baseline_p50_ms"], "manual sync p50", None),
-        Row("watcher edit->searchable p95", n, w["p95_ms"], "ms", w["baseline_p95_ms"], "manual sync p95", 300.0, big),
-        Row("peak RSS, reindex", n, r["rss_mb"], "MB", result["fts_build"]["rss_mb"], "FTS5 build", 500.0, big),
-        Row("peak RSS, search", n, s["rss_mb"], "MB", result["fts_search"]["rss_mb"], "FTS5 search", 500.0, big),
-        Row("peak RSS, watcher", n, w["rss_mb"], "MB", result["fts_search"]["rss_mb"], "FTS5 search", 500.0, big),
+        Row(
+            "full reindex",
+            n,
+            r["seconds"],
+            "s",
+            result["fts_build"]["seconds"],
+            "FTS5 build",
+            10.0,
+            big,
+        ),
+        Row(
+            "no-op sync",
+            n,
+            result["noop"]["seconds"],
+            "s",
+            result["noop"]["baseline_seconds"],
+            "stat walk + SQLite compare",
+            1.0,
+            big,
+        ),
+        Row(
+            "`memkit sync` CLI wall (no-op)",
+            n,
+            result["cli"]["sync_ms"] / 1000,
+            "s",
+            result["cli"]["baseline_ms"] / 1000,
+            "`python -c pass`",
+            None,
+        ),
+        Row(
+            "sync after editing 1%",
+            n,
+            result["edit_sync"]["seconds"],
+            "s",
+            result["edit_sync"]["baseline_seconds"],
+            "FTS5 incremental",
+            None,
+        ),
+        Row(
+            "search p50 (in process)",
+            n,
+            s["p50_ms"],
+            "ms",
+            result["fts_search"]["p50_ms"],
+            "FTS5 p50",
+            2.0,
+            big,
+        ),
+        Row(
+            "search p99 (in process)",
+            n,
+            s["p99_ms"],
+            "ms",
+            result["fts_search"]["p99_ms"],
+            "FTS5 p99",
+            15.0,
+            big,
+        ),
+        Row(
+            "one-word search vs grep",
+            n,
+            s["grep_words_ms"],
+            "ms",
+            result["grep"]["ms"],
+            "`grep -rilF`",
+            None,
+        ),
+        Row(
+            "`memkit search` CLI wall",
+            n,
+            result["cli"]["ms"],
+            "ms",
+            result["cli"]["baseline_ms"],
+            "`python -c pass`",
+            120.0,
+            10000,
+        ),
+        Row(
+            "`memkit search --no-sync` CLI wall",
+            n,
+            result["cli"]["no_sync_ms"],
+            "ms",
+            result["cli"]["baseline_ms"],
+            "`python -c pass`",
+            None,
+        ),
+        Row(
+            "watcher edit->searchable p50",
+            n,
+            w["p50_ms"],
+            "ms",
+            w["baseline_p50_ms"],
+            "manual sync p50",
+            None,
+        ),
+        Row(
+            "watcher edit->searchable p95",
+            n,
+            w["p95_ms"],
+            "ms",
+            w["baseline_p95_ms"],
+            "manual sync p95",
+            300.0,
+            big,
+        ),
+        Row(
+            "peak RSS, reindex",
+            n,
+            r["rss_mb"],
+            "MB",
+            result["fts_build"]["rss_mb"],
+            "FTS5 build",
+            500.0,
+            big,
+        ),
+        Row(
+            "peak RSS, search",
+            n,
+            s["rss_mb"],
+            "MB",
+            result["fts_search"]["rss_mb"],
+            "FTS5 search",
+            500.0,
+            big,
+        ),
+        Row(
+            "peak RSS, watcher",
+            n,
+            w["rss_mb"],
+            "MB",
+            result["fts_search"]["rss_mb"],
+            "FTS5 search",
+            500.0,
+            big,
+        ),
     ]
 
 
@@ -1161,14 +1404,19 @@ def markdown(results: list[dict[str, Any]]) -> str:
             f"{r['main_hwm_mb']:.0f} MB; first sync after the reindex {n['first_seconds']:.2f} s "
             f"(re-reads files written < 2 s before it); bare stat walk {n['stat_walk_seconds'] * 1000:.0f} ms; "
             f"watcher start {ws['start_seconds']:.2f} s, edits never seen {ws['missed']}; "
-            f"median query matches {result['search']['median_total']:.0f} documents."
+            f"median query matches {result['search']['median_total']:.0f} documents; "
+            f"1-min load average {result['load_before']:.1f} before, {result['load_after']:.1f} after."
         )
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--sizes", default=",".join(str(s) for s in DEFAULT_SIZES), help="record counts, comma-separated")
+    parser.add_argument(
+        "--sizes",
+        default=",".join(str(s) for s in DEFAULT_SIZES),
+        help="record counts, comma-separated",
+    )
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     parser.add_argument("--seed", type=int, default=SEED)

@@ -54,7 +54,7 @@ _TIE_BREAKER = 0.3
 # A query word that is a speaker's name ("what did Dana say about...") prefers that speaker's
 # messages over ones that merely mention the name ("thanks, Dana!"): it also matches the
 # speaker field, at this weight.
-_SPEAKER_WEIGHT = 6.0
+_SPEAKER_WEIGHT = 4.0
 _SNIPPET_CHARS = 200
 # Words dropped from queries (never from the index, so quoted phrases still match them): the
 # English function words, question words included. "When did Dana go to the park?" asks
@@ -541,29 +541,32 @@ class SearchIndex:
                 for name, boost in _TEXT_FIELDS
             ]
             clauses.append((tantivy.Occur.Must, q.boolean_query(_should(per_field))))
-        topic: list[_Clause] = []  # words that say what the query is about
-        speakers: list[tantivy.Query] = []  # words that name someone who speaks in messages
+        topic: list[tantivy.Query] = []  # words that say what the query is about
+        names: list[tantivy.Query] = []  # words that name someone who speaks in messages
         for word in parsed.words:
             per_field = [
                 q.boost_query(q.term_query(self._schema, name, word), boost)
                 for name, boost in _TEXT_FIELDS
             ]
-            clause = (tantivy.Occur.Should, q.disjunction_max_query(per_field, _TIE_BREAKER))
-            clauses.append(clause)
+            found = q.disjunction_max_query(per_field, _TIE_BREAKER)
+            clauses.append((tantivy.Occur.Should, found))
             if searcher.doc_freq("speaker_words", word) > 0:
+                names.append(found)
                 spoken = q.term_query(self._schema, "speaker_words", word)
-                speakers.append(q.boost_query(spoken, _SPEAKER_WEIGHT))
+                clauses.append((tantivy.Occur.Should, q.boost_query(spoken, _SPEAKER_WEIGHT)))
             else:
-                topic.append(clause)
-        for spoken in speakers:
-            if topic:
-                # The bonus reorders the messages found by the other words: "Dana garden"
-                # puts Dana's messages about a garden first, not every message Dana wrote.
-                found = q.const_score_query(q.boolean_query(topic), 0.0)
-                spoken = q.boolean_query(
-                    [(tantivy.Occur.Must, found), (tantivy.Occur.Must, spoken)]
-                )
-            clauses.append((tantivy.Occur.Should, spoken))
+                topic.append(found)
+        if names and topic and not parsed.phrases:
+            # A speaker's name ranks messages but does not find them: "Dana garden" lists the
+            # messages about a garden, Dana's first, not every message Dana wrote. Other
+            # records (an entity note about Dana) still match by the name alone.
+            message = q.term_query(self._schema, "type", "episodic")
+            elsewhere = [
+                q.boolean_query([(tantivy.Occur.Must, n), (tantivy.Occur.MustNot, message)])
+                for n in names
+            ]
+            wanted = q.boolean_query(_should([*topic, *elsewhere]))
+            clauses.append((tantivy.Occur.Must, q.const_score_query(wanted, 0.0)))
         return q.boolean_query(clauses)
 
     def _fuzzy_query(self, terms: list[str]) -> tantivy.Query:
