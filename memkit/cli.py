@@ -329,6 +329,14 @@ def check(vault: Vault, paths: tuple[str, ...], json_: bool) -> None:
         sys.exit(1)
 
 
+def read_conversation(file: Any) -> tuple[str, str]:
+    """(name, text) of a conversation file or stdin opened in binary mode."""
+    from memkit.conversations import decode_conversation
+
+    name = str(getattr(file, "name", "-"))
+    return name, decode_conversation(file.read(), name)
+
+
 # --- memory: entity, expire, import, recall, context ---------------------------------------
 
 
@@ -428,7 +436,7 @@ def expire(vault: Vault, json_: bool) -> str:
 
 
 @cli.command(name="import")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.argument("file", type=click.File("rb"))
 @click.option("--session", help="Session id for messages that have none (default: file name).")
 @click.option(
     "--short-term",
@@ -452,11 +460,7 @@ def import_(
     from memkit.conversations import Episodes, session_default
     from memkit.memory import Memory
 
-    name = getattr(file, "name", "-")
-    try:
-        text = file.read()
-    except UnicodeDecodeError as error:
-        raise MemkitError(f"{name}:1: not UTF-8 text ({error.reason}); save it as UTF-8") from None
+    name, text = read_conversation(file)
     episodes = Episodes(vault)
     report = episodes.import_text(
         text, name, session=session or session_default(name), allow_secrets=allow_secrets
@@ -591,7 +595,7 @@ def make_llm(vault: Vault) -> Any:
 
 
 @cli.command()
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.argument("file", type=click.File("rb"))
 @click.option(
     "--mode",
     type=click.Choice(["agentic", "propose", "disabled"]),
@@ -626,13 +630,9 @@ def learn(
     from memkit.conversations import Episodes, parse_conversation, session_default
     from memkit.learning import Learning
 
-    name = getattr(file, "name", "-")
-    try:
-        text = file.read()
-    except UnicodeDecodeError as error:
-        raise MemkitError(f"{name}:1: not UTF-8 text ({error.reason}); save it as UTF-8") from None
+    name, text = read_conversation(file)
     messages = parse_conversation(text, name)
-    session_id = session or (session_default(name) if name not in ("-", "<stdin>") else "")
+    session_id = session or session_default(name)
     effective = mode or vault.settings.learning.mode
     episodes = Episodes(vault)
     prepared = episodes.prepare(messages, session=session_id)
@@ -939,26 +939,6 @@ def highlight(snippet: str, ranges: list[tuple[int, int]]) -> str:
     return "".join(out)
 
 
-def hit_json(hit: Any) -> dict[str, Any]:
-    data = {
-        "id": hit.record_id,
-        "type": hit.type,
-        "path": hit.path,
-        "title": hit.title,
-        "score": round(hit.score, 4),
-        "snippet": hit.snippet,
-        "line": hit.line,
-        "tags": hit.tags,
-        "importance": hit.importance,
-        "created": hit.created.strftime("%Y-%m-%dT%H:%M:%SZ") if hit.created else None,
-        "updated": hit.updated.strftime("%Y-%m-%dT%H:%M:%SZ") if hit.updated else None,
-        "fuzzy": hit.fuzzy,
-    }
-    if hit.message_id:
-        data.update(message_id=hit.message_id, session=hit.session, speaker=hit.speaker)
-    return data
-
-
 @cli.command()
 @click.argument("query", nargs=-1, required=True)
 @click.option(
@@ -1022,7 +1002,7 @@ def search(
                 "query": text,
                 "total": result.total,
                 "stale": stale,
-                "hits": [hit_json(hit) for hit in result.hits],
+                "hits": [hit.to_json() for hit in result.hits],
             }
         )
         return

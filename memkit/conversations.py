@@ -11,7 +11,7 @@ from typing import Any
 
 from memkit import ids
 from memkit.episodic import Interaction, Message, append_interaction, message_ids, parse_day
-from memkit.errors import ConflictError, ImportFormatError, RecordNotFound, UsageError
+from memkit.errors import ConflictError, ImportFormatError, RecordNotFound
 from memkit.secret_guard import find_secrets, redact_secrets
 from memkit.timeutil import parse_time, utcnow
 from memkit.vault import Vault
@@ -297,8 +297,23 @@ class Episodes:
 
 
 def session_default(name: str) -> str:
-    """A session id from a file name (`chat-2026-11-04.jsonl` -> `chat-2026-11-04`)."""
+    """A session id from a file name (`chat-2026-11-04.jsonl` -> `chat-2026-11-04`); `stdin`
+    for standard input, so that importing the same text twice still adds nothing twice."""
     stem = name.rsplit("/", 1)[-1].split(".", 1)[0]
-    if not stem or stem == "-":
-        raise UsageError("give --session when reading a conversation from stdin")
+    if not stem or stem in ("-", "<stdin>"):
+        return "stdin"
     return stem
+
+
+def decode_conversation(data: bytes, where: str) -> str:
+    """A conversation file's text; bytes that are not UTF-8 are named by line and offset."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ImportFormatError(
+            [
+                f"{where}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
+                f"{error.start}); save the file as UTF-8"
+            ]
+        ) from None

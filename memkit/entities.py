@@ -67,6 +67,20 @@ def _has_relation(body: str, relation: str, other: str) -> bool:
     return pattern.search(body) is not None
 
 
+def _add_relations_and_note(
+    body: str, relations: list[tuple[str, str]], note: str | None, today: str, changes: list[str]
+) -> str:
+    """The body with new `[[relations]]` (never duplicated) and a dated note appended."""
+    for relation, other in relations:
+        if not _has_relation(body, relation, other):
+            body = _section_add(body, RELATIONS, f"- {relation}: [[{other}]]")
+            changes.append(f"{relation}: [[{other}]]")
+    if note:
+        body = _section_add(body, OBSERVATIONS, f"- {today}: {note.strip()}")
+        changes.append("noted")
+    return body
+
+
 @dataclass
 class EntityChange:
     record: Record
@@ -162,15 +176,8 @@ class Entities:
         today: str,
         allow_secrets: bool,
     ) -> EntityChange:
-        body = f"# {name}\n"
         changes = [f"created {name}"]
-        for relation, other in relations:
-            if not _has_relation(body, relation, other):
-                body = _section_add(body, RELATIONS, f"- {relation}: [[{other}]]")
-                changes.append(f"{relation}: [[{other}]]")
-        if note:
-            body = _section_add(body, OBSERVATIONS, f"- {today}: {note.strip()}")
-            changes.append("noted")
+        body = _add_relations_and_note(f"# {name}\n", relations, note, today, changes)
         extra: dict[str, Any] = {"name": name, "kind": kind or "thing"}
         if aliases:
             extra["aliases"] = list(dict.fromkeys(aliases))
@@ -220,13 +227,7 @@ class Entities:
         if new_aliases:
             meta["aliases"] = known + new_aliases
             changes.append("aliases: " + ", ".join(new_aliases))
-        for relation, other in relations:
-            if not _has_relation(body, relation, other):
-                body = _section_add(body, RELATIONS, f"- {relation}: [[{other}]]")
-                changes.append(f"{relation}: [[{other}]]")
-        if note:
-            body = _section_add(body, OBSERVATIONS, f"- {today}: {note.strip()}")
-            changes.append("noted")
+        body = _add_relations_and_note(body, relations, note, today, changes)
         if not changes:
             return EntityChange(record, changes=[])
         record.body = body

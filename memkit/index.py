@@ -136,6 +136,33 @@ class Hit:
     updated: datetime | None
     fuzzy: bool
 
+    def to_json(self) -> dict[str, Any]:
+        """The stable JSON shape of a hit (search, recall, MCP): vault-relative paths, UTC."""
+        data: dict[str, Any] = {
+            "id": self.record_id,
+            "type": self.type,
+            "path": self.path,
+            "title": self.title,
+            "score": round(self.score, 4),
+            "snippet": self.snippet,
+            "line": self.line,
+            "tags": self.tags,
+            "importance": self.importance,
+            "created": _iso(self.created),
+            "updated": _iso(self.updated),
+            "fuzzy": self.fuzzy,
+        }
+        if self.message_id:
+            data["message_id"] = self.message_id
+            data["session"] = self.session
+            data["speaker"] = self.speaker
+            data["date"] = self.created.date().isoformat() if self.created else None
+        return data
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment is not None else None
+
 
 @dataclass(frozen=True)
 class RankWeights:

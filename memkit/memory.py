@@ -69,28 +69,10 @@ class RecallHit:
     after: list[tuple[str, str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        hit = self.hit
-        data: dict[str, Any] = {
-            "id": hit.record_id,
-            "type": hit.type,
-            "path": hit.path,
-            "title": hit.title,
-            "score": round(hit.score, 4),
-            "snippet": hit.snippet,
-            "line": hit.line,
-            "importance": hit.importance,
-            "tags": hit.tags,
-            "updated": format_time(hit.updated) if hit.updated else None,
-        }
-        if hit.message_id:
-            data.update(
-                message_id=hit.message_id,
-                session=hit.session,
-                speaker=hit.speaker,
-                date=hit.created.date().isoformat() if hit.created else None,
-                before=[{"message_id": m, "speaker": s, "text": t} for m, s, t in self.before],
-                after=[{"message_id": m, "speaker": s, "text": t} for m, s, t in self.after],
-            )
+        data = self.hit.to_json()
+        if self.hit.message_id:
+            data["before"] = [{"message_id": m, "speaker": s, "text": t} for m, s, t in self.before]
+            data["after"] = [{"message_id": m, "speaker": s, "text": t} for m, s, t in self.after]
         return data
 
 
