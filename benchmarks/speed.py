@@ -1227,6 +1227,10 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:.0f} MB"
 
 
+def _ratio(value: float) -> str:
+    return f"{value:.3f}x" if value < 0.1 else f"{value:.2f}x"
+
+
 def _size(count: int) -> str:
     return f"{count // 1000}k" if count % 1000 == 0 else str(count)
 
@@ -1392,7 +1396,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 target = f"({_fmt(row.target, row.unit)} at {_size(row.target_size)})"
             lines.append(
                 f"| {row.metric} | {_size(row.size)} | {_fmt(row.value, row.unit)} | "
-                f"{_fmt(row.baseline, row.unit)} ({row.baseline_name}) | {ratio:.2f}x | {target} | {verdict} |"
+                f"{_fmt(row.baseline, row.unit)} ({row.baseline_name}) | {_ratio(ratio)} | {target} | {verdict} |"
             )
     notes = []
     for result in results:
@@ -1401,8 +1405,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
             f"- {_size(result['size'])}: {result['files']} files -> {r['docs']} index documents; "
             f"reindex used {r['cores_used']:.2f} cores (machine: {r['machine_cores_busy']:.1f} of "
             f"{os.cpu_count()} busy), main process peak "
-            f"{r['main_hwm_mb']:.0f} MB; first sync after the reindex {n['first_seconds']:.2f} s "
-            f"(re-reads files written < 2 s before it); bare stat walk {n['stat_walk_seconds'] * 1000:.0f} ms; "
+            f"{r['main_hwm_mb']:.0f} MB; first sync after the reindex {n['first_seconds']:.2f} s; "
+            f"bare stat walk {n['stat_walk_seconds'] * 1000:.0f} ms; "
             f"watcher start {ws['start_seconds']:.2f} s, edits never seen {ws['missed']}; "
             f"median query matches {result['search']['median_total']:.0f} documents; "
             f"1-min load average {result['load_before']:.1f} before, {result['load_after']:.1f} after."
