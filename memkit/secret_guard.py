@@ -8,11 +8,52 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from memkit.errors import SecretRefused
 
 __all__ = ["SecretFinding", "check_text", "find_secrets", "redact_secrets"]
+
+
+class _LazyPattern:
+    """A regex compiled on its first use, so that importing this module stays cheap.
+
+    After the first call its methods are the compiled pattern's own bound methods (instance
+    attributes shadow the class's), so later calls cost what `re.Pattern` calls cost.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def _compile(self) -> re.Pattern[str]:
+        compiled = re.compile(self.pattern)
+        self.__dict__.update(
+            match=compiled.match,
+            search=compiled.search,
+            fullmatch=compiled.fullmatch,
+            findall=compiled.findall,
+            sub=compiled.sub,
+            split=compiled.split,
+        )
+        return compiled
+
+    def match(self, *args: Any) -> re.Match[str] | None:
+        return self._compile().match(*args)
+
+    def search(self, *args: Any) -> re.Match[str] | None:
+        return self._compile().search(*args)
+
+    def fullmatch(self, *args: Any) -> re.Match[str] | None:
+        return self._compile().fullmatch(*args)
+
+    def findall(self, *args: Any) -> list[Any]:
+        return self._compile().findall(*args)
+
+    def sub(self, *args: Any) -> str:
+        return self._compile().sub(*args)
+
+    def split(self, *args: Any) -> list[Any]:
+        return self._compile().split(*args)
 
 
 @dataclass(frozen=True)
@@ -87,7 +128,7 @@ _B = r"(?<![A-Za-z0-9_\-])"  # a token starts at a word boundary ("desk-..." hol
 class _Provider(NamedTuple):
     kind: str
     starts: tuple[str, ...]  # the first two characters of every token of this kind
-    pattern: re.Pattern[str]  # matched where a run of token characters starts
+    pattern: _LazyPattern  # matched where a run of token characters starts
     valid: Callable[[str], bool]  # the whole match must look random enough
 
 
@@ -95,67 +136,67 @@ _PROVIDERS: tuple[_Provider, ...] = (
     _Provider(
         "Anthropic API key",
         ("sk",),
-        re.compile(_B + r"sk-ant-[A-Za-z0-9_\-]{20,}"),
+        _LazyPattern(_B + r"sk-ant-[A-Za-z0-9_\-]{20,}"),
         _has_letter_and_digit,
     ),
     _Provider(
         "OpenAI API key",
         ("sk",),
-        re.compile(_B + r"sk-(?!ant-)(?:(?:proj|svcacct|admin|None)-)?[A-Za-z0-9_\-]{20,}"),
+        _LazyPattern(_B + r"sk-(?!ant-)(?:(?:proj|svcacct|admin|None)-)?[A-Za-z0-9_\-]{20,}"),
         _mixed_case_and_digit,
     ),
     _Provider(
         "AWS access key id",
         ("AK", "AS"),
-        re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16,}(?![A-Za-z0-9])"),
+        _LazyPattern(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16,}(?![A-Za-z0-9])"),
         _always,
     ),
     _Provider(
         "GitHub token",
         ("gh", "gi"),
-        re.compile(_B + r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,})"),
+        _LazyPattern(_B + r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,})"),
         _has_letter_and_digit,
     ),
     _Provider(
         "GitLab token",
         ("gl",),
-        re.compile(_B + r"glpat-[A-Za-z0-9_\-]{20,}"),
+        _LazyPattern(_B + r"glpat-[A-Za-z0-9_\-]{20,}"),
         _has_letter_and_digit,
     ),
     _Provider(
         "Slack token",
         ("xo",),
-        re.compile(_B + r"xox[abprs]-[A-Za-z0-9\-]{20,}"),
+        _LazyPattern(_B + r"xox[abprs]-[A-Za-z0-9\-]{20,}"),
         _has_digit,
     ),
     _Provider(
         "Google API key",
         ("AI",),
-        re.compile(_B + r"AIza[A-Za-z0-9_\-]{35}(?![A-Za-z0-9_\-])"),
+        _LazyPattern(_B + r"AIza[A-Za-z0-9_\-]{35}(?![A-Za-z0-9_\-])"),
         _always,
     ),
     _Provider(
         "Stripe secret key",
         ("sk", "rk"),
-        re.compile(_B + r"[sr]k_live_[A-Za-z0-9]{16,}"),
+        _LazyPattern(_B + r"[sr]k_live_[A-Za-z0-9]{16,}"),
         _always,
     ),
     _Provider(
         "Hugging Face token",
         ("hf",),
-        re.compile(_B + r"hf_[A-Za-z0-9]{30,}(?![A-Za-z0-9_])"),
+        _LazyPattern(_B + r"hf_[A-Za-z0-9]{30,}(?![A-Za-z0-9_])"),
         _mixed_case,
     ),
     _Provider(
         "npm token",
         ("np",),
-        re.compile(_B + r"npm_[A-Za-z0-9]{36,}"),
+        _LazyPattern(_B + r"npm_[A-Za-z0-9]{36,}"),
         _has_letter_and_digit,
     ),
     _Provider(
         "PyPI token",
         ("py",),
-        re.compile(_B + r"pypi-AgE[A-Za-z0-9_\-]{50,}"),
+        _LazyPattern(_B + r"pypi-AgE[A-Za-z0-9_\-]{50,}"),
         _always,
     ),
 )
@@ -163,16 +204,16 @@ _PROVIDERS_BY_START: dict[str, tuple[_Provider, ...]] = {
     start: tuple(p for p in _PROVIDERS if start in p.starts)
     for start in {start for p in _PROVIDERS for start in p.starts}
 }
-_JWT = re.compile(_B + r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")
-_SLACK_WEBHOOK = re.compile(
+_JWT = _LazyPattern(_B + r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")
+_SLACK_WEBHOOK = _LazyPattern(
     r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/\-]{20,}"
 )
 
-_BLOCK_HEADER = re.compile(r"-----BEGIN (?P<label>[A-Z0-9 ]{1,40})-----")
+_BLOCK_HEADER = _LazyPattern(r"-----BEGIN (?P<label>[A-Z0-9 ]{1,40})-----")
 _BLOCK_MAX = 16_384  # the longest armored block looked for (an 8192-bit RSA key is ~6.5 KB)
 # A private key pasted without its END line: the lines after the header that look like its body.
-_UNTERMINATED_BODY = re.compile(r"[^\n]*(?:\n[ \t]*[A-Za-z0-9+/=:,\-][^\n]*){0,200}")
-_PEM_BODY = re.compile(r"[A-Za-z0-9+/=]{20,}")
+_UNTERMINATED_BODY = _LazyPattern(r"[^\n]*(?:\n[ \t]*[A-Za-z0-9+/=:,\-][^\n]*){0,200}")
+_PEM_BODY = _LazyPattern(r"[A-Za-z0-9+/=]{20,}")
 
 
 def _armored_blocks(text: str) -> Iterator[tuple[int, int, str]]:
@@ -200,18 +241,18 @@ def _armored_blocks(text: str) -> Iterator[tuple[int, int, str]]:
 
 # --- Credentials known by what stands before them ----------------------------------------------
 
-_AWS_SECRET = re.compile(
+_AWS_SECRET = _LazyPattern(
     r"(?i)aws_?secret_?(?:access_?)?key[\"']?[ \t]*(?::=|=>|=|:)[ \t]*[\"']?"
     r"(?P<value>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
 )
-_BEARER = re.compile(r"(?i)bearer[ \t]+(?P<value>[A-Za-z0-9\-._~+/]{16,}=*)")
-_BASIC = re.compile(
+_BEARER = _LazyPattern(r"(?i)bearer[ \t]+(?P<value>[A-Za-z0-9\-._~+/]{16,}=*)")
+_BASIC = _LazyPattern(
     r"(?i)authorization[\"']?[ \t]*:[ \t]*[\"']?basic[ \t]+(?P<value>[A-Za-z0-9+/]{8,}={0,2})"
 )
-_URL_CREDENTIALS = re.compile(
+_URL_CREDENTIALS = _LazyPattern(
     r"://(?P<user>[^\s:/@?#\[\]<>\"'`]+):(?P<value>[^\s/@?#<>\"'`]+)@(?P<host>[A-Za-z0-9.\-_\[\]]+)"
 )
-_SCHEME_BEFORE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,20}\Z")
+_SCHEME_BEFORE = _LazyPattern(r"[A-Za-z][A-Za-z0-9+.\-]{0,20}\Z")
 
 # `password = "..."`, `"api_key": "..."`, `DB_PASSWORD=...`, `token: ...`, `--password ...`
 _KEYWORD = (
@@ -222,13 +263,13 @@ _VALUE = (
     r"(?:\"(?P<dq>[^\"\n]*)\"|'(?P<sq>[^'\n]*)'|`(?P<bq>[^`\n]*)`"
     r"|(?P<bare>[^\s\"'`,;<>()\[\]{}*=]+={0,2}))"
 )
-_ASSIGNMENT = re.compile(
+_ASSIGNMENT = _LazyPattern(
     r"(?i)"
     + _KEYWORD
     + r"[\"']?(?:\*\*|__)?[ \t]*(?P<sep>:=|=>|==?|:)[ \t]*(?:\*\*|__)?[ \t]*"
     + _VALUE
 )
-_FLAG = re.compile(r"(?i)--[A-Za-z0-9\-]{0,30}?" + _KEYWORD + r"[ \t]+" + _VALUE)
+_FLAG = _LazyPattern(r"(?i)--[A-Za-z0-9\-]{0,30}?" + _KEYWORD + r"[ \t]+" + _VALUE)
 _KEY_ENDINGS = tuple(
     sorted(
         {
@@ -284,17 +325,17 @@ _PLACEHOLDER_PARTS = (
     "&#x3c",
     "&#60",
 )
-_LETTER = re.compile(r"[A-Za-z]")
-_SPACE = re.compile(r"\s")
-_LABEL_NOISE = re.compile(r"[\"'`*]")
-_SLUG = re.compile(r"_*[A-Za-z]+(?:[_\-.]+[A-Za-z]+)*_*")
-_FILLER = re.compile(r"[*xX.•#?_\-]+")
-_REFERENCE = re.compile(
+_LETTER = _LazyPattern(r"[A-Za-z]")
+_SPACE = _LazyPattern(r"\s")
+_LABEL_NOISE = _LazyPattern(r"[\"'`*]")
+_SLUG = _LazyPattern(r"_*[A-Za-z]+(?:[_\-.]+[A-Za-z]+)*_*")
+_FILLER = _LazyPattern(r"[*xX.•#?_\-]+")
+_REFERENCE = _LazyPattern(
     r"[$%@\-]"  # $VAR, %s, @var, --another-flag
     r"|[A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::?|->)[A-Za-z_][A-Za-z0-9_]*)+$"  # settings.KEY, s:var
     r"|_*[A-Za-z]+(?:[_\-.]+[A-Za-z]+)*_*$"  # words, names and slugs: prose, or code passing a variable
 )
-_PATH_OR_URL = re.compile(
+_PATH_OR_URL = _LazyPattern(
     r"(?:~|\.{1,2})?/|[A-Za-z]:\\"  # a path
     r"|[A-Za-z][A-Za-z0-9+.\-]*://"  # a URL (a password inside one is found on its own)
 )
@@ -382,7 +423,7 @@ def _assignment_matches(
 
 def _assignment_hits(text: str, view: bytes, lowered: bytes) -> Iterator[_Hit]:
     for m, key_start in _assignment_matches(text, view, lowered):
-        if m.re is _AWS_SECRET:
+        if m.re.pattern == _AWS_SECRET.pattern:
             start, end = m.span("value")
             yield _Hit(start, end, _RANK_CONTEXT, "AWS secret access key", _mask(m["value"]))
             continue
@@ -454,16 +495,16 @@ _MIN_RUN = 20  # no provider token is shorter (an AWS access key id is 20)
 _MIN_TOKEN = 24
 _URL_LOOKBACK = 500  # how far back a token's URL may start
 _MIN_RANDOM = 16  # random-looking characters left after dropping word-like and hex parts
-_DIGIT = re.compile(r"[0-9]")
-_PART_SPLIT = re.compile(r"[_\-/+]+")  # words in identifiers, slugs and paths
-_HEX = re.compile(r"[0-9a-fA-F]+")
-_ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
-_RUN = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
-_LETTERS = re.compile(r"[A-Za-z]{2,}")
+_DIGIT = _LazyPattern(r"[0-9]")
+_PART_SPLIT = _LazyPattern(r"[_\-/+]+")  # words in identifiers, slugs and paths
+_HEX = _LazyPattern(r"[0-9a-fA-F]+")
+_ULID = _LazyPattern(r"[0-9A-HJKMNP-TV-Z]{26}")
+_RUN = _LazyPattern(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
+_LETTERS = _LazyPattern(r"[A-Za-z]{2,}")
 # The base64 blob of an SSH public key starts by naming its type (ssh-rsa, ssh-ed25519, ...).
-_SSH_PUBLIC_KEY = re.compile(r"AAAA(?:[BC]3NzaC1|E2VjZHNh|GnNrLXNzaC1|InNrLWVjZHNh)")
-_HASH_PREFIX = re.compile(r"(?i)sha(?:1|224|256|384|512)-")
-_HASH_LABEL = re.compile(r"(?i)(?:sha(?:1|224|256|384|512)|md5|blake2[bs]?|integrity)[\-=:]\s*$")
+_SSH_PUBLIC_KEY = _LazyPattern(r"AAAA(?:[BC]3NzaC1|E2VjZHNh|GnNrLXNzaC1|InNrLWVjZHNh)")
+_HASH_PREFIX = _LazyPattern(r"(?i)sha(?:1|224|256|384|512)-")
+_HASH_LABEL = _LazyPattern(r"(?i)(?:sha(?:1|224|256|384|512)|md5|blake2[bs]?|integrity)[\-=:]\s*$")
 # The letter pairs that make up 90% of the words in English prose and code; random letters hit
 # them about a quarter of the time, words and identifiers almost always.
 _COMMON_PAIRS = frozenset(

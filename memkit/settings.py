@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from memkit.errors import SettingsError
-from memkit.records import STORE_TYPES, load_yaml
+from memkit.records import STORE_TYPES, load_yaml_fast, load_yaml_slow
 
 SETTINGS_FILE = "memkit.yaml"
+# What memkit.yaml read as, when the YAML loader was needed for it (derived state, safe to
+# delete): kept with the text it came from, so that any edit, however quick, misses the cache.
+SETTINGS_CACHE = ".memkit/settings.cache.json"
+_CACHE_VERSION = 1
 LEARNING_MODES = ("agentic", "propose", "disabled")
 DEFAULT_STORES = {
     "persona": True,
@@ -128,9 +131,17 @@ git:
 """
 
 
-def _line_of(root: yaml.Node | None, keys: list[str]) -> int:
-    """1-based line of a nested key in a composed YAML document (1 when not found)."""
-    node = root
+def _line_of(text: str, keys: list[str]) -> int:
+    """1-based line of a nested key in the YAML `text` (1 when not found).
+
+    Only called to word an error, so PyYAML is imported here rather than for every load.
+    """
+    import yaml
+
+    try:
+        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        return 1
     line = 1
     for key in keys:
         if not isinstance(node, yaml.MappingNode):
@@ -166,12 +177,12 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
     return value
 
 
-def _build(cls: Any, data: Any, path: list[str], root: yaml.Node | None, file: Path) -> Any:
+def _build(cls: Any, data: Any, path: list[str], text: str, file: Path) -> Any:
     where = ".".join(path) or "the file"
     if data is None:
         return cls()
     if not isinstance(data, dict):
-        raise SettingsError(file, _line_of(root, path), f"{where} must be a mapping of settings")
+        raise SettingsError(file, _line_of(text, path), f"{where} must be a mapping of settings")
     defaults = cls()
     known = {f.name: f for f in fields(cls)}
     values: dict[str, Any] = {}
@@ -181,24 +192,24 @@ def _build(cls: Any, data: Any, path: list[str], root: yaml.Node | None, file: P
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
             raise SettingsError(
                 file,
-                _line_of(root, [*path, str(key)]),
+                _line_of(text, [*path, str(key)]),
                 f"unknown setting {'.'.join([*path, str(key)])!r}{hint}",
             )
         default = getattr(defaults, key)
         try:
             if is_dataclass(default):
-                values[key] = _build(type(default), value, [*path, key], root, file)
+                values[key] = _build(type(default), value, [*path, key], text, file)
             elif key == "stores" and isinstance(default, dict):
                 values[key] = _stores(value, ".".join([*path, key]))
             else:
                 values[key] = _coerce(value, default, ".".join([*path, key]))
         except ValueError as error:
-            raise SettingsError(file, _line_of(root, [*path, key]), str(error)) from None
+            raise SettingsError(file, _line_of(text, [*path, key]), str(error)) from None
     built = replace(defaults, **values)
     if cls is LearningSettings and built.mode not in LEARNING_MODES:
         raise SettingsError(
             file,
-            _line_of(root, [*path, "mode"]),
+            _line_of(text, [*path, "mode"]),
             f"learning.mode must be one of {', '.join(LEARNING_MODES)}, not {built.mode!r}",
         )
     return built
@@ -219,10 +230,11 @@ def _stores(value: Any, where: str) -> dict[str, bool]:
     return stores
 
 
-def parse_settings(text: str, file: Path) -> Settings:
+def _load_with_yaml(text: str, file: Path) -> Any:
+    import yaml
+
     try:
-        data = load_yaml(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        return load_yaml_slow(text)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         raise SettingsError(
@@ -230,7 +242,57 @@ def parse_settings(text: str, file: Path) -> Settings:
         ) from None
     except yaml.YAMLError as error:
         raise SettingsError(file, 1, f"invalid YAML: {error}") from None
-    settings: Settings = _build(Settings, data, [], root, file)
+
+
+_MISSING = object()
+
+
+def _read_cache(cache: Path, text: str) -> Any:
+    """The data cached for exactly this `text`, else _MISSING."""
+    import json
+
+    try:
+        with open(cache, encoding="utf-8") as handle:
+            cached = json.load(handle)
+    except (OSError, ValueError):
+        return _MISSING
+    if (
+        isinstance(cached, dict)
+        and cached.get("version") == _CACHE_VERSION
+        and cached.get("text") == text
+        and "data" in cached
+    ):
+        return cached["data"]
+    return _MISSING
+
+
+def _write_cache(cache: Path, text: str, data: Any) -> None:
+    """Keep what the YAML loader read; quietly skipped when it cannot be kept exactly."""
+    import json
+
+    try:
+        if not cache.parent.is_dir():
+            return  # no .memkit/ yet: memkit never creates it just for this
+        encoded = json.dumps({"version": _CACHE_VERSION, "text": text, "data": data})
+        if json.loads(encoded)["data"] != data:
+            return  # non-string keys and the like: JSON would not give them back
+        temporary = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        temporary.write_text(encoded, "utf-8")
+        os.replace(temporary, cache)
+    except (OSError, TypeError, ValueError):
+        return
+
+
+def parse_settings(text: str, file: Path, *, cache: Path | None = None) -> Settings:
+    """Settings from memkit.yaml's `text`; `cache` may keep what the YAML loader read."""
+    data: Any = load_yaml_fast(text)
+    if data is None:
+        data = _MISSING if cache is None else _read_cache(cache, text)
+        if data is _MISSING:
+            data = _load_with_yaml(text, file)
+            if cache is not None:
+                _write_cache(cache, text, data)
+    settings: Settings = _build(Settings, data, [], text, file)
     return settings
 
 
@@ -242,4 +304,4 @@ def load_settings(vault_root: Path) -> Settings:
         return Settings()
     except UnicodeDecodeError:
         raise SettingsError(file, 1, "not UTF-8 text; save memkit.yaml as UTF-8") from None
-    return parse_settings(text, file)
+    return parse_settings(text, file, cache=vault_root / SETTINGS_CACHE)

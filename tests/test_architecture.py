@@ -87,7 +87,8 @@ def test_public_names_resolve() -> None:
 def test_import_memkit_stays_light() -> None:
     code = (
         "import sys, memkit, memkit.cli\n"
-        "heavy = [m for m in ('openai', 'tantivy', 'watchdog', 'jsonschema') if m in sys.modules]\n"
+        "heavy = [m for m in ('openai', 'tantivy', 'watchdog', 'jsonschema', 'yaml')"
+        " if m in sys.modules]\n"
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
