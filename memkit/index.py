@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
 import shutil
@@ -34,7 +35,7 @@ __all__ = [
 
 # Bump whenever a field, a tokenizer or what goes into a field changes: an index built
 # by another version is then wiped and rebuilt from the Markdown files (never an error).
-SCHEMA_VERSION: int = 2
+SCHEMA_VERSION: int = 3
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
@@ -56,6 +57,9 @@ _TIE_BREAKER = 0.3
 # speaker field, at this weight.
 _SPEAKER_WEIGHT = 4.0
 _SNIPPET_CHARS = 200
+# Term queries read frequencies only: BM25 needs nothing more, and skipping the positions
+# (the default) makes a word's postings cheaper to open and walk. Same scores.
+_FREQ = "freq"
 # Words dropped from queries (never from the index, so quoted phrases still match them): the
 # English function words, question words included. "When did Dana go to the park?" asks
 # about Dana and a park; "when" and "did" only say what kind of answer is wanted, and as
@@ -219,7 +223,9 @@ def _schema() -> tantivy.Schema:
     # Times are integer microseconds since the epoch (UTC): fast_field_values can read
     # integers for ranking without fetching stored documents; it cannot read dates.
     sb.add_integer_field("when_us", indexed=True, fast=True)  # updated, else created
-    sb.add_integer_field("expires_us", indexed=True, fast=True)
+    # Not a fast field: the "not expired" filter of every search is then a range over the
+    # few expiry terms of the term dictionary, not a scan of a column over all documents.
+    sb.add_integer_field("expires_us", indexed=True)
     sb.add_integer_field("created_us", stored=True)
     sb.add_integer_field("updated_us", stored=True)
     sb.add_boolean_field("superseded", indexed=True)
@@ -264,6 +270,10 @@ class SearchIndex:
         # A folder per schema version: a new version never deletes files under a process
         # that is still using the current one, and two processes creating it agree.
         self._path = self.directory / f"v{SCHEMA_VERSION}"
+        self._meta_path = self._path / "meta.json"
+        # meta.json as of the last reload, and a searcher taken after it (see _searcher).
+        self._reloaded: tuple[int, int, int, int] | None = None
+        self._cached_searcher: tantivy.Searcher | None = None
         self._index: tantivy.Index | None = self._open()
 
     # ----------------------------------------------------------------- opening
@@ -300,8 +310,9 @@ class SearchIndex:
         self._path.mkdir(parents=True, exist_ok=True)
         index = tantivy.Index(self._schema, path=str(self._path), reuse=True)
         index.register_tokenizer(_ANALYZER, self._field_analyzer)
-        # Manual reload: we reload after our own commits (read-your-writes) and before
-        # each search (another process's commits), instead of a 500 ms polling thread.
+        # Manual reload: we reload after our own commits (read-your-writes) and before a
+        # search when meta.json changed (another process's commits), instead of a 500 ms
+        # polling thread.
         index.config_reader(reload_policy="manual")
         index.reload()
         return index
@@ -371,13 +382,15 @@ class SearchIndex:
         for tag in tags:
             d.add_text("tags", tag)
             d.add_text("tag_keys", _tag_key(tag))
-        if doc.created is not None:
-            d.add_integer("created_us", _to_us(doc.created))
-        if doc.updated is not None:
-            d.add_integer("updated_us", _to_us(doc.updated))
-        when = doc.updated or doc.created
+        created = None if doc.created is None else _to_us(doc.created)
+        updated = None if doc.updated is None else _to_us(doc.updated)
+        if created is not None:
+            d.add_integer("created_us", created)
+        if updated is not None:
+            d.add_integer("updated_us", updated)
+        when = updated if updated is not None else created
         if when is not None:
-            d.add_integer("when_us", _to_us(when))
+            d.add_integer("when_us", when)
         if doc.expires is not None:
             d.add_integer("expires_us", _to_us(doc.expires))
         d.add_boolean("superseded", doc.superseded)
@@ -446,11 +459,26 @@ class SearchIndex:
 
     def _reload(self) -> None:
         index = self._live()
+        # Stat before reloading: a commit landing in between changes meta.json again, so
+        # the next search reloads once more instead of missing it.
+        stamp = self._meta_stamp()
         try:
             with self._index_lock:
                 index.reload()
+                self._reloaded = stamp
+                self._cached_searcher = None
         except ValueError as e:
             raise self._damaged(e) from e
+
+    def _meta_stamp(self) -> tuple[int, int, int, int] | None:
+        """What identifies the current commit: tantivy rewrites meta.json (a new file
+        renamed into place) on every commit, merge and delete, and a reload reads nothing
+        else. None when it cannot be read: then always reload."""
+        try:
+            st = os.stat(self._meta_path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
     def _damaged(self, error: Exception) -> IndexError_:
         return IndexError_(
@@ -464,10 +492,20 @@ class SearchIndex:
         return int(self._searcher().num_docs)
 
     def _searcher(self) -> tantivy.Searcher:
-        # A reload costs ~25 us when nothing changed and picks up other processes' commits.
+        # A reload picks up other processes' commits, but costs ~150-200 us even when
+        # nothing changed: skip it (and keep the searcher) while meta.json is the same file.
+        stamp = self._meta_stamp()
+        with self._index_lock:
+            self._live()
+            cached = self._cached_searcher
+            if cached is not None and stamp is not None and stamp == self._reloaded:
+                return cached
         self._reload()
         with self._index_lock:
-            return self._live().searcher()
+            searcher = self._live().searcher()
+            if stamp is not None and stamp == self._reloaded:
+                self._cached_searcher = searcher
+            return searcher
 
     def search(
         self,
@@ -562,7 +600,7 @@ class SearchIndex:
                 q.boost_query(
                     q.phrase_query(self._schema, name, words)
                     if len(phrase) > 1
-                    else q.term_query(self._schema, name, phrase[0][1]),
+                    else q.term_query(self._schema, name, phrase[0][1], _FREQ),
                     boost,
                 )
                 for name, boost in _TEXT_FIELDS
@@ -572,14 +610,14 @@ class SearchIndex:
         names: list[tantivy.Query] = []  # words that name someone who speaks in messages
         for word in parsed.words:
             per_field = [
-                q.boost_query(q.term_query(self._schema, name, word), boost)
+                q.boost_query(q.term_query(self._schema, name, word, _FREQ), boost)
                 for name, boost in _TEXT_FIELDS
             ]
             found = q.disjunction_max_query(per_field, _TIE_BREAKER)
             clauses.append((tantivy.Occur.Should, found))
             if searcher.doc_freq("speaker_words", word) > 0:
                 names.append(found)
-                spoken = q.term_query(self._schema, "speaker_words", word)
+                spoken = q.term_query(self._schema, "speaker_words", word, _FREQ)
                 clauses.append((tantivy.Occur.Should, q.boost_query(spoken, _SPEAKER_WEIGHT)))
             else:
                 topic.append(found)
@@ -780,6 +818,7 @@ class SearchIndex:
         """Drop the index handle; waits for a write in progress on another thread."""
         with self._write_lock:
             self._index = None
+            self._cached_searcher = None
 
     def __enter__(self) -> SearchIndex:
         return self
@@ -791,6 +830,8 @@ class SearchIndex:
 def _clean(text: str) -> str:
     # Lone surrogates (a JSON "\ud800", a file name read with surrogateescape) cannot
     # cross into Rust as UTF-8; replace them rather than fail.
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
