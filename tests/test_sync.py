@@ -13,14 +13,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import memkit.sync as sync_module
 from memkit import Vault
-from memkit.sync import VaultIndex
-from memkit.vault import is_record_path
+from memkit.sync import FileState, VaultIndex
+from memkit.vault import is_record_path, is_temporary_name
 
 from .conftest import REPO, Runner
 
@@ -248,6 +250,258 @@ def test_the_walk_picks_exactly_the_record_paths(vault: Vault, vault_index: Vaul
     }
 
 
+def test_the_walks_shortcut_for_md_names_is_is_temporary_name() -> None:
+    # stat_files checks names ending in .md without calling is_temporary_name; same answer.
+    names = [
+        "a.md",
+        ".a.md",
+        "#a.md",
+        "~a.md",
+        "a~.md",
+        "x___jb_tmp___.md",
+        "x___jb_old___.md",
+        "4913.md",
+        "a.tmp.md",
+        "a.bak.md",
+        "a.swp.md",
+        "a#.md",
+        "a.md.md",
+        ".md",
+        "a .md",
+    ]
+    for name in names:
+        shortcut = name.startswith((".", "#", "~")) or "___jb_" in name
+        assert shortcut == is_temporary_name(name), name
+
+
+def test_the_walk_follows_file_symlinks_and_skips_folder_symlinks(
+    vault: Vault, vault_index: VaultIndex, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "target.md").write_text(record_text("T", "target"))
+    (outside / "deep" / "x.md").write_text(record_text("X", "x"))
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
+    (vault.root / LONG_TERM / "link.md").symlink_to(outside / "target.md")
+    (vault.root / LONG_TERM / "dangling.md").symlink_to(outside / "missing.md")
+    (vault.root / LONG_TERM / "folder").symlink_to(outside / "deep")
+    stats = vault_index.stat_files()
+    assert set(stats) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/link.md"}
+    target = (outside / "target.md").stat()
+    assert stats[f"{LONG_TERM}/link.md"] == (target.st_mtime_ns, target.st_size)
+
+
+# --- the manifest and its journal ---------------------------------------------------------------
+
+
+def read_journal(vault: Vault) -> list[dict[str, Any]]:
+    path = vault.state_dir / "manifest.journal"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_a_small_sync_appends_to_the_journal_instead_of_rewriting_the_manifest(
+    vault: Vault, vault_index: VaultIndex
+) -> None:
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
+    vault_index.sync()  # a rebuild writes the whole manifest
+    base = vault.state_dir / "manifest.json"
+    token = json.loads(base.read_text())["token"]
+    before = base.stat()
+    assert read_journal(vault) == []
+
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apricots")
+    vault_index.sync(paths=[f"{LONG_TERM}/a.md"])
+    (vault.root / LONG_TERM / "b.md").unlink()
+    write_record(vault, f"{LONG_TERM}/c.md", "Charlie", "cherries")
+    vault_index.sync()
+
+    after = base.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    header, first, second = read_journal(vault)
+    assert header == {"base": token}
+    assert set(first["set"]) == {f"{LONG_TERM}/a.md"}
+    assert second["del"] == [f"{LONG_TERM}/b.md"] and "scanned_ns" in second
+    assert set(second["set"]) == {f"{LONG_TERM}/c.md"}
+    # Another process reads manifest + journal as one manifest, the same as this one holds.
+    expected = {f"{LONG_TERM}/a.md", f"{LONG_TERM}/c.md"}
+    other = VaultIndex(vault)
+    try:
+        assert set(other.load_manifest()) == expected
+        assert other.load_manifest() == vault_index.load_manifest()
+        assert not other.is_stale()
+        assert not other.sync().touched
+    finally:
+        other.close()
+    assert vault_index.load_manifest()[f"{LONG_TERM}/a.md"] == FileState(
+        *manifest_on_disk(vault)[f"{LONG_TERM}/a.md"]  # type: ignore[arg-type]
+    )
+
+
+def test_a_process_sees_what_another_appended_to_the_journal(
+    vault: Vault, vault_index: VaultIndex
+) -> None:
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
+    vault_index.sync()
+    other = VaultIndex(vault)
+    try:
+        assert not other.is_stale()  # reads (and caches) manifest and journal
+        write_record(vault, f"{LONG_TERM}/b.md", "Bravo")
+        vault_index.sync(paths=[f"{LONG_TERM}/b.md"])
+        assert not other.is_stale()  # just the new line read
+        assert set(other.load_manifest()) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"}
+        write_record(vault, f"{LONG_TERM}/c.md", "Charlie")
+        assert other.sync().added == [f"{LONG_TERM}/c.md"]
+        assert not vault_index.sync().touched  # and back the other way
+    finally:
+        other.close()
+
+
+def test_the_journal_is_folded_into_the_manifest_when_it_grows(
+    vault: Vault, vault_index: VaultIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync_module, "JOURNAL_MIN_BYTES", 2000)
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
+    vault_index.sync()
+    base = vault.state_dir / "manifest.json"
+    token = json.loads(base.read_text())["token"]
+    journal = vault.state_dir / "manifest.journal"
+    i = 0
+    while json.loads(base.read_text())["token"] == token:
+        i += 1
+        write_record(vault, f"{LONG_TERM}/a.md", f"Alpha {i}")
+        vault_index.sync(paths=[f"{LONG_TERM}/a.md"])
+        assert not journal.exists() or journal.stat().st_size <= 2000
+        assert i < 100
+    assert i > 3
+    assert not journal.exists()  # folded in: the new manifest says it all
+    assert titles(vault_index) == {f"{LONG_TERM}/a.md": f"Alpha {i}"}
+    other = VaultIndex(vault)
+    try:
+        assert other.load_manifest() == vault_index.load_manifest()
+        assert not other.is_stale()
+    finally:
+        other.close()
+
+
+def test_a_torn_journal_line_is_ignored_and_cut_off_by_the_next_save(
+    vault: Vault, vault_index: VaultIndex
+) -> None:
+    # A sync killed while appending leaves part of a line: the index commit came first, so
+    # the files it describes differ from the manifest and are read again (new ones are in
+    # pending.json).
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
+    vault_index.sync()
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo")
+    vault_index.sync(paths=[f"{LONG_TERM}/b.md"])
+    journal = vault.state_dir / "manifest.journal"
+    good = journal.read_bytes()
+    with journal.open("ab") as handle:
+        handle.write(b'{"set":{"memory/long-term/zz.md":[1,2,')
+    other = VaultIndex(vault)
+    try:
+        assert set(other.load_manifest()) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"}
+        write_record(vault, f"{LONG_TERM}/c.md", "Charlie")
+        assert other.sync().added == [f"{LONG_TERM}/c.md"]
+        data = journal.read_bytes()
+        assert data.startswith(good) and b"zz.md" not in data
+        assert [json.loads(line) for line in data.splitlines()]  # every line whole
+    finally:
+        other.close()
+    assert not vault_index.sync().touched
+
+
+def test_a_journal_of_an_earlier_manifest_is_ignored(vault: Vault, vault_index: VaultIndex) -> None:
+    # Killed between writing a new manifest and removing the journal it took in.
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
+    vault_index.sync()
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo")
+    vault_index.sync(paths=[f"{LONG_TERM}/b.md"])
+    journal = vault.state_dir / "manifest.journal"
+    stale = journal.read_bytes().replace(b"\n", b"\n", 1)
+    (vault.root / LONG_TERM / "b.md").unlink()
+    vault_index.sync(full=True)
+    assert not journal.exists()
+    journal.write_bytes(stale)  # says b.md exists
+    other = VaultIndex(vault)
+    try:
+        assert set(other.load_manifest()) == {f"{LONG_TERM}/a.md"}
+        assert not other.is_stale()
+        write_record(vault, f"{LONG_TERM}/c.md", "Charlie")
+        assert other.sync().added == [f"{LONG_TERM}/c.md"]
+    finally:
+        other.close()
+    assert set(manifest_on_disk(vault)) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/c.md"}
+
+
+def test_a_damaged_journal_line_means_a_rebuild(run: Runner, vault: Vault) -> None:
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    assert run.run("sync").exit_code == 0
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
+    assert run.run("sync").exit_code == 0
+    journal = vault.state_dir / "manifest.journal"
+    journal.write_bytes(journal.read_bytes() + b"not json\n")
+    report = json.loads(run.run("sync", "--json").stdout)
+    assert report["rebuilt"] is True
+    assert sorted(report["added"]) == [f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"]
+
+
+def test_a_manifest_of_the_previous_format_is_read_and_replaced(
+    vault: Vault, vault_index: VaultIndex
+) -> None:
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo")
+    vault_index.sync()
+    rows = manifest_on_disk(vault)
+    base = vault.state_dir / "manifest.json"
+    data = json.loads(base.read_text())
+    old = {
+        "version": 1,
+        "index_schema": data["index_schema"],
+        "scanned_ns": data["scanned_ns"],
+        "files": {path: list(row) for path, row in rows.items()},
+    }
+    base.write_text(json.dumps(old))
+    other = VaultIndex(vault)
+    try:
+        assert not other.is_stale()
+        assert not other.sync().touched
+        write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "changed")
+        report = other.sync(paths=[f"{LONG_TERM}/b.md"])
+        assert report.changed == [f"{LONG_TERM}/b.md"] and not report.rebuilt
+    finally:
+        other.close()
+    assert json.loads(base.read_text())["version"] == 2  # the whole manifest, new format
+    assert set(manifest_on_disk(vault)) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"}
+
+
+def test_is_stale_agrees_with_freshness(vault: Vault, vault_index: VaultIndex) -> None:
+    a = write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
+    vault_index.sync()
+
+    def agree() -> bool:
+        _stats, _manifest, changed, gone = vault_index.freshness()
+        assert vault_index.is_stale() == bool(changed or gone)
+        return bool(changed or gone)
+
+    assert not agree()
+    later = a.stat().st_mtime_ns + 5_000_000_000
+    os.utime(a, ns=(later, later))
+    assert agree()  # touched: another stat
+    vault_index.sync()
+    assert not agree()
+    (vault.root / LONG_TERM / "b.md").unlink()
+    assert agree()
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
+    vault_index.sync()
+    write_record(vault, f"{LONG_TERM}/c.md", "Charlie")
+    (vault.root / LONG_TERM / "b.md").unlink()  # same count, other paths
+    assert agree()
+
+
 # --- the CLI: sync, reindex --------------------------------------------------------------------
 
 
@@ -277,6 +531,11 @@ def test_cli_sync_and_reindex(run: Runner, vault: Vault) -> None:
         "proposals_in_stores",
         "seconds",
     }
+
+
+def manifest_on_disk(vault: Vault) -> dict[str, tuple[object, ...]]:
+    """The manifest as saved (manifest.json and its journal), without pending paths."""
+    return dict(VaultIndex(vault)._manifest_rows())
 
 
 def damage_other_schema(vault: Vault) -> None:
@@ -507,7 +766,7 @@ def test_a_sync_killed_between_index_commit_and_manifest_save_leaves_no_orphans(
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
         child.wait()
-        manifest = json.loads((vault.state_dir / "manifest.json").read_text())["files"]
+        manifest = manifest_on_disk(vault)
         caught = not set(new) <= set(manifest)
         # The new documents are in the index but the manifest does not know them; the files
         # of half of them go before the next sync.

@@ -31,6 +31,7 @@ from .test_sync import (
     MALFORMED,
     child_env,
     indexed,
+    manifest_on_disk,
     memkit_command,
     rebuilt_from_scratch,
     record_text,
@@ -250,7 +251,8 @@ def test_the_state_folder_deleted_under_a_running_watcher(watching: Watching) ->
         other.close()
     fresh = VaultIndex(watching.vault)
     try:
-        assert not fresh.is_stale()
+        # Searchable comes first (the index commit), the manifest is saved just after it.
+        wait_until(lambda: not fresh.is_stale(), what="the manifest to catch up")
     finally:
         fresh.close()
 
@@ -605,3 +607,33 @@ def test_an_idle_watcher_stays_idle(watching: Watching) -> None:
         time.sleep(0.001)
     assert len(seen) <= 2
     assert watching.watcher.syncs == syncs
+
+
+def test_the_watchers_syncs_append_to_the_journal_that_other_processes_read(
+    watching: Watching,
+) -> None:
+    vault = watching.vault
+    write_record(vault, A, "Alpha")
+    watching.until_titles({A: "Alpha"})
+    wait_until(lambda: A in manifest_on_disk(vault), what="the manifest to list a.md")
+    base = vault.state_dir / "manifest.json"
+    before = base.stat()
+    write_record(vault, A, "Alpha two")
+    watching.until_titles({A: "Alpha two"})
+    journal = vault.state_dir / "manifest.journal"
+    wait_until(lambda: journal.exists() and A.encode() in journal.read_bytes(), what="a line")
+    after = base.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # Another process (a CLI search, say) syncs what the watcher may not have seen yet.
+    other = VaultIndex(vault)
+    try:
+        write_record(vault, B, "Bravo")
+        other.sync()
+        watching.until_titles({A: "Alpha two", B: "Bravo"})
+        write_record(vault, A, "Alpha three")
+        watching.until_titles({A: "Alpha three", B: "Bravo"})
+        wait_until(lambda: not other.is_stale(), what="the other process to see it all")
+        assert other.load_manifest() == watching.index.load_manifest()
+        assert not other.sync().touched
+    finally:
+        other.close()
