@@ -93,3 +93,18 @@ def test_import_memkit_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_wheel_carries_the_schemas() -> None:
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    setuptools = project["tool"]["setuptools"]
+    assert setuptools["package-dir"]["memkit.schemas"] == "schemas"
+    assert "memkit.schemas" in setuptools["packages"]
+    assert setuptools["package-data"]["memkit.schemas"] == ["*.json"]
+    names = {p.stem.removesuffix(".schema") for p in (REPO / "schemas").glob("*.schema.json")}
+    from memkit.records import RECORD_TYPES
+
+    assert set(RECORD_TYPES) | {"common", "extraction"} == names
