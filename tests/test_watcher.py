@@ -22,6 +22,7 @@ from watchdog.observers.inotify_c import InotifyFD
 
 import memkit.watcher as watcher_module
 from memkit import Vault
+from memkit.errors import MemkitError
 from memkit.sync import SyncReport, VaultIndex
 from memkit.watcher import Watcher
 
@@ -255,6 +256,10 @@ def test_the_state_folder_deleted_under_a_running_watcher(watching: Watching) ->
         wait_until(lambda: not fresh.is_stale(), what="the manifest to catch up")
     finally:
         fresh.close()
+    # Deleting .memkit/ while a sync is writing into it can fail that one sync (files vanish
+    # under Tantivy or the journal): the watcher reports it and recovers, as asserted above.
+    assert all(isinstance(e, (MemkitError, OSError)) for e in watching.errors), watching.errors
+    watching.errors.clear()
 
 
 def test_a_burst_of_300_files_is_coalesced(watching: Watching) -> None:
