@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from memkit.errors import SettingsError
-from memkit.records import STORE_TYPES, load_yaml_fast, load_yaml_slow
+from memkit.records import STORE_TYPES
+from memkit.yaml_reader import load_yaml_fast, load_yaml_slow
 
 SETTINGS_FILE = "memkit.yaml"
 # What memkit.yaml read as, when the YAML loader was needed for it (derived state, safe to

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memkit import ids, records
+from memkit import ids, yaml_reader
 from memkit.errors import InvalidRecord
-from memkit.records import Record, edit_front_matter, load_yaml, parse_record, render_record
+from memkit.records import Record, edit_front_matter, parse_record, render_record
+from memkit.yaml_reader import load_yaml
 
 GOOD = b"""---
 id: 01JC8Y2M4K7P9R3T5V6W8X0Z1A
@@ -210,10 +211,10 @@ def _same(fast: object, slow: object) -> bool:
 def _check_fast_path(text: str) -> bool:
     """Assert the fast path agrees with the YAML loader; True when it did not fall back."""
     try:
-        fast = records._fast_load(text)
-    except records._Fallback:
+        fast = yaml_reader.fast_load(text)
+    except yaml_reader.NotFlat:
         return False
-    slow = records.load_yaml_slow(text)  # must not raise: the fast path accepted the text
+    slow = yaml_reader.load_yaml_slow(text)  # must not raise: the fast path accepted the text
     assert _same(fast, slow), f"{text!r}: fast {fast!r} != yaml {slow!r}"
     return True
 
@@ -433,7 +434,7 @@ def test_fast_path_takes_the_front_matter_memkit_writes() -> None:
         "history:\n- a\n- 'b'\n"
     )
     assert _check_fast_path(text)
-    assert records._fast_load(text)["attributes"] == {
+    assert yaml_reader.fast_load(text)["attributes"] == {
         "role": "version owner",
         "location": "Tbilisi",
         "since": "2023",
@@ -455,14 +456,14 @@ def test_fast_path_resolvers_are_pyyaml_s() -> None:
 
     resolvers = yaml.SafeLoader.yaml_implicit_resolvers
     patterns = {tag: regexp.pattern for first in resolvers for tag, regexp in resolvers[first]}
-    assert patterns["tag:yaml.org,2002:float"] == records._YAML_FLOAT.pattern.replace(
+    assert patterns["tag:yaml.org,2002:float"] == yaml_reader._YAML_FLOAT.pattern.replace(
         "\n    |", "\n                    |"
     )
-    assert patterns["tag:yaml.org,2002:int"] == records._YAML_INT.pattern.replace(
+    assert patterns["tag:yaml.org,2002:int"] == yaml_reader._YAML_INT.pattern.replace(
         "\n    |", "\n                    |"
     )
     assert dict(yaml.constructor.SafeConstructor.bool_values) == {
-        key.lower(): value for key, value in records._YAML_BOOL.items()
+        key.lower(): value for key, value in yaml_reader._YAML_BOOL.items()
     }
 
 
@@ -488,7 +489,7 @@ def test_settings_read_by_yaml_are_cached_with_their_text(
     (tmp_path / ".memkit").mkdir()
     # The default text has a flow mapping over two lines: the fast path leaves it to YAML.
     (tmp_path / "memkit.yaml").write_text(settings_module.DEFAULT_SETTINGS_TEXT, "utf-8")
-    assert records.load_yaml_fast(settings_module.DEFAULT_SETTINGS_TEXT) is None
+    assert yaml_reader.load_yaml_fast(settings_module.DEFAULT_SETTINGS_TEXT) is None
     first = settings_module.load_settings(tmp_path)
     cache = tmp_path / settings_module.SETTINGS_CACHE
     assert cache.exists()
