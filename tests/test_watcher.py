@@ -250,7 +250,8 @@ def test_the_state_folder_deleted_under_a_running_watcher(watching: Watching) ->
     # the watcher must notice that its index folder is not the one on disk any more.
     other = VaultIndex(watching.vault)
     try:
-        assert other.is_stale() and titles(other) == {}
+        # (Until the watcher syncs again, this new index is empty and stale; under load the
+        # watcher's own reconcile may already have rebuilt it, so only the end state is asserted.)
         write_record(watching.vault, B, "Bravo")
         wait_until(lambda: titles(other) == {A: "Alpha", B: "Bravo"}, what="the rebuilt index")
     finally:
