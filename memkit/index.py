@@ -259,7 +259,7 @@ class SearchIndex:
     def __init__(self, directory: Path, *, lock_timeout: float = 30.0) -> None:
         self.directory = Path(directory)
         self.lock_timeout = lock_timeout
-        self.rebuilt = False
+        self._needs_rebuild = False
         self._schema = _schema()
         self._field_analyzer = _analyzer(stop_words=False)
         self._query_analyzer = _analyzer(stop_words=True)
@@ -275,6 +275,21 @@ class SearchIndex:
         self._reloaded: tuple[int, int, int, int] | None = None
         self._cached_searcher: tantivy.Searcher | None = None
         self._index: tantivy.Index | None = self._open()
+
+    @property
+    def rebuilt(self) -> bool:
+        """Whether the caller must add every document again (new, wiped or unfinished index).
+
+        Re-checked on disk while set: another process (a watcher) may have finished the rebuild
+        since this handle opened, and then a second full rebuild would only waste time.
+        """
+        if self._needs_rebuild and (self._path / _READY_MARKER).exists():
+            self._needs_rebuild = False
+        return self._needs_rebuild
+
+    @rebuilt.setter
+    def rebuilt(self, value: bool) -> None:
+        self._needs_rebuild = value
 
     # ----------------------------------------------------------------- opening
     def _open(self) -> tantivy.Index:
