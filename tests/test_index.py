@@ -733,3 +733,17 @@ def test_a_writer_killed_mid_commit_leaves_an_index_that_opens(tmp_path: Path) -
     assert after.doc_count() in (1, 3000)  # the last completed commit, never half of one
     after.update([doc("new.md", "written after the crash")], [])  # the stale lock file is fine
     assert keys(after, "crash") == ["new.md"]
+
+
+def test_a_rebuild_finished_by_another_handle_is_seen(tmp_path: Path) -> None:
+    # A search process that opened the index while a watcher was rebuilding it must not ask
+    # for a second rebuild once the watcher is done.
+    early = SearchIndex(tmp_path / "index")
+    assert early.rebuilt
+    builder = SearchIndex(tmp_path / "index")
+    builder.replace_all([doc("a.md", "alpha")])
+    assert not builder.rebuilt
+    assert not early.rebuilt
+    assert [h.key for h in early.search("alpha", now=NOW).hits] == ["a.md"]
+    early.close()
+    builder.close()
