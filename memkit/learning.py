@@ -208,8 +208,7 @@ class Learning:
         known = {r.id: r for r in existing}
         message_ids = {m.message_id for m in messages}
         with self.vault.write_lock():
-            rejected = self._rejected_texts()
-            pending = self._pending_texts()
+            rejected, pending = self._rejected_and_pending()
             for raw in entries:
                 self._apply_entry(
                     raw,
@@ -332,19 +331,17 @@ class Learning:
                 return record
         return None
 
-    def _rejected_texts(self) -> list[str]:
-        return [
-            r.body
-            for r in self.vault.scan(["proposal"]).records
-            if str(r.path).startswith(REJECTED_FOLDER + "/")
-        ]
-
-    def _pending_texts(self) -> list[str]:
-        return [
-            normalise(r.body)
-            for r in self.vault.scan(["proposal"]).records
-            if str(r.path).startswith(PROPOSALS_FOLDER + "/")
-        ]
+    def _rejected_and_pending(self) -> tuple[list[str], list[str]]:
+        """Texts of rejected proposals, and normalised texts of pending ones (one scan)."""
+        rejected: list[str] = []
+        pending: list[str] = []
+        for record in self.vault.scan(["proposal"]).records:
+            path = str(record.path)
+            if path.startswith(REJECTED_FOLDER + "/"):
+                rejected.append(record.body)
+            elif path.startswith(PROPOSALS_FOLDER + "/"):
+                pending.append(normalise(record.body))
+        return rejected, pending
 
     def _entry_meta(self, entry: dict[str, Any]) -> dict[str, Any]:
         meta: dict[str, Any] = {}
@@ -456,6 +453,7 @@ class Learning:
         }
         report = LearnReport(mode="propose", stores=[store])
         with self.vault.write_lock():
+            rejected, pending = self._rejected_and_pending()
             self._apply_entry(
                 raw,
                 "propose",
@@ -464,8 +462,8 @@ class Learning:
                 set(evidence),
                 session or "manual",
                 None,
-                self._rejected_texts(),
-                self._pending_texts(),
+                rejected,
+                pending,
                 report,
             )
         if report.refused:

@@ -68,22 +68,8 @@ class FileState:
     problem: str = ""  # "line: message" when the file is not a valid record
     line: int = 0
 
-    def to_list(self) -> list[Any]:
-        return [
-            self.mtime_ns,
-            self.size,
-            self.sha256,
-            self.record_id,
-            self.type,
-            self.problem,
-            self.line,
-        ]
-
-    @classmethod
-    def from_list(cls, row: list[Any]) -> FileState:
-        return cls(*row)
-
     def to_row(self) -> Row:
+        """The manifest's form: the fields in declaration order (what `from_row` reads back)."""
         return (
             self.mtime_ns,
             self.size,
