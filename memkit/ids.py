@@ -9,7 +9,7 @@ import time
 import unicodedata
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-ULID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+ULID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}\Z")
 SUFFIX_LENGTH = 6
 MAX_SLUG_LENGTH = 60
 

@@ -278,7 +278,8 @@ def parse_record(data: bytes, path: str) -> Record:
 # --- writing ----------------------------------------------------------------------------------
 
 # Characters safe in a plain (unquoted) YAML scalar, in block and flow context alike.
-_PLAIN_STRING = re.compile(r"^[A-Za-z0-9_][\w .'()/@+&?!-]*$", re.UNICODE)
+# `\Z`, not `$`: `$` also matches before a final newline, and "A\n" must be quoted.
+_PLAIN_STRING = re.compile(r"^[A-Za-z0-9_][\w .'()/@+&?!-]*\Z", re.UNICODE)
 _MAX_FLOW_WIDTH = 80
 
 

@@ -522,3 +522,15 @@ def test_settings_errors_keep_their_lines_without_the_cache(tmp_path: Path) -> N
     with pytest.raises(SettingsError) as caught:
         settings_module.load_settings(tmp_path)
     assert caught.value.line == 2
+
+
+@pytest.mark.parametrize("title", ["A\n", "trailing newline\n", "x\r"])
+def test_a_value_ending_in_a_newline_is_quoted_and_kept(title: str) -> None:
+    meta = {
+        "id": "01JC8Y2M4K7P9R3T5V6W8X0Z1A",
+        "type": "long-term",
+        "title": title,
+        "created": "2026-11-04T10:12:00Z",
+        "updated": "2026-11-04T10:12:00Z",
+    }
+    assert parse_record(render_record(Record(meta=meta, body="b\n")), "x.md").meta == meta
