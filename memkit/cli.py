@@ -254,7 +254,9 @@ def remember(
 @pass_vault
 def show(vault: Vault, ref: str, json_: bool) -> None:
     """Show one record."""
-    record = vault.get(ref, cwd=Path.cwd())
+    from memkit.browse import find_record
+
+    record = find_record(vault, ref, cwd=Path.cwd())
     if json_:
         emit_json(record.to_json())
         return
@@ -271,18 +273,94 @@ def show(vault: Vault, ref: str, json_: bool) -> None:
     type=click.Choice(RECORD_TYPES),
     help="Only this type; repeat for more.",
 )
+@click.option("--tag", "tags", multiple=True, help="Only records with this tag; repeat for more.")
+@click.option(
+    "--since", metavar="WHEN", help="Only records updated on or after WHEN (2026-11-01, 7d)."
+)
+@click.option("--until", metavar="WHEN", help="Only records updated on or before WHEN.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N records.")
 @json_option
 @pass_vault
-def list_(vault: Vault, types: tuple[str, ...], json_: bool) -> None:
-    """List records (newest first)."""
-    result = vault.scan(types or None)
-    warn_problems(result.problems)
-    records = sorted(result.records, key=lambda r: str(r.meta.get("created", "")), reverse=True)
+def list_(
+    vault: Vault,
+    types: tuple[str, ...],
+    tags: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    limit: int | None,
+    json_: bool,
+) -> None:
+    """List records, most recently updated first."""
+    from memkit.browse import ListRequest, list_records
+
+    request = ListRequest(
+        types=types,
+        tags=tags,
+        since=_parse_date(since, "--since"),
+        until=_parse_date(until, "--until"),
+        limit=limit,
+    )
+    listing = list_records(vault, request)
+    warn_problems(listing.problems)
     if json_:
-        emit_json([{k: v for k, v in r.to_json().items() if k != "body"} for r in records])
+        emit_json([{k: v for k, v in r.to_json().items() if k != "body"} for r in listing.records])
         return
-    for record in records:
+    for record in listing.records:
         click.echo(record_line(record))
+
+
+@cli.command()
+@click.argument("ref", metavar="REF")
+@click.option("--append", metavar="TEXT", help="Text to add after the body, as its own paragraph.")
+@click.option(
+    "--body", metavar="TEXT", help="A new body replacing the old one; - reads it from stdin."
+)
+@click.option(
+    "--set",
+    "fields",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set a front-matter field (VALUE read as YAML: 0.8, [a, b]); KEY= removes it. Repeat for more.",
+)
+@click.option("--title", help="A new title (the file keeps its name).")
+@click.option(
+    "--expected-updated",
+    metavar="TIME",
+    help="Refuse unless the record's `updated` is still TIME (nobody edited it since you read it).",
+)
+@click.option("--allow-secrets", is_flag=True, help="Write it even if it looks like a credential.")
+@json_option
+@commit_option
+@pass_vault
+def update(
+    vault: Vault,
+    ref: str,
+    append: str | None,
+    body: str | None,
+    fields: tuple[str, ...],
+    title: str | None,
+    expected_updated: str | None,
+    allow_secrets: bool,
+    json_: bool,
+) -> str:
+    """Edit a record in place (REF: an id, a path, a title or an entity name)."""
+    from memkit.editing import RecordEdit, parse_assignment, update_record
+
+    if body == "-":
+        body = click.get_text_stream("stdin").read()
+    edit = RecordEdit(
+        append=append,
+        body=body,
+        fields=dict(parse_assignment(item) for item in fields),
+        title=title,
+        expected_updated=expected_updated,
+    )
+    record = update_record(vault, ref, edit, cwd=Path.cwd(), allow_secrets=allow_secrets)
+    if json_:
+        emit_json(record.to_json())
+    else:
+        click.echo(f"Updated {record.id} in {record.path}")
+    return f"memkit: update {record.type} {quoted(record.title)}"
 
 
 @cli.command()

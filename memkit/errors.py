@@ -6,6 +6,8 @@ MemkitError
  |    +-- PathOutsideVault
  |    +-- SettingsError   memkit.yaml is not valid (path:line)
  +-- RecordNotFound       no record with that id or path
+ |    +-- NoRecordNamed   no record with that id, path, title or entity name
+ +-- AmbiguousRef         a title or name that several records share (lists them)
  +-- InvalidRecord        a file is not a valid record (path:line: why)
  +-- ConflictError        a file changed on disk since memkit read it
  +-- SecretRefused        text to remember holds a credential
@@ -60,6 +62,32 @@ class RecordNotFound(MemkitError):
     def __init__(self, ref: str) -> None:
         super().__init__(f"no record with id or path {ref!r} in this vault (see `memkit list`)")
         self.ref = ref
+
+
+class NoRecordNamed(RecordNotFound):
+    """A reference that may also be a title or an entity name or alias, and matched nothing."""
+
+    def __init__(self, ref: str) -> None:
+        MemkitError.__init__(
+            self,
+            f"no record with id, path, title or entity name {ref!r} in this vault "
+            "(see `memkit list`, or `memkit search` for words in it)",
+        )
+        self.ref = ref
+
+
+class AmbiguousRef(MemkitError):
+    """A title or name several records share; `candidates` are (id, path, title)."""
+
+    def __init__(self, ref: str, candidates: list[tuple[str, str, str]]) -> None:
+        shown = "; ".join(f"{id_} {path} ({title})" for id_, path, title in candidates[:10])
+        more = f"; and {len(candidates) - 10} more" if len(candidates) > 10 else ""
+        super().__init__(
+            f"{ref!r} names {len(candidates)} records; give one of their ids or paths: "
+            f"{shown}{more}"
+        )
+        self.ref = ref
+        self.candidates = candidates
 
 
 class InvalidRecord(MemkitError):
