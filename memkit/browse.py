@@ -18,7 +18,7 @@ from memkit.errors import (
 )
 from memkit.ids import ULID_PATTERN
 from memkit.records import RECORD_TYPES, Record
-from memkit.timeutil import parse_time
+from memkit.timeutil import parse_time, parse_when
 from memkit.vault import Problem, Vault
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -96,6 +96,18 @@ def resolve_ref(vault: Vault, ref: str, cwd: Path | None = None) -> str:
     path = find_record(vault, ref, cwd).path
     assert path is not None
     return path
+
+
+def parse_moment(value: str | None, name: str) -> datetime | None:
+    """A WHEN as people and agents type it (2026-11-01, 2026-11-01T09:00Z, today, 7d), or None."""
+    if value is None or not value.strip():
+        return None
+    moment = parse_when(value)
+    if moment is None:
+        raise UsageError(
+            f"{name}: {value!r} is not a date (try 2026-11-01, 2026-11-01T09:00Z, today, 7d)"
+        )
+    return moment
 
 
 # --- listing --------------------------------------------------------------------------------------

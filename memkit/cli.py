@@ -347,7 +347,7 @@ def update(
     from memkit.editing import RecordEdit, parse_assignment, update_record
 
     if body == "-":
-        body = click.get_text_stream("stdin").read()
+        body = sys.stdin.read()
     edit = RecordEdit(
         append=append,
         body=body,

@@ -1,24 +1,31 @@
 """`memkit mcp`: the vault served to MCP hosts over stdio (the only code importing the mcp SDK)."""
 
-# Only `memkit mcp` imports this module. pydantic comes with openai (a core dependency); the SDK
-# itself is imported when a server is built, so its absence can be reported with the fix.
+# Only `memkit mcp` imports this module. pydantic is declared in the mcp extra (openai brings it
+# too); the SDK itself is imported when a server is built, so its absence can be reported with
+# the fix.
 
 import contextlib
 import importlib
+import inspect
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from pydantic import Field
 
+from memkit import __version__
+from memkit.browse import ListRequest, find_record, list_records, parse_moment
 from memkit.context import DEFAULT_BUDGET, build_context
 from memkit.conversations import Episodes, parse_conversation
+from memkit.editing import RecordEdit, update_record
 from memkit.entities import Entities, split_pair
-from memkit.errors import MemkitError
+from memkit.errors import MemkitError, SecretRefused
 from memkit.learning import Learning
 from memkit.memory import REMEMBER_TYPES, Memory, RecallHit
 from memkit.records import RECORD_TYPES, STORE_TYPES
 from memkit.secret_guard import redact_secrets
+from memkit.sync import VaultIndex
 from memkit.vault import Vault
 
 INSTALL_HINT = "pip install 'memkit[mcp]'"
@@ -26,8 +33,51 @@ INSTRUCTIONS = (
     "memkit keeps this agent's memory and learning as Markdown files in a vault. Use `recall` "
     "or `context` before answering, `remember` for facts worth keeping, `entity` for people and "
     "things, `record_interaction` to keep a conversation, and `propose` for learnings a person "
-    "should review (`proposals`, `approve`, `reject`)."
+    "should review (`proposals`, `approve`, `reject`). `search` finds records, `show` reads one "
+    "whole, `list` shows what changed recently, and `update` edits a record in place (pass the "
+    "`updated` value you read as `expected_updated`, so a person's newer edit is never lost)."
 )
+OPS = ("add", "update", "supersede")
+
+
+def secret_refusal(error: SecretRefused) -> str:
+    """What the model reads when its text holds a credential: rewrite it, never override."""
+    return (
+        "refused: the text looks like it contains a credential "
+        f"({'; '.join(error.findings)}). Credentials are never written into the vault (it may "
+        "be pushed to git). Rewrite the text without the credential (say where it is kept "
+        "instead, e.g. 'the API key is in the team password manager') and call the tool again."
+    )
+
+
+class HeldVault:
+    """The vault and its one search index, open for the server's whole life.
+
+    Every tool goes through `use()`: the SDK runs tools in worker threads, and an index handle
+    is not thread-safe, so calls take turns. The index keeps the freshness rules of
+    `VaultIndex.search` (sync first when files changed; `stale` when it could not), so holding
+    it open saves the open and the manifest load per call, never correctness.
+    """
+
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+        self.index = VaultIndex(vault)
+        self.memory = Memory(vault, self.index)
+        self.learning = Learning(vault, index=self.index)
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator["HeldVault"]:
+        with self._lock:
+            try:
+                yield self
+            finally:
+                # Paths written are kept for a commit; this server never commits, and a
+                # server lives long: do not let the set grow without bound.
+                self.vault.touched.clear()
+
+    def close(self) -> None:
+        self.index.close()
 
 
 def _sdk() -> tuple[Any, type[Exception]]:
@@ -48,33 +98,72 @@ def _sdk() -> tuple[Any, type[Exception]]:
         return server.FastMCP, errors.ToolError
 
 
+def one_of(choices: Any) -> dict[str, Any]:
+    """An enum for an input schema: the host shows the choices, memkit still checks them."""
+    return {"enum": list(choices)}
+
+
 # Parameter types shared by several tools; the SDK turns the descriptions into input schemas.
 Query = Annotated[str, Field(description="What to look for, in plain words.")]
 Ref = Annotated[str, Field(description="A record id (ULID) or its vault-relative path, as listed.")]
-Types = Annotated[
-    list[str] | None, Field(description=f"Only these record types: {', '.join(RECORD_TYPES)}.")
+AnyRef = Annotated[
+    str,
+    Field(
+        description=(
+            "The record: its id, its vault-relative path, its title, or an entity's name or "
+            "alias (any case). A title several records share is an error listing them."
+        )
+    ),
 ]
+RecordType = Annotated[str, Field(json_schema_extra=one_of(RECORD_TYPES))]
+Types = Annotated[list[RecordType] | None, Field(description="Only these record types.")]
 K = Annotated[int, Field(description="How many results, 1..1000.", ge=1, le=1000)]
+Since = Annotated[
+    str | None,
+    Field(
+        description="Only records updated on or after this (2026-11-01, 2026-11-01T09:00Z, today, 7d)."
+    ),
+]
+Until = Annotated[
+    str | None, Field(description="Only records updated on or before this (same forms as since).")
+]
 
 
-def build_server(vault: Vault) -> Any:
+def _new_server(server_class: Any) -> Any:
+    try:
+        return server_class(
+            "memkit", instructions=INSTRUCTIONS, log_level="WARNING", version=__version__
+        )
+    except TypeError:
+        # mcp 1's FastMCP takes no version; its low-level server carries it.
+        server = server_class("memkit", instructions=INSTRUCTIONS, log_level="WARNING")
+        server._mcp_server.version = __version__
+        return server
+
+
+def build_server(vault: Vault, held: HeldVault | None = None) -> Any:
     """An MCP server whose tools act on `vault`; `.run()` serves it over stdio."""
     server_class, tool_error = _sdk()
-    server = server_class("memkit", instructions=INSTRUCTIONS, log_level="WARNING")
+    server = _new_server(server_class)
+    held = held or HeldVault(vault)
 
     @contextlib.contextmanager
-    def tool_errors() -> Iterator[None]:
+    def tool_errors() -> Iterator[HeldVault]:
         # A tool error (is_error) carries the CLI's own message, so the model reads what a person
-        # would read, and can correct its call.
+        # would read, and can correct its call; a refused secret is told what to do instead.
         try:
-            yield
+            with held.use() as state:
+                yield state
+        except SecretRefused as error:
+            raise tool_error(secret_refusal(error)) from None
         except MemkitError as error:
             raise tool_error(str(error)) from None
 
     def remember(
         text: Annotated[str, Field(description="The memory itself, in Markdown.")],
         type: Annotated[
-            str, Field(description=f"The kind of memory: {', '.join(REMEMBER_TYPES)}.")
+            str,
+            Field(description="The kind of memory.", json_schema_extra=one_of(REMEMBER_TYPES)),
         ] = "long-term",
         title: Annotated[
             str | None, Field(description="A short title (also names the file).")
@@ -93,39 +182,40 @@ def build_server(vault: Vault) -> Any:
     ) -> dict[str, Any]:
         """Remember one thing: a long-term fact (deduplicated), a short-term item, or another
         memory type. Returns the record written (or the existing fact it repeats)."""
-        with tool_errors():
-            memory = Memory(vault)
-            try:
-                record = memory.remember(
-                    text,
-                    type=type,
-                    title=title,
-                    tags=tags or (),
-                    importance=importance,
-                    source={"tool": "mcp"},
-                    supersedes=supersedes,
-                    subject=subject,
-                )
-            finally:
-                memory.close()
+        with tool_errors() as state:
+            record = state.memory.remember(
+                text,
+                type=type,
+                title=title,
+                tags=tags or (),
+                importance=importance,
+                source={"tool": "mcp"},
+                supersedes=supersedes,
+                subject=subject,
+            )
             return record.to_json()
 
     def recall(
         query: Query,
         k: K = 10,
         types: Types = None,
+        since: Since = None,
+        until: Until = None,
         include_all: Annotated[
             bool, Field(description="Include expired and superseded records.")
         ] = False,
     ) -> dict[str, Any]:
         """Recall memory relevant to a query, ranked by relevance, importance and recency.
         Episodic hits are single messages, with the turns before and after them."""
-        with tool_errors():
-            memory = Memory(vault)
-            try:
-                hits = memory.recall(query, k=k, types=types or (), include_hidden=include_all)
-            finally:
-                memory.close()
+        with tool_errors() as state:
+            hits = state.memory.recall(
+                query,
+                k=k,
+                types=types or (),
+                include_hidden=include_all,
+                since=parse_moment(since, "since"),
+                until=parse_moment(until, "until"),
+            )
             return {"query": query, "hits": [hit.to_json() for hit in hits]}
 
     def search(
@@ -138,26 +228,110 @@ def build_server(vault: Vault) -> Any:
         tags: Annotated[
             list[str] | None, Field(description="Only records with these tags.")
         ] = None,
+        since: Since = None,
+        until: Until = None,
         include_all: Annotated[
             bool, Field(description="Include expired and superseded records.")
         ] = False,
     ) -> dict[str, Any]:
         """Search the whole vault (memory and learning), syncing the index first when files
-        changed. `stale` is true when the index could not be brought up to date."""
-        with tool_errors():
-            memory = Memory(vault)
-            try:
-                result, stale = memory.index.search(
-                    query, k=k, types=types or (), tags=tags or (), include_hidden=include_all
-                )
-            finally:
-                memory.close()
+        changed. `stale` is true when the index could not be brought up to date. Hits carry a
+        snippet; `show` reads a whole record."""
+        with tool_errors() as state:
+            result, stale = state.index.search(
+                query,
+                k=k,
+                types=types or (),
+                tags=tags or (),
+                since=parse_moment(since, "since"),
+                until=parse_moment(until, "until"),
+                include_hidden=include_all,
+            )
             return {
                 "query": query,
                 "total": result.total,
                 "stale": stale,
                 "hits": [RecallHit(hit).to_json() for hit in result.hits],
             }
+
+    def show(ref: AnyRef) -> dict[str, Any]:
+        """Read one whole record: every front-matter field and the full Markdown body (as
+        `memkit show --json` prints it). `updated` is what `update` takes as expected_updated."""
+        with tool_errors() as state:
+            return find_record(state.vault, ref).to_json()
+
+    def list_(
+        type: Annotated[
+            Annotated[str, Field(json_schema_extra=one_of(RECORD_TYPES))] | None,
+            Field(description="Only records of this type."),
+        ] = None,
+        tag: Annotated[str | None, Field(description="Only records with this tag.")] = None,
+        since: Since = None,
+        until: Until = None,
+        limit: Annotated[
+            int, Field(description="At most this many records, 1..1000.", ge=1, le=1000)
+        ] = 20,
+    ) -> dict[str, Any]:
+        """What changed recently: records, most recently updated first, without their bodies
+        (`show` reads one). `total` counts every match before the limit."""
+        with tool_errors() as state:
+            listing = list_records(
+                state.vault,
+                ListRequest(
+                    types=(type,) if type else (),
+                    tags=(tag,) if tag else (),
+                    since=parse_moment(since, "since"),
+                    until=parse_moment(until, "until"),
+                    limit=limit,
+                ),
+            )
+            return {
+                "total": listing.total,
+                "records": [
+                    {k: v for k, v in r.to_json().items() if k != "body"} for r in listing.records
+                ],
+            }
+
+    def update(
+        ref: AnyRef,
+        append: Annotated[
+            str | None, Field(description="Text to add after the body, as its own paragraph.")
+        ] = None,
+        body: Annotated[
+            str | None, Field(description="A new Markdown body, replacing the whole old one.")
+        ] = None,
+        set: Annotated[
+            dict[str, Any] | None,
+            Field(
+                description=(
+                    "Front-matter fields to set (tags, importance, ...); null removes a field. "
+                    "id, type, created and updated are kept by memkit."
+                )
+            ),
+        ] = None,
+        title: Annotated[str | None, Field(description="A new title.")] = None,
+        expected_updated: Annotated[
+            str | None,
+            Field(
+                description=(
+                    "The `updated` value of the copy you read (from show or list): if the record "
+                    "changed since, nothing is written and you get a conflict; read it again."
+                )
+            ),
+        ] = None,
+    ) -> dict[str, Any]:
+        """Edit a record in place: append text or replace the body, set front-matter fields,
+        retitle. The write is checked (schema, credentials) and never overwrites a newer edit.
+        Returns the record as written."""
+        with tool_errors() as state:
+            edit = RecordEdit(
+                append=append,
+                body=body,
+                fields=set or {},
+                title=title,
+                expected_updated=expected_updated,
+            )
+            return update_record(state.vault, ref, edit).to_json()
 
     def context(
         query: Annotated[str, Field(description="The message or task the context is for.")],
@@ -167,8 +341,8 @@ def build_server(vault: Vault) -> Any:
     ) -> dict[str, Any]:
         """A Markdown block for a system prompt: persona first, then learned entries and memory
         relevant to the query, each line citing its record id, within the token budget."""
-        with tool_errors():
-            block = build_context(vault, query, budget=budget)
+        with tool_errors() as state:
+            block = build_context(state.vault, query, budget=budget, memory_obj=state.memory)
             return {
                 "query": query,
                 "budget": budget,
@@ -195,8 +369,8 @@ def build_server(vault: Vault) -> Any:
     ) -> dict[str, Any]:
         """Show an entity (only a name given), or create/update it: attributes merged, aliases
         added, relations linked without duplicates, notes appended with today's date."""
-        with tool_errors():
-            entities = Entities(vault)
+        with tool_errors() as state:
+            entities = Entities(state.vault)
             if not (kind or attributes or aliases or relations or note):
                 found = entities.find(name)
                 if found is None:
@@ -239,34 +413,36 @@ def build_server(vault: Vault) -> Any:
     ) -> dict[str, Any]:
         """Record an interaction in episodic memory (the day files). Messages already recorded
         (same id) are skipped; credentials are redacted."""
-        with tool_errors():
+        with tool_errors() as state:
             # One JSON line per message, so an error names the message by its position.
             text = "\n".join(json.dumps(m, ensure_ascii=False) for m in messages)
-            episodes = Episodes(vault)
+            episodes = Episodes(state.vault)
             parsed = parse_conversation(text, "messages")
             prepared = episodes.prepare(parsed, session=session or "")
             report = episodes.record(prepared)
             if short_term and report.added:
-                memory = Memory(vault)
-                try:
-                    for message in prepared:
-                        # Redacted like the day files, which never keep a credential either.
-                        memory.remember(
-                            redact_secrets(f"{message.speaker}: {message.text}"),
-                            type="short-term",
-                            source={"session": message.session, "messages": [message.message_id]},
-                            allow_secrets=True,
-                        )
-                finally:
-                    memory.close()
+                for message in prepared:
+                    # Redacted like the day files, which never keep a credential either.
+                    state.memory.remember(
+                        redact_secrets(f"{message.speaker}: {message.text}"),
+                        type="short-term",
+                        source={"session": message.session, "messages": [message.message_id]},
+                        allow_secrets=True,
+                    )
             return report.to_json()
 
     def propose(
-        store: Annotated[str, Field(description=f"The learning store: {', '.join(STORE_TYPES)}.")],
+        store: Annotated[
+            str, Field(description="The learning store.", json_schema_extra=one_of(STORE_TYPES))
+        ],
         text: Annotated[str, Field(description="The entry as it would be written, Markdown.")],
         title: Annotated[str | None, Field(description="At most ten words.")] = None,
         op: Annotated[
-            str, Field(description="add, update (target's text replaced) or supersede.")
+            str,
+            Field(
+                description="add, update (target's text replaced) or supersede.",
+                json_schema_extra=one_of(OPS),
+            ),
         ] = "add",
         target: Annotated[
             str | None, Field(description="Id of the entry an update or supersede applies to.")
@@ -279,8 +455,8 @@ def build_server(vault: Vault) -> Any:
     ) -> dict[str, Any]:
         """Propose a learning for a person to review (a file in learning/proposals/). Nothing
         enters a store until it is approved."""
-        with tool_errors():
-            record = Learning(vault).propose(
+        with tool_errors() as state:
+            record = state.learning.propose(
                 store,
                 text,
                 title=title,
@@ -295,8 +471,8 @@ def build_server(vault: Vault) -> Any:
 
     def proposals() -> dict[str, Any]:
         """The proposals waiting for review."""
-        with tool_errors():
-            return {"proposals": [r.to_json() for r in Learning(vault).proposals()]}
+        with tool_errors() as state:
+            return {"proposals": [r.to_json() for r in state.learning.proposals()]}
 
     def approve(
         ref: Ref,
@@ -305,41 +481,91 @@ def build_server(vault: Vault) -> Any:
         ] = False,
     ) -> dict[str, Any]:
         """Approve a proposal: move it into its store and apply its operation."""
-        with tool_errors():
-            return Learning(vault).approve(vault.resolve(ref), force=force).to_json()
+        with tool_errors() as state:
+            return state.learning.approve(state.vault.resolve(ref), force=force).to_json()
 
     def reject(
         ref: Ref,
         reason: Annotated[str, Field(description="Why (kept in the file for audit).")] = "",
     ) -> dict[str, Any]:
         """Reject a proposal: move it to learning/rejected/, so it is not proposed again."""
-        with tool_errors():
-            return Learning(vault).reject(vault.resolve(ref), reason=reason).to_json()
+        with tool_errors() as state:
+            return state.learning.reject(state.vault.resolve(ref), reason=reason).to_json()
 
     def forget(ref: Ref) -> dict[str, Any]:
         """Delete a record's file (git keeps its history)."""
-        with tool_errors():
-            record = Memory(vault).forget(vault.resolve(ref))
+        with tool_errors() as state:
+            record = state.memory.forget(state.vault.resolve(ref))
             return {"forgotten": record.id, "path": record.path}
 
-    # Registered by name, in the order an MCP host lists them.
-    for tool in (
-        remember,
-        recall,
-        search,
-        context,
-        entity,
-        record_interaction,
-        propose,
-        proposals,
-        approve,
-        reject,
-        forget,
-    ):
-        server.add_tool(tool)
+    def record_resource(id: str) -> str:
+        """A record's file as it is on disk: front-matter and Markdown body."""
+        with tool_errors() as state:
+            record = find_record(state.vault, id)
+            assert record.path is not None
+            return state.vault.safe_path(record.path).read_text("utf-8-sig")
+
+    server.resource(
+        "memkit://record/{id}",
+        name="record",
+        title="A memkit record",
+        description="One record of the vault by its id: front-matter and Markdown body.",
+        mime_type="text/markdown",
+    )(record_resource)
+
+    # Registered by name, in the order an MCP host lists them, with what each does to the vault:
+    # read-only, destructive (deletes or replaces a person's text), idempotent (a repeat with the
+    # same arguments changes nothing more). Nothing reaches outside the vault (closed world).
+    tools: list[tuple[Callable[..., Any], str, str, dict[str, bool]]] = [
+        (remember, "remember", "Remember", {}),
+        (recall, "recall", "Recall memory", {"readOnlyHint": True}),
+        (search, "search", "Search the vault", {"readOnlyHint": True}),
+        (show, "show", "Show a record", {"readOnlyHint": True}),
+        (list_, "list", "List recent records", {"readOnlyHint": True}),
+        (update, "update", "Edit a record", {"destructiveHint": True}),
+        (context, "context", "Context for a prompt", {"readOnlyHint": True}),
+        (entity, "entity", "Show or update an entity", {}),
+        (
+            record_interaction,
+            "record_interaction",
+            "Record a conversation",
+            {"idempotentHint": True},
+        ),
+        (propose, "propose", "Propose a learning", {}),
+        (proposals, "proposals", "Pending proposals", {"readOnlyHint": True}),
+        (approve, "approve", "Approve a proposal", {}),
+        (reject, "reject", "Reject a proposal", {"destructiveHint": True}),
+        (forget, "forget", "Forget a record", {"destructiveHint": True, "idempotentHint": True}),
+    ]
+    annotations_class = _annotations_class()
+    for function, name, title, hints in tools:
+        hints = {
+            "readOnlyHint": False,
+            "destructiveHint": False,
+            "idempotentHint": False,
+            **hints,
+            "openWorldHint": False,
+        }
+        if hints["readOnlyHint"]:
+            # The spec reads destructive and idempotent only on tools that write.
+            del hints["destructiveHint"], hints["idempotentHint"]
+        server.add_tool(
+            function,
+            name=name,
+            description=inspect.cleandoc(function.__doc__ or ""),
+            annotations=annotations_class(title=title, **hints),
+        )
     return server
+
+
+def _annotations_class() -> Any:
+    return importlib.import_module("mcp.types").ToolAnnotations
 
 
 def serve(vault: Vault) -> None:
     """Serve the vault over stdio until the host closes the connection."""
-    build_server(vault).run()
+    held = HeldVault(vault)
+    try:
+        build_server(vault, held).run()
+    finally:
+        held.close()

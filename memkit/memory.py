@@ -318,13 +318,17 @@ class Memory:
         types: Sequence[str] = (),
         include_hidden: bool = False,
         neighbours: int = 1,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[RecallHit]:
         """Memory relevant to a query, ranked by relevance blended with importance and recency."""
         wanted = list(types) or list(MEMORY_TYPES)
         unknown = [t for t in wanted if t not in RECORD_TYPES]
         if unknown:
             raise UsageError(f"unknown type {unknown[0]!r}; choose from {', '.join(RECORD_TYPES)}")
-        result, _stale = self.index.search(query, k=k, types=wanted, include_hidden=include_hidden)
+        result, _stale = self.index.search(
+            query, k=k, types=wanted, include_hidden=include_hidden, since=since, until=until
+        )
         hits = [RecallHit(hit) for hit in result.hits]
         if neighbours:
             self._add_neighbours(hits, neighbours)
