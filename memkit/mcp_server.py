@@ -20,7 +20,7 @@ from memkit.context import DEFAULT_BUDGET, build_context
 from memkit.conversations import Episodes, parse_conversation
 from memkit.editing import RecordEdit, update_record
 from memkit.entities import Entities, split_pair
-from memkit.errors import MemkitError, SecretRefused
+from memkit.errors import MemkitError, RecordNotFound, SecretRefused
 from memkit.learning import Learning
 from memkit.memory import REMEMBER_TYPES, Memory, RecallHit
 from memkit.records import RECORD_TYPES, STORE_TYPES
@@ -80,8 +80,8 @@ class HeldVault:
         self.index.close()
 
 
-def _sdk() -> tuple[Any, type[Exception]]:
-    """The server class and its ToolError: MCPServer in mcp 2, FastMCP in mcp 1."""
+def _sdk() -> tuple[Any, Any]:
+    """The server class and the module of its exceptions: MCPServer in mcp 2, FastMCP in mcp 1."""
     try:
         importlib.import_module("mcp")
     except ImportError:
@@ -91,11 +91,11 @@ def _sdk() -> tuple[Any, type[Exception]]:
     try:
         server = importlib.import_module("mcp.server.mcpserver")
         errors = importlib.import_module("mcp.server.mcpserver.exceptions")
-        return server.MCPServer, errors.ToolError
+        return server.MCPServer, errors
     except ImportError:
         server = importlib.import_module("mcp.server.fastmcp")
         errors = importlib.import_module("mcp.server.fastmcp.exceptions")
-        return server.FastMCP, errors.ToolError
+        return server.FastMCP, errors
 
 
 def one_of(choices: Any) -> dict[str, Any]:
@@ -143,7 +143,12 @@ def _new_server(server_class: Any) -> Any:
 
 def build_server(vault: Vault, held: HeldVault | None = None) -> Any:
     """An MCP server whose tools act on `vault`; `.run()` serves it over stdio."""
-    server_class, tool_error = _sdk()
+    server_class, sdk_errors = _sdk()
+    tool_error = sdk_errors.ToolError
+    # A resource error reaches the host with its message (anything else only names the URI);
+    # mcp 2 has a "not found" kind of it, mcp 1 only the general one.
+    resource_error = sdk_errors.ResourceError
+    not_found = getattr(sdk_errors, "ResourceNotFoundError", resource_error)
     server = _new_server(server_class)
     held = held or HeldVault(vault)
 
@@ -500,10 +505,15 @@ def build_server(vault: Vault, held: HeldVault | None = None) -> Any:
 
     def record_resource(id: str) -> str:
         """A record's file as it is on disk: front-matter and Markdown body."""
-        with tool_errors() as state:
-            record = find_record(state.vault, id)
-            assert record.path is not None
-            return state.vault.safe_path(record.path).read_text("utf-8-sig")
+        try:
+            with held.use() as state:
+                record = find_record(state.vault, id)
+                assert record.path is not None
+                return state.vault.safe_path(record.path).read_text("utf-8-sig")
+        except RecordNotFound as error:
+            raise not_found(str(error)) from None
+        except MemkitError as error:
+            raise resource_error(str(error)) from None
 
     server.resource(
         "memkit://record/{id}",
