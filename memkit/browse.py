@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from stat import S_ISREG
 
 from memkit.errors import (
     AmbiguousRef,
@@ -17,9 +19,9 @@ from memkit.errors import (
     UsageError,
 )
 from memkit.ids import ULID_PATTERN
-from memkit.records import RECORD_TYPES, Record
+from memkit.records import RECORD_TYPES, REJECTED_FOLDER, Record, folder_for_type
 from memkit.timeutil import parse_time, parse_when
-from memkit.vault import Problem, Vault
+from memkit.vault import RECORD_ROOTS, Problem, Vault, is_temporary_name
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -110,6 +112,10 @@ def parse_moment(value: str | None, name: str) -> datetime | None:
     return moment
 
 
+_NEVER = datetime.min.replace(tzinfo=timezone.utc)
+_FUTURE = datetime.max.replace(tzinfo=timezone.utc)
+
+
 # --- listing --------------------------------------------------------------------------------------
 
 
@@ -134,11 +140,86 @@ class ListRequest:
 @dataclass
 class Listing:
     records: list[Record] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)  # files skipped: not valid records
-    total: int = 0  # how many matched before the limit
+    problems: list[Problem] = field(default_factory=list)  # files looked at that are not records
 
 
-_NEVER = datetime.min.replace(tzinfo=timezone.utc)
+# `updated: VALUE  # comment` at the top level of the front-matter (quotes stripped after).
+_UPDATED_LINE = re.compile(rb"^updated:[ \t]*(.*?)[ \t]*(?:#.*)?$", re.MULTILINE)
+_FRONT_MATTER_END = re.compile(rb"^(?:---|\.\.\.)[ \t]*\r?$", re.MULTILINE)
+
+
+def _stamp_of(data: bytes) -> str | None:
+    """The `updated` value written in a file's front-matter, read without parsing the file
+    (None when it is not simply there: the file is then parsed to find out)."""
+    head = data[4:] if data.startswith(b"\xef\xbb\xbf") else data
+    if not head.startswith(b"---"):
+        return None
+    end = _FRONT_MATTER_END.search(head, 3)
+    front = head[3 : end.start()] if end else head
+    found = _UPDATED_LINE.search(front)
+    if found is None:
+        return None
+    return found.group(1).strip().strip(b"\"'").decode("utf-8", errors="replace")
+
+
+class StampCache:
+    """Each file's `updated` by path, kept while the file's stat is unchanged, so a long-lived
+    caller (the MCP server) lists a large vault without reading every file each time."""
+
+    def __init__(self) -> None:
+        self._stamps: dict[str, tuple[int, int, int, int, datetime | None]] = {}
+
+    def stamp(self, entry: os.DirEntry[str], relpath: str) -> tuple[bool, datetime | None]:
+        """(is a regular file, its `updated` or None when it cannot be read without parsing)."""
+        try:
+            stat = entry.stat(follow_symlinks=False)
+        except OSError:
+            return False, None
+        if not S_ISREG(stat.st_mode):
+            return False, None  # a symlink (maybe leading out of the vault) is read the slow way
+        # ctime and inode too, as git does: a rewrite within one mtime tick still changes them.
+        key = (stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino)
+        known = self._stamps.get(relpath)
+        if known is not None and known[:4] == key:
+            return True, known[4]
+        try:
+            with open(entry.path, "rb") as handle:
+                text = _stamp_of(handle.read(16384))
+        except OSError:
+            return False, None
+        stamp = parse_time(text) if text is not None else None
+        self._stamps[relpath] = (*key, stamp)
+        return True, stamp
+
+
+def _record_files(vault: Vault, types: Iterable[str]) -> Iterator[tuple[os.DirEntry[str], str]]:
+    """(entry, vault path) of every file that may be a record of `types` (all when empty): the
+    folders and names `Vault.record_paths` takes, walked with scandir (no Path per file)."""
+    wanted = set(types)
+    folders = sorted({folder_for_type(t) for t in wanted}) if wanted else list(RECORD_ROOTS)
+    if "proposal" in wanted:
+        folders.append(REJECTED_FOLDER)
+
+    def walk(directory: str, relative: str) -> Iterator[tuple[os.DirEntry[str], str]]:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            return  # gone, or not a folder
+        for entry in entries:
+            name = entry.name
+            if is_temporary_name(name):
+                continue
+            relpath = relative + name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    yield from walk(entry.path, relpath + "/")
+                elif name.endswith(".md") and relpath.count("/") >= 2:
+                    yield entry, relpath
+            except OSError:
+                continue  # vanished while we walked
+
+    for folder in folders:
+        yield from walk(os.path.join(vault.root, folder), folder + "/")
 
 
 def _updated(record: Record) -> datetime | None:
@@ -150,21 +231,52 @@ def _has_tags(record: Record, tags: Iterable[str]) -> bool:
     return all(t.casefold() in have for t in tags)
 
 
-def list_records(vault: Vault, request: ListRequest = ListRequest()) -> Listing:
-    """Records matching `request`, newest `updated` first (ties: newest id first)."""
-    scanned = vault.scan(request.types or None)
-    chosen: list[tuple[datetime | None, Record]] = []
-    for record in scanned.records:
+def _in_window(when: datetime | None, request: ListRequest) -> bool:
+    if request.since is not None and (when is None or when < request.since):
+        return False
+    return not (request.until is not None and (when is None or when > request.until))
+
+
+def list_records(
+    vault: Vault, request: ListRequest = ListRequest(), stamps: StampCache | None = None
+) -> Listing:
+    """Records matching `request`, most recently updated first (ties: path, descending).
+
+    Each file's `updated` is read from its front-matter text first (`stamps` keeps it across
+    calls); files are then parsed newest first until `limit` records match, so listing the
+    recent few parses a few. A file whose `updated` cannot be read that way is parsed.
+    """
+    stamps = stamps or StampCache()
+    candidates: list[tuple[datetime, str]] = []
+    for entry, relpath in _record_files(vault, request.types):
+        regular, when = stamps.stamp(entry, relpath)
+        if regular and when is not None and not _in_window(when, request):
+            continue  # the parse would say the same: its `updated` is outside the window
+        # Unknown stamps sort first: they are parsed, and placed by what the parse says.
+        candidates.append((when or _FUTURE, relpath))
+    candidates.sort(reverse=True)
+    chosen: list[tuple[datetime, str, Record]] = []
+    problems: list[Problem] = []
+    for when, relpath in candidates:
+        full = request.limit is not None and len(chosen) >= request.limit
+        if full and when != _FUTURE and (when, relpath) < (chosen[-1][0], chosen[-1][1]):
+            break  # every file left is older than the last one kept
+        try:
+            record = vault.read_record(relpath)
+        except InvalidRecord as error:
+            problems.append(Problem(relpath, error.line, error.reason))
+            continue
+        except (RecordNotFound, PathOutsideVault):
+            continue  # vanished while we walked, or a symlink leading out: not ours
+        if request.types and record.type not in request.types:
+            continue
         if request.tags and not _has_tags(record, request.tags):
             continue
-        when = _updated(record)
-        if request.since is not None and (when is None or when < request.since):
+        actual = _updated(record)
+        if not _in_window(actual, request):
             continue
-        if request.until is not None and (when is None or when > request.until):
-            continue
-        chosen.append((when, record))
-    # Records without a readable time go last rather than vanish.
-    chosen.sort(key=lambda pair: (pair[0] or _NEVER, pair[1].id), reverse=True)
-    records = [record for _, record in chosen]
-    limited = records[: request.limit] if request.limit is not None else records
-    return Listing(records=limited, problems=scanned.problems, total=len(records))
+        chosen.append((actual or _NEVER, relpath, record))
+        chosen.sort(key=lambda item: (item[0], item[1]), reverse=True)
+        if request.limit is not None:
+            del chosen[request.limit :]
+    return Listing(records=[record for _, _, record in chosen], problems=problems)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from memkit import __version__
-from memkit.browse import ListRequest, find_record, list_records, parse_moment
+from memkit.browse import ListRequest, StampCache, find_record, list_records, parse_moment
 from memkit.context import DEFAULT_BUDGET, build_context
 from memkit.conversations import Episodes, parse_conversation
 from memkit.editing import RecordEdit, update_record
@@ -64,6 +64,7 @@ class HeldVault:
         self.index = VaultIndex(vault)
         self.memory = Memory(vault, self.index)
         self.learning = Learning(vault, index=self.index)
+        self.stamps = StampCache()  # each file's `updated`, while its stat is unchanged
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -278,7 +279,7 @@ def build_server(vault: Vault, held: HeldVault | None = None) -> Any:
         ] = 20,
     ) -> dict[str, Any]:
         """What changed recently: records, most recently updated first, without their bodies
-        (`show` reads one). `total` counts every match before the limit."""
+        (`show` reads one)."""
         with tool_errors() as state:
             listing = list_records(
                 state.vault,
@@ -289,9 +290,9 @@ def build_server(vault: Vault, held: HeldVault | None = None) -> Any:
                     until=parse_moment(until, "until"),
                     limit=limit,
                 ),
+                state.stamps,
             )
             return {
-                "total": listing.total,
                 "records": [
                     {k: v for k, v in r.to_json().items() if k != "body"} for r in listing.records
                 ],

@@ -10,9 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memkit import Vault
-from memkit.browse import ListRequest, find_record, list_records
+from memkit.browse import ListRequest, StampCache, find_record, list_records
 from memkit.editing import RecordEdit, parse_assignment, update_record
 from memkit.errors import AmbiguousRef, ConflictError, NoRecordNamed, UsageError
+from memkit.timeutil import parse_time
 
 from .conftest import Runner
 
@@ -232,8 +233,10 @@ def test_a_title_that_looks_like_a_path(vault: Vault) -> None:
 
 
 def test_list_records_library(sample_vault: Vault) -> None:
+    everything = list_records(sample_vault, ListRequest(types=("entity",))).records
     listing = list_records(sample_vault, ListRequest(types=("entity",), limit=2))
-    assert len(listing.records) == 2 and listing.total > 2
+    assert [r.id for r in listing.records] == [r.id for r in everything[:2]]
+    assert len(everything) > 2
     with pytest.raises(UsageError, match="unknown type 'diary'"):
         ListRequest(types=("diary",))
 
@@ -279,3 +282,41 @@ def test_expected_updated_conflict_in_the_library(vault: Vault) -> None:
             RecordEdit(append="An agent's stale edit.", expected_updated=record.meta["updated"]),
         )
     assert "stale edit" not in find_record(vault, record.id).body
+
+
+def _write(vault: Vault, name: str, front: str, body: str = "Text.\n") -> None:
+    full = vault.root / "memory" / "long-term" / name
+    full.parent.mkdir(parents=True, exist_ok=True)
+    full.write_text(f"---\n{front}---\n{body}", encoding="utf-8")
+
+
+def test_list_reads_updated_however_it_is_written_and_sees_edits(vault: Vault) -> None:
+    common = "type: long-term\ncreated: 2026-01-01T00:00:00Z\n"
+    _write(
+        vault, "a.md", f"id: 01JC00000000000000000000AA\n{common}updated: 2026-03-01T00:00:00Z\n"
+    )
+    # Quoted, with a comment, in another offset: the same moment as written plainly.
+    _write(
+        vault,
+        "b.md",
+        f'id: 01JC00000000000000000000BB\n{common}updated: "2026-05-01T02:00:00+02:00"  # x\n',
+    )
+    # A quoted key: not read without parsing, so parsed, and still placed by its time.
+    _write(vault, "c.md", f'id: 01JC00000000000000000000CC\n{common}"updated": 2026-04-01\n')
+    _write(vault, "bad.md", "id: [unclosed\n")
+    stamps = StampCache()
+    listing = list_records(vault, ListRequest(limit=3), stamps)
+    assert [r.path.rsplit("/", 1)[1] for r in listing.records] == ["b.md", "c.md", "a.md"]  # type: ignore[union-attr]
+    assert [p.path for p in listing.problems] == ["memory/long-term/bad.md"]
+    everything = list_records(vault, ListRequest(), stamps).records
+    assert [r.id[-2:] for r in everything] == ["BB", "CC", "AA"]
+    window = list_records(
+        vault, ListRequest(since=parse_time("2026-02-15"), until=parse_time("2026-04-15")), stamps
+    )
+    assert [r.id[-2:] for r in window.records] == ["CC", "AA"]
+
+    # A person edits a file between two listings: the held stamps see it.
+    _write(
+        vault, "a.md", f"id: 01JC00000000000000000000AA\n{common}updated: 2026-06-01T00:00:00Z\n"
+    )
+    assert list_records(vault, ListRequest(limit=1), stamps).records[0].id.endswith("AA")
