@@ -281,6 +281,27 @@ async def browse_and_edit(root: Path, errlog: Any, alias: str) -> dict[str, Any]
             encoding="utf-8",
         )
         seen["search_hand"] = await client.call("search", query="kayak")
+        # The watcher starts beside the server (its first reconcile may take a while).
+        heartbeat = root / ".memkit" / "watcher.json"
+        for _ in range(200):
+            if heartbeat.exists():
+                break
+            await asyncio.sleep(0.05)
+        seen["watcher_file"] = heartbeat.exists()
+        # Edited, then deleted by hand: each search sees the files as they are now.
+        other = root / "memory" / "long-term" / "by-hand-2.md"
+        other.write_text(
+            "---\nid: 01JC0000000000000000HANDM2\ntype: long-term\ntitle: Boat\n"
+            "created: 2026-11-28T10:00:00Z\nupdated: 2026-11-28T10:00:00Z\n---\n"
+            "The harbour ferry leaves at noon.\n",
+            encoding="utf-8",
+        )
+        seen["ferry"] = await client.call("search", query="ferry harbour")
+        other.write_text(other.read_text().replace("ferry", "paraglider"), encoding="utf-8")
+        seen["ferry_after_edit"] = await client.call("search", query="ferry")
+        seen["paraglider"] = await client.call("search", query="paraglider")
+        other.unlink()
+        seen["paraglider_after_delete"] = await client.call("search", query="paraglider")
         seen["search_since"] = await client.call("search", query="kayak", since="2026-11-28")
         seen["search_until"] = await client.call("search", query="kayak", until="2026-11-27")
         # The fact edited above is superseded: include_all shows it.
@@ -394,6 +415,14 @@ def test_an_agent_reads_lists_and_edits_records_over_stdio(
     assert [h["id"] for h in seen["search_hand"]["hits"]] == ["01JC0000000000000000HANDMD"]
     assert seen["search_hand"]["stale"] is False
     assert [h["id"] for h in seen["search_since"]["hits"]] == ["01JC0000000000000000HANDMD"]
+    # The server runs its own watcher (so a search needs no walk), and hand edits still show.
+    assert seen["watcher_file"]
+    assert not (sample_vault.root / ".memkit" / "watcher.json").exists()  # gone with the server
+    assert [h["id"] for h in seen["ferry"]["hits"]] == ["01JC0000000000000000HANDM2"]
+    assert "01JC0000000000000000HANDM2" not in [h["id"] for h in seen["ferry_after_edit"]["hits"]]
+    assert [h["id"] for h in seen["paraglider"]["hits"]] == ["01JC0000000000000000HANDM2"]
+    assert seen["paraglider_after_delete"]["hits"] == []
+    assert not any(s["stale"] for s in (seen["ferry"], seen["paraglider"]))
     assert seen["search_until"]["hits"] == []
     assert [h["id"] for h in seen["recall_since"]["hits"]] == [shown["id"]]
     assert seen["recall_until"]["hits"]
