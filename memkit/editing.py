@@ -32,6 +32,9 @@ class RecordEdit:
     # The `updated` value of the copy the editor read: when the file's differs, someone edited
     # it since, and the edit is refused instead of overwriting theirs.
     expected_updated: str | None = None
+    # The SHA-256 of the file the editor read, when it knows it: catches a person's edit that
+    # left `updated` alone (an editor does not stamp it), which `expected_updated` cannot see.
+    expected_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.append is not None and self.body is not None:
@@ -118,6 +121,12 @@ def update_record(
                 f"it was updated at {written}, after the copy you edited "
                 f"(updated {edit.expected_updated})",
             )
+    if (
+        edit.expected_sha256 is not None
+        and record.fingerprint is not None
+        and record.fingerprint[2] != edit.expected_sha256
+    ):
+        raise ConflictError(record.path, "it was edited since the copy you edited was read")
     for key, value in edit.fields.items():
         if value is None:
             record.meta.pop(key, None)

@@ -5,6 +5,7 @@
 # the fix.
 
 import contextlib
+import dataclasses
 import importlib
 import inspect
 import json
@@ -27,7 +28,7 @@ from memkit.entities import Entities, split_pair
 from memkit.errors import MemkitError, RecordNotFound, SecretRefused
 from memkit.learning import Learning
 from memkit.memory import REMEMBER_TYPES, Memory, RecallHit
-from memkit.records import RECORD_TYPES, STORE_TYPES
+from memkit.records import RECORD_TYPES, STORE_TYPES, Record
 from memkit.secret_guard import redact_secrets
 from memkit.sync import SyncReport, VaultIndex
 from memkit.vault import RECORD_ROOTS, Vault
@@ -153,8 +154,29 @@ class HeldVault:
         self.memory = Memory(vault, self.index)
         self.learning = Learning(vault, index=self.index)
         self.stamps = StampCache()  # each file's `updated`, while its stat is unchanged
+        # (path, `updated`) -> SHA-256 of the file as this server last handed it to the agent, so
+        # that `update` with expected_updated also sees a person's edit that left `updated` alone.
+        self._served: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         self._watcher: _ChangeCounter | None = None
+
+    def served(self, record: Record) -> dict[str, Any]:
+        """The record's JSON, remembering which file content the agent was shown."""
+        if record.path is not None and record.fingerprint is not None:
+            self._served[(record.path, str(record.meta.get("updated")))] = record.fingerprint[2]
+        return record.to_json()
+
+    def edit(self, ref: str, edit: RecordEdit) -> Record:
+        """`update_record`, refusing an edit of a copy older than the file even when a person's
+        edit did not change `updated` (the agent's copy is known by its content)."""
+        if edit.expected_updated is not None and edit.expected_sha256 is None:
+            record = find_record(self.vault, ref)
+            assert record.path is not None
+            ref = record.path  # found once: a title is not looked for twice
+            seen = self._served.get((record.path, edit.expected_updated.strip()))
+            if seen is not None:
+                edit = dataclasses.replace(edit, expected_sha256=seen)
+        return update_record(self.vault, ref, edit)
 
     def watch(self) -> None:
         """Start the in-process watcher (its own index handle, syncing what changes); until it
@@ -372,7 +394,7 @@ def build_server(vault: Vault, held: HeldVault | None = None) -> Any:
         """Read one whole record: every front-matter field and the full Markdown body (as
         `memkit show --json` prints it). `updated` is what `update` takes as expected_updated."""
         with tool_errors() as state:
-            return find_record(state.vault, ref).to_json()
+            return state.served(find_record(state.vault, ref))
 
     def list_(
         type: Annotated[
@@ -445,7 +467,7 @@ def build_server(vault: Vault, held: HeldVault | None = None) -> Any:
                 title=title,
                 expected_updated=expected_updated,
             )
-            return update_record(state.vault, ref, edit).to_json()
+            return state.served(state.edit(ref, edit))
 
     def context(
         query: Annotated[str, Field(description="The message or task the context is for.")],

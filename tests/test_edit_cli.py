@@ -320,3 +320,21 @@ def test_list_reads_updated_however_it_is_written_and_sees_edits(vault: Vault) -
         vault, "a.md", f"id: 01JC00000000000000000000AA\n{common}updated: 2026-06-01T00:00:00Z\n"
     )
     assert list_records(vault, ListRequest(limit=1), stamps).records[0].id.endswith("AA")
+
+
+def test_expected_sha256_sees_an_edit_that_left_updated_alone(vault: Vault) -> None:
+    full = write_person_file(vault)
+    record = find_record(vault, "Standup notes")
+    assert record.fingerprint is not None
+    full.write_text(full.read_text().replace("9:30", "9:45"), encoding="utf-8")
+    with pytest.raises(ConflictError, match="edited since the copy you edited was read"):
+        update_record(
+            vault,
+            record.id,
+            RecordEdit(
+                body="Old copy.",
+                expected_updated=str(record.meta["updated"]),
+                expected_sha256=record.fingerprint[2],
+            ),
+        )
+    assert "9:45" in full.read_text()

@@ -268,6 +268,16 @@ async def browse_and_edit(root: Path, errlog: Any, alias: str) -> dict[str, Any]
             "update", ref=fact["id"], body="Overwritten.", expected_updated=fact["updated"]
         )
         seen["after_stale"] = await client.call("show", ref=fact["id"])
+        # A person edits the file by hand (an editor does not stamp `updated`), after the agent
+        # read it: the agent's edit of its older copy is refused all the same.
+        copy = await client.call("show", ref=fact["id"])
+        fact_path = root / copy["path"]
+        fact_path.write_text(
+            fact_path.read_text().replace("Checked again", "Checked by Dana"), encoding="utf-8"
+        )
+        seen["hand_edit_conflict"] = await client.error(
+            "update", ref=fact["id"], body="Rewritten.", expected_updated=copy["updated"]
+        )
         seen["retitled"] = await client.call(
             "update", ref=fact["path"], title="Ledger ran on Postgres 14", set={"reviewed_by": None}
         )
@@ -406,9 +416,12 @@ def test_an_agent_reads_lists_and_edits_records_over_stdio(
     assert "the file changed on disk since memkit read it" in seen["stale"]
     assert f"it was updated at {appended['updated']}" in seen["stale"]
     assert seen["after_stale"]["body"] == appended["body"]
+    assert "Rewritten." not in fact_file.read_text()
+    assert "edited since the copy you edited was read" in seen["hand_edit_conflict"]
+    assert "Checked by Dana" in fact_file.read_text()
     assert seen["retitled"]["title"] == "Ledger ran on Postgres 14"
     assert "reviewed_by" not in seen["retitled"]
-    assert fact_file.read_text().count("Checked again in November.") == 1
+    assert fact_file.read_text().count("Checked by Dana in November.") == 1
     assert not sample_vault.check().problems
 
     # search and recall: fresh after a hand edit, and within since/until.
