@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,6 @@ from memkit.records import STORE_TYPES
 from memkit.yaml_reader import load_yaml_fast, load_yaml_slow
 
 SETTINGS_FILE = "memkit.yaml"
-# What memkit.yaml read as, when the YAML loader was needed for it (derived state, safe to
-# delete): kept with the text it came from, so that any edit, however quick, misses the cache.
-SETTINGS_CACHE = ".memkit/settings.cache.json"
-_CACHE_VERSION = 1
 LEARNING_MODES = ("agentic", "propose", "disabled")
 DEFAULT_STORES = {
     "persona": True,
@@ -119,8 +114,14 @@ search:
 
 learning:
   mode: agentic             # agentic (write entries) | propose (write proposals) | disabled
-  stores: {persona: true, insights: true, threads: true, patterns: false, decisions: false,
-           feedback: false, improvements: false}
+  stores:                   # which stores the learner writes (entries you add yourself are always kept)
+    persona: true
+    insights: true
+    threads: true
+    patterns: false
+    decisions: false
+    feedback: false
+    improvements: false
 
 llm:
   model: gpt-4o-mini        # any model your OpenAI-compatible server offers (MEMKIT_MODEL overrides)
@@ -245,54 +246,15 @@ def _load_with_yaml(text: str, file: Path) -> Any:
         raise SettingsError(file, 1, f"invalid YAML: {error}") from None
 
 
-_MISSING = object()
+def parse_settings(text: str, file: Path) -> Settings:
+    """Settings from memkit.yaml's `text`.
 
-
-def _read_cache(cache: Path, text: str) -> Any:
-    """The data cached for exactly this `text`, else _MISSING."""
-    import json
-
-    try:
-        with open(cache, encoding="utf-8") as handle:
-            cached = json.load(handle)
-    except (OSError, ValueError):
-        return _MISSING
-    if (
-        isinstance(cached, dict)
-        and cached.get("version") == _CACHE_VERSION
-        and cached.get("text") == text
-        and "data" in cached
-    ):
-        return cached["data"]
-    return _MISSING
-
-
-def _write_cache(cache: Path, text: str, data: Any) -> None:
-    """Keep what the YAML loader read; quietly skipped when it cannot be kept exactly."""
-    import json
-
-    try:
-        if not cache.parent.is_dir():
-            return  # no .memkit/ yet: memkit never creates it just for this
-        encoded = json.dumps({"version": _CACHE_VERSION, "text": text, "data": data})
-        if json.loads(encoded)["data"] != data:
-            return  # non-string keys and the like: JSON would not give them back
-        temporary = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-        temporary.write_text(encoded, "utf-8")
-        os.replace(temporary, cache)
-    except (OSError, TypeError, ValueError):
-        return
-
-
-def parse_settings(text: str, file: Path, *, cache: Path | None = None) -> Settings:
-    """Settings from memkit.yaml's `text`; `cache` may keep what the YAML loader read."""
+    memkit's own memkit.yaml is in the shape the fast reader handles; a file a person rewrote
+    in richer YAML (anchors, block scalars...) goes through the YAML loader instead.
+    """
     data: Any = load_yaml_fast(text)
     if data is None:
-        data = _MISSING if cache is None else _read_cache(cache, text)
-        if data is _MISSING:
-            data = _load_with_yaml(text, file)
-            if cache is not None:
-                _write_cache(cache, text, data)
+        data = _load_with_yaml(text, file)
     settings: Settings = _build(Settings, data, [], text, file)
     return settings
 
@@ -305,4 +267,4 @@ def load_settings(vault_root: Path) -> Settings:
         return Settings()
     except UnicodeDecodeError:
         raise SettingsError(file, 1, "not UTF-8 text; save memkit.yaml as UTF-8") from None
-    return parse_settings(text, file, cache=vault_root / SETTINGS_CACHE)
+    return parse_settings(text, file)
