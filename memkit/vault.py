@@ -28,6 +28,7 @@ from memkit.errors import (
     VaultNotFound,
 )
 from memkit.records import (
+    NOTES_FOLDER,
     REJECTED_FOLDER,
     TYPE_FOLDERS,
     Record,
@@ -64,15 +65,15 @@ def is_temporary_name(name: str) -> bool:
     )
 
 
-def is_record_path(relpath: str) -> bool:
+def is_record_path(relpath: str, notes_folders: Iterable[str] = (NOTES_FOLDER,)) -> bool:
     """Whether a vault-relative path is where a record file may live."""
     parts = PurePosixPath(relpath).parts
-    return (
-        len(parts) >= 3
-        and parts[0] in RECORD_ROOTS
-        and relpath.endswith(".md")
-        and not any(is_temporary_name(part) for part in parts)
-    )
+    if not relpath.endswith(".md") or any(is_temporary_name(part) for part in parts):
+        return False
+    if len(parts) >= 3 and parts[0] in RECORD_ROOTS:
+        return True
+    # A person's notes may sit at the top of a notes folder.
+    return any(relpath.startswith(folder + "/") for folder in notes_folders)
 
 
 def find_vault_root(start: Path) -> Path:
@@ -220,12 +221,19 @@ class Vault:
 
     # --- reading ---------------------------------------------------------------------------
 
+    @property
+    def notes_folders(self) -> tuple[str, ...]:
+        """`notes/` and the folders memkit.yaml's `notes.folders` lists (vault-relative)."""
+        return (NOTES_FOLDER, *self.settings.notes.folders)
+
     def record_paths(self, types: Iterable[str] | None = None) -> Iterator[str]:
         """Vault-relative paths of every file that may be a record, in sorted order."""
         wanted = set(types) if types else None
         folders = sorted({folder_for_type(t) for t in wanted}) if wanted else list(RECORD_ROOTS)
         if wanted and "proposal" in wanted:
             folders.append(REJECTED_FOLDER)
+        if wanted is None or "note" in wanted:
+            folders += [f for f in self.notes_folders if f not in folders]
         seen: set[str] = set()
         for folder in folders:
             base = self.root / folder
@@ -235,7 +243,7 @@ class Vault:
                 subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
                 for name in sorted(files):
                     rel = self.relpath_fast(Path(directory) / name)
-                    if rel not in seen and is_record_path(rel):
+                    if rel not in seen and is_record_path(rel, self.notes_folders):
                         seen.add(rel)
                         yield rel
 
@@ -435,6 +443,20 @@ class Vault:
             self.touched.add(record.path)
         return self.read_record(record.path)
 
+    def replace_file(self, relpath: str, expected: bytes, data: bytes) -> None:
+        """Atomically replace a file that is not a record yet (`memkit adopt`), refusing with a
+        ConflictError when it no longer holds `expected` (a person saved it meanwhile)."""
+        full = self.safe_path(relpath)
+        with self.write_lock():
+            try:
+                current = full.read_bytes()
+            except FileNotFoundError:
+                raise ConflictError(relpath, "it was deleted") from None
+            if current != expected:
+                raise ConflictError(relpath)
+            self._write_bytes(full, data, exclusive=False)
+            self.touched.add(relpath)
+
     def move(self, record: Record, new_relpath: str) -> Record:
         """Move a record's file (keeping its id), refusing to overwrite or to lose an edit."""
         if record.path is None:
@@ -565,6 +587,10 @@ class Vault:
         assert record.path is not None
         folder = str(PurePosixPath(record.path).parent)
         expected_type = type_for_folder(folder)
+        if expected_type is None and any(
+            record.path.startswith(f + "/") for f in self.settings.notes.folders
+        ):
+            expected_type = "note"
         if expected_type is None:
             return [Problem(record.path, 1, "not in a record folder of the vault layout")]
         if record.type == expected_type:
