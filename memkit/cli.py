@@ -1307,13 +1307,12 @@ def history(vault: Vault, ref: str, json_: bool) -> None:
 def status(vault: Vault, json_: bool) -> None:
     """Record counts, index freshness, files that failed to parse, watcher."""
     from memkit.maintenance import vault_status
-    from memkit.notes import is_unadopted_problem
+    from memkit.notes import unadopted
 
     info = vault_status(vault)
     # Notes without memkit front-matter are not broken files: they wait for `memkit adopt`.
-    info["unadopted"] = [
-        p["path"] for p in info["problems"] if is_unadopted_problem(vault, p["path"], p["message"])
-    ]
+    # Read from the files, not the last sync, so a note just saved is listed at once.
+    info["unadopted"] = unadopted(vault)
     info["problems"] = [p for p in info["problems"] if p["path"] not in info["unadopted"]]
     if json_:
         emit_json(info)
