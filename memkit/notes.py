@@ -73,7 +73,7 @@ def unadopted(vault: Vault) -> list[str]:
                 found.append(relpath)
         except OSError:
             continue
-    return found
+    return sorted(found)
 
 
 # --- reading a person's front-matter (python-frontmatter) -------------------------------------

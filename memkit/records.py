@@ -353,7 +353,15 @@ def _scalar(value: Any) -> str:
         and _reads_back_as(text)
     ):
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return _UNSAFE_IN_QUOTES.sub(
+        lambda m: f"\\u{ord(m.group()):04x}", json.dumps(text, ensure_ascii=False)
+    )
+
+
+# Characters a YAML reader refuses (DEL, C1 controls, U+FFFE/FFFF) or reads as a line break
+# inside quotes (NEL, U+2028, U+2029), which JSON leaves as they are: escaped as `\uXXXX`,
+# which both read back as the character.
+_UNSAFE_IN_QUOTES = re.compile("[\x7f-\x9f\u2028\u2029\ufffe\uffff]")
 
 
 def _is_scalar(value: Any) -> bool:
