@@ -79,9 +79,8 @@ MAX_NAME_LENGTH = 120
 def entity_stem(name: str) -> str:
     """A file name (without `.md`) for an entity, as close to its name as every file system
     allows: Obsidian resolves `[[Priya Raman]]` to `Priya Raman.md` by file name."""
-    stem = unicodedata.normalize("NFC", name)
+    stem = " ".join(unicodedata.normalize("NFC", name).split())  # tabs, newlines: one space
     stem = _UNSAFE_IN_NAME.sub("-", stem)
-    stem = " ".join(stem.split())  # tabs, newlines and runs of spaces: one space
     if len(stem) > MAX_NAME_LENGTH:
         cut = stem[: MAX_NAME_LENGTH + 1]
         stem = cut.rsplit(" ", 1)[0] if " " in cut else stem[:MAX_NAME_LENGTH]
