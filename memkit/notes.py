@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from memkit import ids, schema
-from memkit.errors import ConflictError, InvalidRecord, UsageError
+from memkit.errors import InvalidRecord, UsageError
 from memkit.records import dump_key, parse_record
 from memkit.timeutil import format_time
 from memkit.vault import Vault, is_record_path, is_temporary_name
@@ -263,6 +263,17 @@ def _targets(vault: Vault, paths: Iterable[str], cwd: Path) -> list[str]:
     return sorted(dict.fromkeys(found))
 
 
+# Files written per batch: one sync of the file system for all of them (Vault.replace_files).
+_BATCH = 500
+
+
+def _write(vault: Vault, changes: list[tuple[str, bytes, bytes]], report: AdoptReport) -> None:
+    for conflict in vault.replace_files(changes):
+        report.adopted.remove(conflict.path)
+        report.skipped.append(Skipped(conflict.path, str(conflict)))
+    changes.clear()
+
+
 def adopt(
     vault: Vault, paths: Iterable[str] = (), *, cwd: Path | None = None, dry_run: bool = False
 ) -> AdoptReport:
@@ -270,6 +281,7 @@ def adopt(
     front-matter an id, type, title, created and updated, keeping its own front-matter keys and
     its body byte for byte. Files that are records already are left alone."""
     report = AdoptReport()
+    changes: list[tuple[str, bytes, bytes]] = []
     for relpath in _targets(vault, paths, cwd or Path.cwd()):
         if not is_record_path(relpath, vault.notes_folders):
             continue
@@ -295,6 +307,8 @@ def adopt(
         try:
             text = data.decode("utf-8")
             new = adopted_text(text, full.name, info.st_mtime).encode("utf-8")
+            # Only a person's own keys can break the schema: memkit's are valid as written.
+            person_keys = text.lstrip("\ufeff").startswith(("---", "+++", "{"))
         except UnicodeDecodeError:
             report.skipped.append(Skipped(relpath, "not UTF-8 text; save it as UTF-8"))
             continue
@@ -303,18 +317,17 @@ def adopt(
             continue
         try:
             record = parse_record(new, relpath)
-            found = schema.problems(record)
+            found = schema.problems(record) if person_keys else []
         except InvalidRecord as error:
             found = [(error.line, error.reason)]
         if found:
             line, message = found[0]
             report.skipped.append(Skipped(relpath, f"line {line}: {message}"))
             continue
-        if not dry_run:
-            try:
-                vault.replace_file(relpath, data, new)
-            except ConflictError as error:
-                report.skipped.append(Skipped(relpath, str(error)))
-                continue
         report.adopted.append(relpath)
+        if not dry_run:
+            changes.append((relpath, data, new))
+            if len(changes) >= _BATCH:
+                _write(vault, changes, report)
+    _write(vault, changes, report)
     return report

@@ -268,3 +268,21 @@ def test_records_memkit_writes_read_the_same_with_python_frontmatter(
     assert theirs.metadata["type"] == record_type
     assert theirs.metadata["title"] == title
     assert list(theirs.metadata.get("tags") or []) == sorted(set(tags))
+
+
+def test_replace_files_refuses_a_file_that_changed_and_keeps_permissions(vault: Vault) -> None:
+    changed = write(vault, "notes/changed.md", "a person's newer text\n")
+    kept = write(vault, "notes/kept.md", "old\n")
+    kept.chmod(0o640)
+    refused = vault.replace_files(
+        [
+            ("notes/changed.md", b"what memkit read\n", b"new\n"),
+            ("notes/kept.md", b"old\n", b"new\n"),
+        ]
+    )
+    assert [c.path for c in refused] == ["notes/changed.md"]
+    assert "changed on disk since memkit read it" in str(refused[0])
+    assert changed.read_text() == "a person's newer text\n"
+    assert kept.read_bytes() == b"new\n" and (kept.stat().st_mode & 0o777) == 0o640
+    assert sorted(p.name for p in (vault.root / "notes").iterdir()) == ["changed.md", "kept.md"]
+    assert vault.touched == {"notes/kept.md"}
