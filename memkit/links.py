@@ -142,7 +142,8 @@ def _stem_fits(stem: str, wanted: str) -> bool:
 
 
 def planned_renames(vault: Vault) -> list[tuple[Record, str]]:
-    """(entity, new vault-relative path) for each entity file not named after its entity."""
+    """(entity, new vault-relative path) for each entity file still named as older memkit
+    versions named them (a slug of the name), not after its entity."""
     entities = Entities(vault)
     planned: list[tuple[Record, str]] = []
     for record in vault.scan(["entity"]).records:
@@ -153,7 +154,13 @@ def planned_renames(vault: Vault) -> list[tuple[Record, str]]:
         if PurePosixPath(record.path).parent.as_posix() != ENTITY_FOLDER:
             continue
         wanted = ids.entity_stem(name)
-        if _stem_fits(PurePosixPath(record.path).stem, wanted):
+        stem = PurePosixPath(record.path).stem
+        if _stem_fits(stem, wanted):
+            continue
+        # Only the slug names older memkit versions gave (`priya-raman.md`, `priya-raman-2.md`):
+        # a file a person renamed on purpose (and Obsidian re-linked) stays as it is.
+        slug = ids.slugify(name)
+        if stem != slug and re.fullmatch(re.escape(slug) + r"-\d+", stem) is None:
             continue
         new = f"{ENTITY_FOLDER}/{entities.free_stem(wanted, exclude=record.path)}.md"
         # Two old files wanting the same new name: the second gets the next free suffix.

@@ -378,3 +378,11 @@ def test_unknown_commands_get_a_safe_hint() -> None:
     assert "Did you mean `memkit show`?" in CliRunner().invoke(cli, ["get"]).output
     assert "Did you mean `memkit list --json`?" in CliRunner().invoke(cli, ["export"]).output
     assert "'adopt'" in CliRunner().invoke(cli, ["adopr"]).output
+
+
+def test_check_fix_leaves_a_file_a_person_renamed(run: Runner, vault: Vault) -> None:
+    record = Entities(vault).upsert("Priya Raman", kind="person").record
+    (vault.root / "memory/entities/Priya Raman.md").rename(vault.root / "memory/entities/PR.md")
+    report = json.loads(run.run("check", "--fix", "--json").stdout)
+    assert report["renamed"] == [] and report["warnings"] == []
+    assert vault.read_record("memory/entities/PR.md").id == record.id
