@@ -12,6 +12,7 @@ from typing import Any
 
 from memkit import ids
 from memkit.entities import ENTITY_FOLDER, Entities
+from memkit.errors import MemkitError
 from memkit.records import Record
 from memkit.vault import Problem, Vault, is_temporary_name
 
@@ -179,7 +180,7 @@ def rename_entity_files(vault: Vault, *, dry_run: bool = False) -> list[Rename]:
     try:
         if git is None or not git.is_repo():
             git = None
-    except Exception:  # no git program: plain renames are still right
+    except MemkitError:  # no git program: plain renames are still right
         git = None
     done: list[Rename] = []
     with vault.write_lock():

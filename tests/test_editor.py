@@ -221,6 +221,26 @@ def test_obsidian_edited_front_matter_passes_and_keeps_its_formatting(
     assert run.run("check").exit_code == 0
 
 
+def test_empty_properties_obsidian_keeps_pass(run: Runner, vault: Vault) -> None:
+    record = Memory(vault).remember("A fact", title="A fact")
+    assert record.path is not None
+    path = vault.root / record.path
+    path.write_text(path.read_text().replace("title: A fact", "title: A fact\ntags:\naliases:"))
+    result = run.run("check")
+    assert result.exit_code == 0 and "0 problems, 0 warnings" in result.stderr
+    assert vault.read_record(record.path).tags == []
+
+
+def test_a_string_tag_is_a_tag_to_search(run: Runner, vault: Vault) -> None:
+    record = Memory(vault).remember("Deploys need a rollback plan", tags=["ops"])
+    assert record.path is not None
+    path = vault.root / record.path
+    path.write_text(path.read_text().replace("tags: [ops]", "tags: ops, deploys"))
+    hits = json.loads(run.run("search", "rollback", "--tag", "deploys", "--json").stdout)["hits"]
+    assert [h["path"] for h in hits] == [record.path]
+    assert hits[0]["tags"] == ["ops", "deploys"]
+
+
 def test_tags_obsidian_refuses_are_warnings(run: Runner, vault: Vault) -> None:
     Memory(vault).remember("Tagged fact", tags=["ok-tag", "nested/tag"])
     record = Memory(vault).remember("Badly tagged fact", tags=["two words", "2026", "fine_1"])
