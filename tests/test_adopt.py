@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import frontmatter
@@ -286,3 +287,24 @@ def test_replace_files_refuses_a_file_that_changed_and_keeps_permissions(vault: 
     assert kept.read_bytes() == b"new\n" and (kept.stat().st_mode & 0o777) == 0o640
     assert sorted(p.name for p in (vault.root / "notes").iterdir()) == ["changed.md", "kept.md"]
     assert vault.touched == {"notes/kept.md"}
+
+
+def test_adopt_commit_commits_the_adopted_notes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "v"
+    runner = Runner(root)
+    assert runner.run("init", str(root), "--git", vault=False).exit_code == 0
+    write(Vault(root), "notes/a.md", PLAIN)
+    for name in ("GIT_AUTHOR", "GIT_COMMITTER"):
+        monkeypatch.setenv(f"{name}_NAME", "t")
+        monkeypatch.setenv(f"{name}_EMAIL", "t@example.com")
+    result = runner.run("adopt", "--commit")
+    assert result.exit_code == 0, result.output
+    log = subprocess.run(
+        ["git", "-C", str(root), "log", "--format=%s", "--name-only", "-1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert log.split() == ["memkit:", "adopt", "1", "notes", "notes/a.md"]
