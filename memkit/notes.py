@@ -285,7 +285,9 @@ def adopt(
     for relpath in _targets(vault, paths, cwd or Path.cwd()):
         if not is_record_path(relpath, vault.notes_folders):
             continue
-        full = vault.safe_path(relpath)
+        # The walk followed no symlink and `_targets` resolved given paths inside the vault;
+        # lstat below refuses a symlinked file. The writer checks the path again.
+        full = vault.root / relpath
         try:
             info = full.lstat()
             if not stat_module.S_ISREG(info.st_mode):

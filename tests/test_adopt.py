@@ -308,3 +308,14 @@ def test_adopt_commit_commits_the_adopted_notes(
         check=True,
     ).stdout
     assert log.split() == ["memkit:", "adopt", "1", "notes", "notes/a.md"]
+
+
+def test_adopt_never_writes_through_a_symlink(tmp_path: Path, vault: Vault) -> None:
+    outside = tmp_path / "outside.md"
+    outside.write_text(PLAIN)
+    (vault.root / "notes").mkdir(exist_ok=True)
+    (vault.root / "notes/link.md").symlink_to(outside)
+    report = adopt(vault)
+    assert report.adopted == []
+    assert [(s.path, s.reason) for s in report.skipped] == [("notes/link.md", "not a regular file")]
+    assert outside.read_text() == PLAIN
