@@ -319,3 +319,25 @@ def test_adopt_never_writes_through_a_symlink(tmp_path: Path, vault: Vault) -> N
     assert report.adopted == []
     assert [(s.path, s.reason) for s in report.skipped] == [("notes/link.md", "not a regular file")]
     assert outside.read_text() == PLAIN
+
+
+def test_the_watcher_indexes_notes_in_every_notes_folder(tmp_path: Path) -> None:
+    from .test_sync import write_record
+    from .test_watcher import start_watching, stop_watching
+
+    root = tmp_path / "v"
+    Vault.init(root)
+    settings_file = root / "memkit.yaml"
+    settings_file.write_text(
+        settings_file.read_text().replace("  folders: []", "  folders: [Projects]")
+    )
+    watching = start_watching(Vault(root))
+    try:
+        write_record(watching.vault, "notes/one.md", "Note one", type_="note")
+        write_record(watching.vault, "Projects/deep/two.md", "Note two", type_="note")
+        write(watching.vault, "Projects/plain.md", "not adopted yet\n")
+        watching.until_titles(
+            {"notes/one.md": "Note one", "Projects/deep/two.md": "Note two"}, "notes indexed"
+        )
+    finally:
+        stop_watching(watching)
