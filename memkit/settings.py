@@ -84,6 +84,13 @@ class GitSettings:
 
 
 @dataclass(frozen=True)
+class NotesSettings:
+    # Vault-relative folders of a person's own notes, besides `notes/` (an Obsidian vault's
+    # folders): their Markdown files are records of type `note` once `memkit adopt` ran.
+    folders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     version: int = 1
     memory: MemorySettings = field(default_factory=MemorySettings)
@@ -91,6 +98,7 @@ class Settings:
     learning: LearningSettings = field(default_factory=LearningSettings)
     llm: LLMSettings = field(default_factory=LLMSettings)
     git: GitSettings = field(default_factory=GitSettings)
+    notes: NotesSettings = field(default_factory=NotesSettings)
 
 
 DEFAULT_SETTINGS_TEXT = """\
@@ -130,6 +138,9 @@ llm:
 
 git:
   autocommit: false         # commit each memkit write to the vault's git repository
+
+notes:
+  folders: []               # your own Markdown folders besides notes/, e.g. [Projects, Journal]
 """
 
 
@@ -201,6 +212,8 @@ def _build(cls: Any, data: Any, path: list[str], text: str, file: Path) -> Any:
         try:
             if is_dataclass(default):
                 values[key] = _build(type(default), value, [*path, key], text, file)
+            elif key == "folders" and cls is NotesSettings:
+                values[key] = _notes_folders(value, ".".join([*path, key]))
             elif key == "stores" and isinstance(default, dict):
                 values[key] = _stores(value, ".".join([*path, key]))
             else:
@@ -230,6 +243,31 @@ def _stores(value: Any, where: str) -> dict[str, bool]:
             raise ValueError(f"{where}.{name} must be true or false, not {enabled!r}")
         stores[name] = enabled
     return stores
+
+
+def _notes_folders(value: Any, where: str) -> tuple[str, ...]:
+    """Vault-relative folders, never memkit's own (memory/, learning/) nor hidden ones."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"{where} must be a list of folder names, like [Projects, Journal]")
+    folders: list[str] = []
+    for given in value:
+        folder = given.strip().replace("\\", "/").strip("/")
+        parts = folder.split("/")
+        if (
+            not folder
+            or folder == "."
+            or given.strip().startswith("/")
+            or any(part in ("", ".", "..") or part.startswith(".") for part in parts)
+        ):
+            raise ValueError(
+                f"{where}: {given!r} must be a folder inside the vault, not hidden, not '.'"
+            )
+        if parts[0] in ("memory", "learning", "notes"):
+            raise ValueError(f"{where}: {given!r} is one of memkit's own folders")
+        folders.append(folder)
+    return tuple(dict.fromkeys(folders))
 
 
 def _load_with_yaml(text: str, file: Path) -> Any:
