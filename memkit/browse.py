@@ -199,6 +199,11 @@ def _record_files(vault: Vault, types: Iterable[str]) -> Iterator[tuple[os.DirEn
     folders = sorted({folder_for_type(t) for t in wanted}) if wanted else list(RECORD_ROOTS)
     if "proposal" in wanted:
         folders.append(REJECTED_FOLDER)
+    notes = vault.notes_folders
+    if not wanted or "note" in wanted:
+        folders += [folder for folder in notes if folder not in folders]
+    # A person's note may sit at the top of its notes folder; records sit a folder deeper.
+    note_prefixes = tuple(folder + "/" for folder in notes)
 
     def walk(directory: str, relative: str) -> Iterator[tuple[os.DirEntry[str], str]]:
         try:
@@ -213,7 +218,9 @@ def _record_files(vault: Vault, types: Iterable[str]) -> Iterator[tuple[os.DirEn
             try:
                 if entry.is_dir(follow_symlinks=False):
                     yield from walk(entry.path, relpath + "/")
-                elif name.endswith(".md") and relpath.count("/") >= 2:
+                elif name.endswith(".md") and (
+                    relpath.count("/") >= 2 or relpath.startswith(note_prefixes)
+                ):
                     yield entry, relpath
             except OSError:
                 continue  # vanished while we walked

@@ -576,6 +576,8 @@ class VaultIndex:
         root = str(self.vault.root)
         for top in RECORD_ROOTS:
             walk(os.path.join(root, top), f"{top}/", 0)
+        for top in self.vault.notes_folders:
+            walk(os.path.join(root, top), f"{top}/", 1)  # depth 1: notes may sit at the top
         return found
 
     def _needs_reading(self, state: FileState | None, mtime: int, size: int) -> bool:
@@ -657,7 +659,7 @@ class VaultIndex:
                 candidates.update(f"{base}/{name}" for name in files)
         stats: dict[str, tuple[int, int]] = {}
         for relpath in candidates:
-            if not is_record_path(relpath):
+            if not is_record_path(relpath, self.vault.notes_folders):
                 continue
             try:
                 stat = os.stat(self.vault.root / relpath)

@@ -338,3 +338,21 @@ def test_expected_sha256_sees_an_edit_that_left_updated_alone(vault: Vault) -> N
             ),
         )
     assert "9:45" in full.read_text()
+
+
+def test_list_and_update_reach_a_persons_notes(vault: Vault, run: Runner) -> None:
+    notes = vault.root / "notes"
+    notes.mkdir(exist_ok=True)
+    (notes / "Reading list.md").write_text(
+        "---\nid: 01JC00000000000000000NOTES\ntype: note\ntitle: Reading list\n"
+        "created: 2026-11-20T08:00:00Z\nupdated: 2026-11-20T08:00:00Z\n---\n- Dune\n",
+        encoding="utf-8",
+    )
+    (notes / "Not adopted yet.md").write_text("# Just a note\n", encoding="utf-8")
+    result = run.run("list", "--type", "note", "--json")
+    assert [r["id"] for r in listed(result)] == ["01JC00000000000000000NOTES"]
+    assert "skipped" not in result.stderr  # a note waiting for `adopt` is not broken
+    assert [r["id"] for r in listed(run.run("list", "--json"))] == ["01JC00000000000000000NOTES"]
+    result = run.run("update", "reading LIST", "--append", "- Solaris", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["body"] == "- Dune\n\n- Solaris\n"
