@@ -410,15 +410,21 @@ class Vault:
     def _aside_name(self, full: Path) -> Path:
         return full.parent / f".{full.name}.{secrets.token_hex(6)}.aside.tmp"
 
-    def _take_aside(self, record: Record, full: Path) -> tuple[Path, os.stat_result]:
-        """Rename the record's file to a private name and check it is what was read; when it
-        is not, put it back and raise ConflictError. Returns the aside path and its stat."""
-        assert record.path is not None and record.fingerprint is not None
+    def _rename_aside(self, record: Record, full: Path) -> Path:
+        """Rename the record's file to a private name: memkit then owns that inode."""
+        assert record.path is not None
         aside = self._aside_name(full)
         try:
             os.rename(full, aside)
         except FileNotFoundError:
             raise ConflictError(record.path, "it was deleted") from None
+        return aside
+
+    def _take_aside(self, record: Record, full: Path) -> tuple[Path, os.stat_result]:
+        """Rename the record's file to a private name and check it is what was read; when it
+        is not, put it back and raise ConflictError. Returns the aside path and its stat."""
+        assert record.path is not None and record.fingerprint is not None
+        aside = self._rename_aside(record, full)
         data, stat = _read_regular(aside)
         if fingerprint_bytes(data, stat)[1:] != record.fingerprint[1:]:
             # A save landed between memkit's read and the rename: it goes back untouched.
@@ -553,12 +559,15 @@ class Vault:
             mode = stat_module.S_IMODE(os.stat(full).st_mode)
             temp = self._new_temp(full, render_record(record), mode)
             try:
+                # From here until the link the name is missing (a reader sees "no such file"
+                # for that moment). memkit's version is never visible before the old file has
+                # been checked: a person must never base a save on a version that is then undone.
                 aside, before = self._take_aside(record, full)
                 try:
                     os.link(temp, full)
                 except FileExistsError:
-                    # A save created the name in the gap after the rename: theirs stays, ours
-                    # is not written, and the version both started from is kept beside it.
+                    # A save created the name in that gap: theirs stays, ours is not written,
+                    # and the version before it is kept beside it.
                     raise ConflictError(relpath, kept=self._keep_aside(aside, relpath)) from None
                 except BaseException:
                     self._put_back(aside, full, relpath)
