@@ -281,8 +281,9 @@ def _fitting(group: list[ConversationMessage], session: str, room: int) -> int:
     if room <= 0:
         return 0
     speakers = {m.speaker for m in group}
-    # The heading lists the speakers: counted for all of them, an upper bound.
-    used = 2 + len(f"## 00:00 · session {session} · ".encode()) + 8
+    # The blank line before the section, its heading (the speakers counted for all of the
+    # group: an upper bound) and the blank line after the heading.
+    used = 4 + len(f"## 00:00 · session {session} · ".encode()) + 8
     used += sum(len(s.encode()) + 2 for s in speakers)
     for count, message in enumerate(group):
         line = render_interaction(
@@ -418,7 +419,8 @@ class Episodes:
                 record: Record | None = self.vault.read_record(relpath)
             except RecordNotFound:
                 record = None
-            used = record.fingerprint[1] if record is not None and record.fingerprint else 0
+            # A new file's front-matter (id, type, title, dates) takes well under 1 KB.
+            used = record.fingerprint[1] if record is not None and record.fingerprint else 1024
             take = _fitting(remaining, session, DAY_PART_BYTES - used)
             if take == 0:
                 if record is None:  # cannot be: message_problems bounds a message's size
