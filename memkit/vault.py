@@ -108,6 +108,15 @@ def _stat_key(stat: os.stat_result) -> tuple[int, int, int, int]:
     return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
+def _same_file(now: os.stat_result, checked: os.stat_result) -> bool:
+    """The same inode with the same size and mtime (a rename moves ctime, not mtime)."""
+    return (now.st_ino, now.st_size, now.st_mtime_ns) == (
+        checked.st_ino,
+        checked.st_size,
+        checked.st_mtime_ns,
+    )
+
+
 def _read_regular(path: Path) -> tuple[bytes, os.stat_result]:
     """A file's bytes and stat, read through one descriptor."""
     with path.open("rb") as handle:
@@ -459,15 +468,23 @@ class Vault:
             return copy
         return self.relpath_fast(aside)  # 99 copies already: leave it under its private name
 
-    def _release_aside(self, aside: Path, before: os.stat_result, relpath: str) -> str | None:
+    def _release_aside(
+        self,
+        aside: Path,
+        before: os.stat_result,
+        relpath: str,
+        expected: tuple[int, int, str] | None = None,
+    ) -> str | None:
         """Delete an aside file unless it changed after it was checked (an in-place append to
-        the old inode); then keep it as a conflict copy and return the copy's path."""
+        the old inode; or, with `expected`, content other than what was read): then keep it as
+        a conflict copy and return the copy's path."""
         try:
-            stat = os.stat(aside)
+            data, stat = _read_regular(aside)
         except FileNotFoundError:
             return None
         # Any write to the inode moves its ctime (which a person cannot set back, unlike mtime).
-        if _stat_key(stat) != _stat_key(before):
+        changed = _stat_key(stat) != _stat_key(before)
+        if changed or (expected and fingerprint_bytes(data, stat)[1:] != expected[1:]):
             return self._keep_aside(aside, relpath)
         os.unlink(aside)
         return None
@@ -533,6 +550,9 @@ class Vault:
     def _check_unchanged(self, record: Record) -> Path:
         """The record's file, if it still holds what was read (a cheap early refusal; the
         decisive check is made on the file taken aside, see `_take_aside`)."""
+        return self._unchanged_stat(record)[0]
+
+    def _unchanged_stat(self, record: Record) -> tuple[Path, os.stat_result]:
         assert record.path is not None
         full = self.safe_path(record.path)
         if record.fingerprint is None:
@@ -543,7 +563,7 @@ class Vault:
             raise ConflictError(record.path, "it was deleted") from None
         if fingerprint_bytes(data, stat)[1:] != record.fingerprint[1:]:
             raise ConflictError(record.path)
-        return full
+        return full, stat
 
     def update(self, record: Record, *, touch: bool = True, allow_secrets: bool = False) -> Record:
         """Rewrite a record read earlier, refusing if its file changed since it was read."""
@@ -555,29 +575,36 @@ class Vault:
         self._validate_for_write(record)
         relpath = record.path
         with self.write_lock(), _reported("write", relpath):
-            full = self._check_unchanged(record)
-            mode = stat_module.S_IMODE(os.stat(full).st_mode)
-            temp = self._new_temp(full, render_record(record), mode)
+            full, checked = self._unchanged_stat(record)
+            temp = self._new_temp(full, render_record(record), stat_module.S_IMODE(checked.st_mode))
             try:
-                # From here until the link the name is missing (a reader sees "no such file"
-                # for that moment). memkit's version is never visible before the old file has
-                # been checked: a person must never base a save on a version that is then undone.
-                aside, before = self._take_aside(record, full)
-                try:
-                    os.link(temp, full)
-                except FileExistsError:
-                    # A save created the name in that gap: theirs stays, ours is not written,
-                    # and the version before it is kept beside it.
-                    raise ConflictError(relpath, kept=self._keep_aside(aside, relpath)) from None
-                except BaseException:
-                    self._put_back(aside, full, relpath)
-                    raise
+                # From the rename until the link the name is missing (a reader sees "no such
+                # file" for those microseconds). memkit's version is never visible before the
+                # old file is known to be the one checked: a person must never base a save on a
+                # version that is then undone. The inode, size and mtime just checked say so
+                # without reading the file again inside the gap; the content is compared after.
+                aside = self._rename_aside(record, full)
+                before = os.stat(aside)
+                if _same_file(before, checked):
+                    try:
+                        os.link(temp, full)
+                    except FileExistsError:
+                        # A save created the name in the gap: theirs stays, ours is not
+                        # written, and the version before it is kept beside it.
+                        copy = self._keep_aside(aside, relpath)
+                        raise ConflictError(relpath, kept=copy) from None
+                    except BaseException:
+                        self._put_back(aside, full, relpath)
+                        raise
+                else:
+                    # A save landed between the check and the rename: it goes back untouched.
+                    raise ConflictError(relpath, kept=self._put_back(aside, full, relpath))
             finally:
                 with contextlib.suppress(OSError):
                     os.unlink(temp)
             _fsync_folder(full.parent)
             self.touched.add(relpath)
-            kept = self._release_aside(aside, before, relpath)
+            kept = self._release_aside(aside, before, relpath, record.fingerprint)
             if kept is not None:
                 raise ConflictError(relpath, "an append to the old file", kept=kept, written=True)
         return self.read_record(relpath)
@@ -622,7 +649,9 @@ class Vault:
             _fsync_folder(full.parent)
             self.touched.add(relpath)
             if kept is not None:
-                raise ConflictError(relpath, "an append while it was deleted", kept=kept, written=True)
+                raise ConflictError(
+                    relpath, "an append while it was deleted", kept=kept, written=True
+                )
         return record
 
     # --- conflict copies (git) ---------------------------------------------------------------
