@@ -157,8 +157,9 @@ def storage_error(error: OSError, action: str = "") -> StorageError:
     """An OSError (disk full, read-only, permission) as one line for people naming the file."""
     reason = _OS_REASONS.get(error.errno or 0) or (error.strerror or str(error))
     where = error.filename if error.filename is not None else ""
-    doing = f"cannot {action} " if action else ""
-    prefix = f"{doing}{where}: " if where or doing else ""
+    doing = f"cannot {action}" if action else ""
+    prefix = " ".join(part for part in (doing, str(where)) if part)
+    prefix = f"{prefix}: " if prefix else ""
     code = errno.errorcode.get(error.errno or 0, "OSError")
     return StorageError(f"{prefix}{reason} ({code})", error.errno)
 

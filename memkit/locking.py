@@ -35,9 +35,18 @@ if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
 
 else:
     import errno
-    import fcntl
+
+    try:
+        import fcntl
+    except ImportError:  # a POSIX-like system without flock: reading still works
+        fcntl = None  # type: ignore[assignment]
+
+    def _no_locking() -> OSError:
+        return OSError(errno.ENOSYS, "file locking (fcntl) is not available on this system")
 
     def _try_lock(handle: IO[Any]) -> bool:
+        if fcntl is None:
+            raise _no_locking()
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -47,10 +56,13 @@ else:
         return True
 
     def _block_lock(handle: IO[Any]) -> None:
+        if fcntl is None:
+            raise _no_locking()
         fcntl.flock(handle, fcntl.LOCK_EX)
 
     def _unlock(handle: IO[Any]) -> None:
-        fcntl.flock(handle, fcntl.LOCK_UN)
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class HeldLock:

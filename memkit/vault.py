@@ -226,9 +226,11 @@ class Vault:
         queue in the kernel (`locking.acquire`), so each gets its turn as the holder lets go."""
         with self._thread_lock:
             if self._lock_depth == 0:
+                lock_path = self.state_dir / "locks" / "write.lock"
                 try:
-                    held = locking.acquire(self.state_dir / "locks" / "write.lock", timeout)
+                    held = locking.acquire(lock_path, timeout)
                 except OSError as error:
+                    error.filename = error.filename or str(lock_path)
                     raise storage_error(error, "lock the vault") from None
                 if held is None:
                     raise LockTimeout(

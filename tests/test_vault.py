@@ -8,6 +8,8 @@ import os
 import resource
 import signal
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -350,3 +352,23 @@ def test_a_full_disk_is_one_clear_error_and_leaves_nothing(vault: Vault) -> None
     assert _temp_files(vault) == []
     assert vault.get(record.id).body.strip() == "small"  # the old version stays whole
     assert len(list(vault.record_paths())) == 1
+
+
+def test_a_vault_is_readable_where_fcntl_does_not_exist(vault: Vault) -> None:
+    Memory(vault).remember("a fact about otters")
+    script = (
+        "import sys; sys.modules['fcntl'] = None\n"  # as on a system without it
+        "import memkit\n"
+        f"vault = memkit.Vault({str(vault.root)!r})\n"
+        "print([r.body.strip() for r in vault.scan().records], len(vault.check().problems))\n"
+        "try:\n"
+        "    vault.create('long-term', 'x', title='y')\n"
+        "except memkit.MemkitError as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    lines = done.stdout.splitlines()
+    assert lines[0] == "['a fact about otters'] 0"
+    assert lines[1].startswith("StorageError cannot lock the vault") and "ENOSYS" in lines[1]
