@@ -42,8 +42,9 @@ from memkit.timeutil import now_iso
 STATE_DIR = ".memkit"
 RECORD_ROOTS = ("memory", "learning")
 GITIGNORE_TEXT = "# memkit's derived state (search index, manifest, locks): rebuilt by `memkit reindex`\n.memkit/\n"
-# `<file>.conflict-<commit>`: the other machine's version of a file both edited, kept by
-# `memkit sync --remote`. Not a `.md` name, so it is never indexed as a second record.
+# `<file>.conflict-<tag>`: the other version of a file changed twice at once, kept by
+# `memkit sync --remote` (the other machine's; tag: its commit) or by a write that a person's
+# save raced (tag: the copy's hash). Not a `.md` name, so it is never indexed as a second record.
 CONFLICT_COPY = re.compile(r"^(?P<original>.+)\.conflict-(?P<tag>[0-9a-f]{4,40})(?:-\d+)?$")
 
 
@@ -691,9 +692,10 @@ class Vault:
             Problem(
                 copy,
                 1,
-                f"conflict copy of {conflict_copy_of(copy)}: the file was changed on two machines "
-                "and git kept both versions; this is the other machine's. Copy what you want to "
-                f"keep into {conflict_copy_of(copy)}, then delete this file and commit",
+                f"conflict copy of {conflict_copy_of(copy)}: the file was changed twice at once "
+                "(on two machines, or by a person while memkit wrote it) and both versions were "
+                "kept; this is the other one. Copy what you want to keep into "
+                f"{conflict_copy_of(copy)}, then delete this file (and commit)",
             )
             for copy in copies
         ]

@@ -372,3 +372,36 @@ def test_a_vault_is_readable_where_fcntl_does_not_exist(vault: Vault) -> None:
     lines = done.stdout.splitlines()
     assert lines[0] == "['a fact about otters'] 0"
     assert lines[1].startswith("StorageError cannot lock the vault") and "ENOSYS" in lines[1]
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_still_never_overwritten(vault: Vault) -> None:
+    record = vault.create("long-term", "the cat is black", title="cat")
+    assert record.path is not None
+    full = vault.root / record.path
+    before = full.stat()
+    # In place, same size, mtime put back (`cp -p`, `rsync -t`, `touch -r`).
+    with full.open("r+b") as handle:
+        data = handle.read()
+        handle.seek(0)
+        handle.write(data.replace(b"black", b"white"))
+    os.utime(full, ns=(before.st_atime_ns, before.st_mtime_ns))
+    record.meta["importance"] = 0.9
+    with pytest.raises(ConflictError, match="nothing was written"):
+        vault.update(record)
+    assert "the cat is white" in full.read_text()
+    assert vault.conflict_copies() == []
+
+
+def test_move_refuses_a_changed_file_and_leaves_it_in_place(vault: Vault) -> None:
+    record = vault.create("long-term", "to be moved", title="mover")
+    assert record.path is not None
+    full = vault.root / record.path
+    full.write_text(full.read_text() + "a person's line\n")
+    with pytest.raises(ConflictError):
+        vault.move(record, "memory/long-term/moved.md")
+    assert "a person's line" in full.read_text()
+    assert not (vault.root / "memory/long-term/moved.md").exists()
+    fresh = vault.get(record.id)
+    moved = vault.move(fresh, "memory/long-term/moved.md")
+    assert "a person's line" in moved.body and not full.exists()
+    assert [n for n in os.listdir(full.parent) if n.endswith(".tmp")] == []
