@@ -33,9 +33,9 @@ DAY_PART_BYTES = MAX_RECORD_BYTES - 256 * 1024
 # One message must fit in one part file with room to spare.
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 _PART = re.compile(r"^(?P<day>\d{4}-\d{2}-\d{2})(?:\.part-(?P<number>\d+))?\.md$")
-# Control characters other than tab and newline break the day file's Markdown lines (NUL
-# makes it binary); they are refused, not silently dropped.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Control characters other than tab, newline and carriage return (line ends are normalised)
+# break the day file's Markdown lines (NUL makes it binary): refused, not silently dropped.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass
@@ -102,7 +102,7 @@ def _message_from(
         problems.append(f"{where}:{line}: 'id' must not contain spaces or brackets")
         return None
     return ConversationMessage(
-        text=text.strip(),
+        text=text.replace("\r\n", "\n").replace("\r", "\n").strip(),
         speaker=speaker.strip().replace("*", ""),
         message_id=str(data.get("id", "")),
         session=str(data.get("session", "")),

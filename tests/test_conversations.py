@@ -126,3 +126,9 @@ def test_part_files_sort_by_number(vault: Vault, tmp_path: Path) -> None:
     records = [Record(meta={"date": "2026-11-04"}, body="", path=p) for p in paths]
     ordered = [r.path for r in sorted(records, key=day_order)]
     assert ordered == [paths[1], paths[2], paths[0]]
+
+
+def test_windows_line_ends_in_a_message_are_kept_as_lines(vault: Vault) -> None:
+    Episodes(vault).import_text(_line(text="first line\r\nsecond line"), "crlf.jsonl")
+    [message] = Episodes(vault).session_messages("s1")
+    assert message.text == "first line\nsecond line"
