@@ -19,7 +19,13 @@ from memkit.episodic import (
     parse_day,
     render_interaction,
 )
-from memkit.errors import ConflictError, ImportFormatError, RecordNotFound, SecretRefused
+from memkit.errors import (
+    ConflictError,
+    ImportFormatError,
+    InvalidRecord,
+    RecordNotFound,
+    SecretRefused,
+)
 from memkit.records import MAX_RECORD_BYTES, Record
 from memkit.secret_guard import check_text, find_secrets, redact_secrets
 from memkit.timeutil import parse_time, utcnow
@@ -419,6 +425,13 @@ class Episodes:
                 record: Record | None = self.vault.read_record(relpath)
             except RecordNotFound:
                 record = None
+            except InvalidRecord:
+                # A day file left over the record limit (by a memkit before part files) stays
+                # as it is for a person to split; the day goes on in the next part.
+                if self.vault.safe_path(relpath).stat().st_size <= DAY_PART_BYTES:
+                    raise
+                number += 1
+                continue
             # A new file's front-matter (id, type, title, dates) takes well under 1 KB.
             used = record.fingerprint[1] if record is not None and record.fingerprint else 1024
             take = _fitting(remaining, session, DAY_PART_BYTES - used)
@@ -430,15 +443,16 @@ class Episodes:
             try:
                 self._write_part(day, number, relpath, record, session, remaining[:take])
             except ConflictError as error:
-                # written: ours is in place and a person's append to the old file is kept as a
-                # conflict copy, which `check` reports: the import goes on.
-                if not error.written:
-                    attempts += 1
-                    if attempts >= 3:
-                        raise ConflictError(
-                            relpath, "it kept changing while memkit tried to append"
-                        ) from None
-                    continue  # a person saved the file just now: read theirs and append again
+                if error.kept:
+                    # Both versions kept (a conflict copy): reported, not retried. What was
+                    # written stays; importing again adds only what is missing.
+                    raise
+                attempts += 1
+                if attempts >= 3:
+                    raise ConflictError(
+                        relpath, "it kept changing while memkit tried to append"
+                    ) from None
+                continue  # a person saved the file just now: read theirs and append again
             remaining = remaining[take:]
 
     def _write_part(

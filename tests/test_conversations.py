@@ -132,3 +132,13 @@ def test_windows_line_ends_in_a_message_are_kept_as_lines(vault: Vault) -> None:
     Episodes(vault).import_text(_line(text="first line\r\nsecond line"), "crlf.jsonl")
     [message] = Episodes(vault).session_messages("s1")
     assert message.text == "first line\nsecond line"
+
+
+def test_a_day_file_left_too_large_by_an_older_memkit_is_not_a_dead_end(vault: Vault) -> None:
+    episodes = Episodes(vault)
+    episodes.import_text(_line(text="the first message"), "a.jsonl")
+    day = vault.root / "memory/episodic/2026/11/2026-11-04.md"
+    day.write_text(day.read_text() + ("- 10:00 **user** [x]: " + "y" * 100 + "\n") * 45_000)
+    report = episodes.import_text(_line(id="after", text="a later message"), "b.jsonl")
+    assert report.added == 1
+    assert "[after]" in (day.parent / "2026-11-04.part-2.md").read_text()
