@@ -81,9 +81,9 @@ class HeldLock:
 
 
 class _Waiter(threading.Thread):
-    """Waits in the kernel for the lock, so the waiter is queued there and woken the moment the
-    holder lets go (a polling waiter sleeps through most hand-overs: with ten writers one of them
-    waited 30 s and gave up). If the caller stops waiting first, the waiter takes ownership of
+    """Waits in the kernel for the lock, so the waiter is woken the moment the holder lets go
+    and competes at every hand-over (a polling waiter sleeps through most of them: with ten
+    writers one of them waited 30 s and gave up). If the caller stops waiting first, the waiter takes ownership of
     the file handle and lets the lock go as soon as it gets it."""
 
     def __init__(self, handle: IO[Any]) -> None:

@@ -224,7 +224,7 @@ class Vault:
     @contextlib.contextmanager
     def write_lock(self, timeout: float = 30.0) -> Iterator[None]:
         """One memkit writer at a time across processes; re-entrant within a process. Waiters
-        queue in the kernel (`locking.acquire`), so each gets its turn as the holder lets go."""
+        wait in the kernel and are woken at every hand-over (`locking.acquire`)."""
         with self._thread_lock:
             if self._lock_depth == 0:
                 lock_path = self.state_dir / "locks" / "write.lock"
