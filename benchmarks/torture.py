@@ -151,7 +151,7 @@ def _memkit_updates(root: str, relpath: str, stop: Any, updates: Any, conflicts:
             number += 1
         except ConflictError as error:
             conflicts.value += 1
-            if error.written:
+            if getattr(error, "written", False):  # (older memkit: no such attribute)
                 updates.value += 1
                 number += 1
 
