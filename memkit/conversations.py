@@ -391,7 +391,7 @@ class Episodes:
                     message
                 )
             for (day, session_id), group in groups.items():
-                self._append(day, session_id, group)
+                self._append(day, session_id, group, allow_secrets=allow_secrets)
                 report.added += len(group)
                 if day not in report.days:
                     report.days.append(day)
@@ -414,7 +414,9 @@ class Episodes:
                 numbers.append(int(match.group("number")))
         return max(numbers)
 
-    def _append(self, day: str, session: str, group: list[ConversationMessage]) -> None:
+    def _append(
+        self, day: str, session: str, group: list[ConversationMessage], *, allow_secrets: bool
+    ) -> None:
         """Append the group to the day's last part file, starting a new part when it is full."""
         number = self._last_part(day)
         remaining = group
@@ -441,7 +443,9 @@ class Episodes:
                 number += 1  # this part is full: the day goes on in the next one
                 continue
             try:
-                self._write_part(day, number, relpath, record, session, remaining[:take])
+                self._write_part(
+                    day, number, relpath, record, session, remaining[:take], allow_secrets
+                )
             except ConflictError as error:
                 if error.kept:
                     # Both versions kept (a conflict copy): reported, not retried. What was
@@ -463,6 +467,7 @@ class Episodes:
         record: Record | None,
         session: str,
         group: list[ConversationMessage],
+        allow_secrets: bool,
     ) -> None:
         interaction = _interaction(session, group)
         if record is None:
@@ -472,7 +477,7 @@ class Episodes:
                 title=day if number == 1 else f"{day} (part {number})",
                 extra={"date": day},
                 relpath=relpath,
-                allow_secrets=True,
+                allow_secrets=allow_secrets,  # texts were redacted; ids, speakers checked
                 # The same id and timestamps on every machine: two machines that start the
                 # same day write identical front-matter, so git's union merge joins them.
                 record_id=day_id(day) if number == 1 else day_id(day, number),
@@ -482,7 +487,7 @@ class Episodes:
         record.body = append_interaction(record.body, interaction)
         # `updated` stays as it is: appends then only add lines at the end, which the union
         # merge driver of .gitattributes joins without conflict.
-        self.vault.update(record, touch=False, allow_secrets=True)
+        self.vault.update(record, touch=False, allow_secrets=allow_secrets)
 
     def import_text(
         self, text: str, where: str, *, session: str = "", allow_secrets: bool = False
