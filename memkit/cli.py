@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from memkit import __version__
-from memkit.errors import MemkitError, UsageError
+from memkit.errors import MemkitError, UsageError, storage_error
 from memkit.records import RECORD_TYPES, Record
 from memkit.vault import Problem, Vault, find_vault_root
 
@@ -66,6 +66,9 @@ class MemkitGroup(click.Group):
             # `memkit list | head`: the reader left; that is not an error.
             sys.stderr.close()
             return None
+        except OSError as error:
+            # Disk full, read-only vault, no permission, wherever it surfaced: one line, exit 1.
+            raise click.ClickException(str(storage_error(error))) from None
 
 
 def json_option(function: F) -> F:

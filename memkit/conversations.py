@@ -4,19 +4,44 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from memkit import ids
-from memkit.episodic import Interaction, Message, append_interaction, message_ids, parse_day
-from memkit.errors import ConflictError, ImportFormatError, RecordNotFound
-from memkit.secret_guard import find_secrets, redact_secrets
+from memkit.episodic import (
+    Interaction,
+    Message,
+    append_interaction,
+    message_ids,
+    parse_day,
+    render_interaction,
+)
+from memkit.errors import (
+    ConflictError,
+    ImportFormatError,
+    InvalidRecord,
+    RecordNotFound,
+    SecretRefused,
+)
+from memkit.records import MAX_RECORD_BYTES, Record
+from memkit.secret_guard import check_text, find_secrets, redact_secrets
 from memkit.timeutil import parse_time, utcnow
 from memkit.vault import Vault
 
 EPISODIC_FOLDER = "memory/episodic"
+# A day's file holds at most this much, so that it stays a valid record (4 MB) with its
+# front-matter and a person's additions; a larger day continues in part files
+# (`YYYY-MM-DD.part-2.md`, ...), which memkit reads as the same day.
+DAY_PART_BYTES = MAX_RECORD_BYTES - 256 * 1024
+# One message must fit in one part file with room to spare.
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+_PART = re.compile(r"^(?P<day>\d{4}-\d{2}-\d{2})(?:\.part-(?P<number>\d+))?\.md$")
+# Control characters other than tab, newline and carriage return (line ends are normalised)
+# break the day file's Markdown lines (NUL makes it binary): refused, not silently dropped.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass
@@ -83,7 +108,7 @@ def _message_from(
         problems.append(f"{where}:{line}: 'id' must not contain spaces or brackets")
         return None
     return ConversationMessage(
-        text=text.strip(),
+        text=text.replace("\r\n", "\n").replace("\r", "\n").strip(),
         speaker=speaker.strip().replace("*", ""),
         message_id=str(data.get("id", "")),
         session=str(data.get("session", "")),
@@ -109,6 +134,72 @@ def _array_elements(text: str) -> list[tuple[int, Any]]:
         elements.append((line, value))
 
 
+_TOO_DEEP = "JSON nested too deeply; a message is a flat object with 'text' and 'speaker'"
+
+
+def _deep_line(text: str) -> int:
+    """The line of the array element that nests too deeply (its first line)."""
+    depth = 0
+    for position, char in enumerate(text):
+        if char in "[{":
+            depth += 1
+            if depth == 2:
+                start = position
+            if depth > 100:
+                return text.count("\n", 0, start) + 1
+        elif char in "]}":
+            depth -= 1
+    return 1
+
+
+def message_problems(
+    message: ConversationMessage, where: str, number: int, *, allow_secrets: bool = False
+) -> list[str]:
+    """Why a message cannot be written into a day file, as `FILE:LINE: why` lines (empty when
+    it can): not valid Unicode, control characters, too large, a credential in a name."""
+    at = f"{where}:{message.line}" if message.line else f"{where}: message {number}"
+    problems: list[str] = []
+    fields = {
+        "text": message.text,
+        "speaker": message.speaker,
+        "id": message.message_id,
+        "session": message.session,
+    }
+    for key, value in fields.items():
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError as error:
+            code = ord(value[error.start])
+            problems.append(
+                f"{at}: {key!r} holds a lone surrogate (\\u{code:04x}), which is not valid "
+                "Unicode; fix the exporter or remove it"
+            )
+            continue
+        bad = _CONTROL.search(value) if key == "text" else re.search(r"[\x00-\x1f\x7f]", value)
+        if bad:
+            problems.append(
+                f"{at}: {key!r} holds the control character U+{ord(bad.group()):04X}"
+                + (" (NUL)" if bad.group() == "\x00" else "")
+                + "; a day file is Markdown text"
+            )
+        if key == "text" and size > MAX_MESSAGE_BYTES:
+            problems.append(
+                f"{at}: the message is {size:,} bytes; one message may be at most "
+                f"{MAX_MESSAGE_BYTES:,} bytes (split it into several messages)"
+            )
+        elif key != "text" and size > 200:
+            problems.append(f"{at}: {key!r} is {size:,} characters long; at most 200")
+        if key != "text" and value:
+            try:
+                check_text(value, allow_secrets=allow_secrets)
+            except SecretRefused as error:
+                problems.append(
+                    f"{at}: {key!r} looks like a credential ({'; '.join(error.findings)}); "
+                    "refused, because names and ids are written into the day file as they are"
+                )
+    return problems
+
+
 def parse_conversation(text: str, where: str) -> list[ConversationMessage]:
     """Messages from JSONL (one per line) or a JSON array of {role, content}; every bad line is
     reported as `FILE:LINE: why` and nothing is returned until all are fixed."""
@@ -119,6 +210,8 @@ def parse_conversation(text: str, where: str) -> list[ConversationMessage]:
     if text.lstrip().startswith("["):
         try:
             elements = _array_elements(text)
+        except RecursionError:
+            raise ImportFormatError([f"{where}:{_deep_line(text)}: {_TOO_DEEP}"]) from None
         except ValueError as error:
             raise ImportFormatError(
                 [
@@ -129,6 +222,9 @@ def parse_conversation(text: str, where: str) -> list[ConversationMessage]:
         for line, value in elements:
             message = _message_from(value, where, line, problems)
             if message is not None:
+                # Every bad line is named at once (credentials are checked when recording,
+                # where allow_secrets is known).
+                problems.extend(message_problems(message, where, line, allow_secrets=True))
                 messages.append(message)
     else:
         for line, raw in enumerate(text.splitlines(), start=1):
@@ -136,11 +232,17 @@ def parse_conversation(text: str, where: str) -> list[ConversationMessage]:
                 continue
             try:
                 value = json.loads(raw)
+            except RecursionError:
+                problems.append(f"{where}:{line}: {_TOO_DEEP}")
+                continue
             except ValueError as error:
                 problems.append(f"{where}:{line}: not valid JSON: {getattr(error, 'msg', error)}")
                 continue
             message = _message_from(value, where, line, problems)
             if message is not None:
+                # Every bad line is named at once (credentials are checked when recording,
+                # where allow_secrets is known).
+                problems.extend(message_problems(message, where, line, allow_secrets=True))
                 messages.append(message)
     if problems:
         raise ImportFormatError(problems)
@@ -149,12 +251,58 @@ def parse_conversation(text: str, where: str) -> list[ConversationMessage]:
     return messages
 
 
-def day_id(day: str) -> str:
-    """The id of a day file: the same on every machine (a ULID at the day's midnight)."""
+def day_id(day: str, part: int = 1) -> str:
+    """The id of a day file (or of its part file): the same on every machine (a ULID at the
+    day's midnight)."""
     midnight = parse_time(day)
     assert midnight is not None
-    digest = int.from_bytes(hashlib.sha256(day.encode()).digest()[:10], "big")
+    key = day if part == 1 else f"{day}/part-{part}"
+    digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:10], "big")
     return ids.encode_ulid(int(midnight.timestamp() * 1000), digest)
+
+
+def day_order(record: Record) -> tuple[str, int, str]:
+    """Sort key of day files: by day, then part number (part-10 after part-9)."""
+    name = str(record.path).rsplit("/", 1)[-1]
+    match = _PART.match(name)
+    if match is None:
+        return (str(record.meta.get("date", "")), 0, name)
+    return (match.group("day"), int(match.group("number") or 1), name)
+
+
+def _interaction(session: str, group: list[ConversationMessage]) -> Interaction:
+    assert group[0].time is not None
+    return Interaction(
+        time=group[0].time.strftime("%H:%M"),
+        session=session,
+        messages=[
+            Message(m.message_id, m.speaker, m.text, m.time.strftime("%H:%M") if m.time else "")
+            for m in group
+        ],
+    )
+
+
+def _fitting(group: list[ConversationMessage], session: str, room: int) -> int:
+    """How many of the group's first messages fit, as one interaction, in `room` bytes."""
+    if room <= 0:
+        return 0
+    speakers = {m.speaker for m in group}
+    # The blank line before the section, its heading (the speakers counted for all of the
+    # group: an upper bound) and the blank line after the heading.
+    used = 4 + len(f"## 00:00 · session {session} · ".encode()) + 8
+    used += sum(len(s.encode()) + 2 for s in speakers)
+    for count, message in enumerate(group):
+        line = render_interaction(
+            Interaction(
+                "00:00",
+                session,
+                messages=[Message(message.message_id, message.speaker, message.text, "00:00")],
+            )
+        ).split("\n", 2)[2]
+        used += len(line.encode())
+        if used > room:
+            return count
+    return len(group)
 
 
 def _derived_id(message: ConversationMessage, ordinal: int) -> str:
@@ -210,10 +358,20 @@ class Episodes:
         session: str = "",
         allow_secrets: bool = False,
         now: datetime | None = None,
+        where: str = "messages",
     ) -> ImportReport:
-        """Append messages to their day files, skipping ones already recorded (by id)."""
+        """Append messages to their day files, skipping ones already recorded (by id). All or
+        nothing: every message is checked first, and one bad message means nothing is written
+        (ImportFormatError naming `where` and the line or number of each bad message)."""
         report = ImportReport()
         prepared = self.prepare(messages, session=session, now=now)
+        problems = [
+            problem
+            for number, message in enumerate(prepared, start=1)
+            for problem in message_problems(message, where, number, allow_secrets=allow_secrets)
+        ]
+        if problems:
+            raise ImportFormatError(problems)
         for message in prepared:
             if find_secrets(message.text) and not allow_secrets:
                 message.text = redact_secrets(message.text)
@@ -233,7 +391,7 @@ class Episodes:
                     message
                 )
             for (day, session_id), group in groups.items():
-                self._append(day, session_id, group)
+                self._append(day, session_id, group, allow_secrets=allow_secrets)
                 report.added += len(group)
                 if day not in report.days:
                     report.days.append(day)
@@ -242,54 +400,104 @@ class Episodes:
         report.latest_session = prepared[-1].session
         return report
 
-    def _append(self, day: str, session: str, group: list[ConversationMessage]) -> None:
-        assert group[0].time is not None
-        interaction = Interaction(
-            time=group[0].time.strftime("%H:%M"),
-            session=session,
-            messages=[
-                Message(m.message_id, m.speaker, m.text, m.time.strftime("%H:%M") if m.time else "")
-                for m in group
-            ],
-        )
-        relpath = self.day_path(day)
-        for _attempt in range(3):
+    def part_path(self, day: str, number: int) -> str:
+        """The day file (number 1) or its continuation `YYYY-MM-DD.part-N.md`."""
+        first = self.day_path(day)
+        return first if number == 1 else first[: -len(".md")] + f".part-{number}.md"
+
+    def _last_part(self, day: str) -> int:
+        folder = self.vault.root / self.day_path(day)
+        numbers = [1]
+        for sibling in folder.parent.glob(f"{day}.part-*.md"):
+            match = _PART.match(sibling.name)
+            if match and match.group("number"):
+                numbers.append(int(match.group("number")))
+        return max(numbers)
+
+    def _append(
+        self, day: str, session: str, group: list[ConversationMessage], *, allow_secrets: bool
+    ) -> None:
+        """Append the group to the day's last part file, starting a new part when it is full."""
+        number = self._last_part(day)
+        remaining = group
+        attempts = 0
+        while remaining:
+            relpath = self.part_path(day, number)
             try:
-                record = self.vault.read_record(relpath)
+                record: Record | None = self.vault.read_record(relpath)
             except RecordNotFound:
-                body = append_interaction("", interaction)
-                self.vault.create(
-                    "episodic",
-                    body,
-                    title=day,
-                    extra={"date": day},
-                    relpath=relpath,
-                    allow_secrets=True,
-                    # The same id and timestamps on every machine: two machines that start the
-                    # same day write identical front-matter, so git's union merge joins them.
-                    record_id=day_id(day),
-                    created=f"{day}T00:00:00Z",
-                )
-                return
-            record.body = append_interaction(record.body, interaction)
+                record = None
+            except InvalidRecord:
+                # A day file left over the record limit (by a memkit before part files) stays
+                # as it is for a person to split; the day goes on in the next part.
+                if self.vault.safe_path(relpath).stat().st_size <= DAY_PART_BYTES:
+                    raise
+                number += 1
+                continue
+            # A new file's front-matter (id, type, title, dates) takes well under 1 KB.
+            used = record.fingerprint[1] if record is not None and record.fingerprint else 1024
+            take = _fitting(remaining, session, DAY_PART_BYTES - used)
+            if take == 0:
+                if record is None:  # cannot be: message_problems bounds a message's size
+                    raise ImportFormatError([f"{relpath}:1: a message does not fit in a day file"])
+                number += 1  # this part is full: the day goes on in the next one
+                continue
             try:
-                # `updated` stays as it is: appends then only add lines at the end, which the
-                # union merge driver of .gitattributes joins without conflict.
-                self.vault.update(record, touch=False, allow_secrets=True)
-                return
-            except ConflictError:
-                continue  # a person saved the file just now: read their version and append again
-        raise ConflictError(relpath, "it kept changing while memkit tried to append")
+                self._write_part(
+                    day, number, relpath, record, session, remaining[:take], allow_secrets
+                )
+            except ConflictError as error:
+                if error.kept:
+                    # Both versions kept (a conflict copy): reported, not retried. What was
+                    # written stays; importing again adds only what is missing.
+                    raise
+                attempts += 1
+                if attempts >= 3:
+                    raise ConflictError(
+                        relpath, "it kept changing while memkit tried to append"
+                    ) from None
+                continue  # a person saved the file just now: read theirs and append again
+            remaining = remaining[take:]
+
+    def _write_part(
+        self,
+        day: str,
+        number: int,
+        relpath: str,
+        record: Record | None,
+        session: str,
+        group: list[ConversationMessage],
+        allow_secrets: bool,
+    ) -> None:
+        interaction = _interaction(session, group)
+        if record is None:
+            self.vault.create(
+                "episodic",
+                append_interaction("", interaction),
+                title=day if number == 1 else f"{day} (part {number})",
+                extra={"date": day},
+                relpath=relpath,
+                allow_secrets=allow_secrets,  # texts were redacted; ids, speakers checked
+                # The same id and timestamps on every machine: two machines that start the
+                # same day write identical front-matter, so git's union merge joins them.
+                record_id=day_id(day) if number == 1 else day_id(day, number),
+                created=f"{day}T00:00:00Z",
+            )
+            return
+        record.body = append_interaction(record.body, interaction)
+        # `updated` stays as it is: appends then only add lines at the end, which the union
+        # merge driver of .gitattributes joins without conflict.
+        self.vault.update(record, touch=False, allow_secrets=allow_secrets)
 
     def import_text(
         self, text: str, where: str, *, session: str = "", allow_secrets: bool = False
     ) -> ImportReport:
         messages = parse_conversation(text, where)
-        return self.record(messages, session=session, allow_secrets=allow_secrets)
+        return self.record(messages, session=session, allow_secrets=allow_secrets, where=where)
 
     def session_messages(self, session: str) -> list[Message]:
         found: list[Message] = []
-        for record in sorted(self.vault.scan(["episodic"]).records, key=lambda r: str(r.path)):
+        for record in sorted(self.vault.scan(["episodic"]).records, key=day_order):
             for interaction in parse_day(record.body):
                 if interaction.session == session:
                     found.extend(interaction.messages)

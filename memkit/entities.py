@@ -153,7 +153,9 @@ class Entities:
                         today,
                         allow_secrets,
                     )
-                except ConflictError:
+                except ConflictError as error:
+                    if error.kept:  # both versions kept: a person must look, say so
+                        raise
                     continue  # a person saved the file meanwhile: merge into their version
         raise ConflictError(f"{ENTITY_FOLDER}/{ids.entity_stem(name)}.md", "it kept changing")
 

@@ -14,6 +14,7 @@ MemkitError
  +-- UsageError           the caller asked for something that cannot be (unknown type, ...)
  +-- IndexError_          the search index cannot be used
  +-- LockTimeout          another process held the vault's write lock for too long
+ +-- StorageError         the file system refused (disk full, read-only, permission denied)
  +-- LLMError             the language model could not be reached or replied badly
  +-- ImportFormatError    a conversation file has bad lines (path:line: why)
  +-- GitError             a git command failed, or git is missing (names the command and why)
@@ -21,6 +22,7 @@ MemkitError
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -101,13 +103,34 @@ class InvalidRecord(MemkitError):
 
 
 class ConflictError(MemkitError):
-    def __init__(self, path: str, detail: str = "") -> None:
+    """`kept` names a conflict copy when both versions were kept; `written` says whether
+    memkit's own version is in place anyway (then a retry would write it twice)."""
+
+    def __init__(
+        self, path: str, detail: str = "", *, kept: str | None = None, written: bool = False
+    ) -> None:
         extra = f" ({detail})" if detail else ""
-        super().__init__(
-            f"{path}: the file changed on disk since memkit read it{extra}; "
-            "nothing was written. Read it again and retry, so that the newer edit is not lost."
-        )
+        if written and kept:
+            message = (
+                f"{path}: the file changed on disk while memkit wrote it{extra}; memkit's version "
+                f"is in place and the other version is kept in {kept}. Copy what you want "
+                "from it into the file, then delete it."
+            )
+        elif kept:
+            message = (
+                f"{path}: the file changed on disk while memkit wrote it{extra}; nothing of "
+                f"memkit's was written, the newer file is in place and the version before it is "
+                f"kept in {kept}. Check the file, delete the copy, and retry."
+            )
+        else:
+            message = (
+                f"{path}: the file changed on disk since memkit read it{extra}; "
+                "nothing was written. Read it again and retry, so that the newer edit is not lost."
+            )
+        super().__init__(message)
         self.path = path
+        self.kept = kept
+        self.written = written
 
 
 class SecretRefused(MemkitError):
@@ -131,6 +154,42 @@ class IndexError_(MemkitError):
 
 class LockTimeout(MemkitError):
     """Another process kept the vault's write lock for longer than we wait."""
+
+
+class StorageError(MemkitError):
+    """The operating system refused to read or write a file: disk full, read-only, no permission."""
+
+    def __init__(self, message: str, errno_: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+
+# By name: EDQUOT and some others do not exist on every platform.
+_OS_REASONS = {
+    getattr(errno, name): reason
+    for name, reason in (
+        ("ENOSPC", "the disk is full; free some space and try again"),
+        ("EDQUOT", "the disk quota is used up; free some space and try again"),
+        ("EFBIG", "the file would be larger than the file system or a limit (ulimit -f) allows"),
+        ("EROFS", "the file system is read-only; memkit needs to write here"),
+        ("EACCES", "permission denied; check the owner and mode of the vault's folders and files"),
+        ("EPERM", "operation not permitted; check the owner and mode of the vault's files"),
+        ("EIO", "input/output error from the disk"),
+        ("EMLINK", "too many links to this file"),
+    )
+    if hasattr(errno, name)
+}
+
+
+def storage_error(error: OSError, action: str = "") -> StorageError:
+    """An OSError (disk full, read-only, permission) as one line for people naming the file."""
+    reason = _OS_REASONS.get(error.errno or 0) or (error.strerror or str(error))
+    where = error.filename if error.filename is not None else ""
+    doing = f"cannot {action}" if action else ""
+    prefix = " ".join(part for part in (doing, str(where)) if part)
+    prefix = f"{prefix}: " if prefix else ""
+    code = errno.errorcode.get(error.errno or 0, "OSError")
+    return StorageError(f"{prefix}{reason} ({code})", error.errno)
 
 
 class LLMError(MemkitError):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -16,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from memkit import locking
 from memkit.documents import documents_for
 from memkit.errors import InvalidRecord, LockTimeout
 from memkit.index import SCHEMA_VERSION, Hit, IndexDoc, RankWeights, SearchIndex, SearchResult
@@ -502,30 +501,14 @@ class VaultIndex:
     @contextlib.contextmanager
     def lock(self, timeout: float | None = None) -> Iterator[None]:
         """One index writer (sync, watcher) at a time across processes."""
-        lock_dir = self.vault.state_dir / "locks"
-        lock_dir.mkdir(exist_ok=True)
         wait = self.lock_timeout if timeout is None else timeout
-        with (lock_dir / "index.lock").open("a+") as handle:
-            deadline = time.monotonic() + wait
-            delay = 0.005
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as error:
-                    if error.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() >= deadline:
-                        raise LockTimeout(
-                            f"another memkit process is updating the index of {self.vault.root} "
-                            f"(waited {wait:.0f} s); try again in a moment"
-                        ) from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.1)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with locking.held(
+            self.vault.state_dir / "locks" / "index.lock",
+            wait,
+            f"another memkit process is updating the index of {self.vault.root} "
+            f"(waited {wait:.0f} s); try again in a moment",
+        ):
+            yield
 
     # --- looking at the files --------------------------------------------------------------
 

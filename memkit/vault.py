@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import os
 import re
+import secrets
+import stat as stat_module
 import tempfile
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from memkit import ids, schema
+from memkit import ids, locking, schema
 from memkit.errors import (
     ConflictError,
     InvalidRecord,
@@ -26,6 +25,7 @@ from memkit.errors import (
     UsageError,
     VaultError,
     VaultNotFound,
+    storage_error,
 )
 from memkit.records import (
     NOTES_FOLDER,
@@ -44,8 +44,9 @@ from memkit.timeutil import now_iso
 STATE_DIR = ".memkit"
 RECORD_ROOTS = ("memory", "learning")
 GITIGNORE_TEXT = "# memkit's derived state (search index, manifest, locks): rebuilt by `memkit reindex`\n.memkit/\n"
-# `<file>.conflict-<commit>`: the other machine's version of a file both edited, kept by
-# `memkit sync --remote`. Not a `.md` name, so it is never indexed as a second record.
+# `<file>.conflict-<tag>`: the other version of a file changed twice at once, kept by
+# `memkit sync --remote` (the other machine's; tag: its commit) or by a write that a person's
+# save raced (tag: the copy's hash). Not a `.md` name, so it is never indexed as a second record.
 CONFLICT_COPY = re.compile(r"^(?P<original>.+)\.conflict-(?P<tag>[0-9a-f]{4,40})(?:-\d+)?$")
 
 
@@ -108,6 +109,46 @@ def find_vault_root(start: Path) -> Path:
         if (folder / SETTINGS_FILE).is_file():
             return folder
     raise VaultNotFound(start)
+
+
+@contextlib.contextmanager
+def _reported(action: str, relpath: str) -> Iterator[None]:
+    """Disk full, read-only, permission denied: one line for people naming the file."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = relpath
+        raise storage_error(error, action) from None
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename or link durable (not possible, and not needed, on every platform)."""
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _stat_key(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def _same_file(now: os.stat_result, checked: os.stat_result) -> bool:
+    """The same inode with the same size and mtime (a rename moves ctime, not mtime)."""
+    return (now.st_ino, now.st_size, now.st_mtime_ns) == (
+        checked.st_ino,
+        checked.st_size,
+        checked.st_mtime_ns,
+    )
+
+
+def _read_regular(path: Path) -> tuple[bytes, os.stat_result]:
+    """A file's bytes and stat, read through one descriptor."""
+    with path.open("rb") as handle:
+        return handle.read(), os.fstat(handle.fileno())
 
 
 def fingerprint_bytes(data: bytes, stat: os.stat_result) -> tuple[int, int, str]:
@@ -209,39 +250,29 @@ class Vault:
 
     @contextlib.contextmanager
     def write_lock(self, timeout: float = 30.0) -> Iterator[None]:
-        """One memkit writer at a time across processes; re-entrant within a process."""
+        """One memkit writer at a time across processes; re-entrant within a process. Waiters
+        wait in the kernel and are woken at every hand-over (`locking.acquire`)."""
         with self._thread_lock:
             if self._lock_depth == 0:
-                lock_dir = self.state_dir / "locks"
-                lock_dir.mkdir(exist_ok=True)
-                handle = (lock_dir / "write.lock").open("a+")
-                deadline = time.monotonic() + timeout
-                delay = 0.01
-                while True:
-                    try:
-                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except OSError as error:
-                        if error.errno not in (errno.EAGAIN, errno.EACCES):
-                            handle.close()
-                            raise
-                        if time.monotonic() > deadline:
-                            handle.close()
-                            raise LockTimeout(
-                                f"another memkit process kept the vault {self.root} locked for "
-                                f"{timeout:.0f} s; try again when it has finished"
-                            ) from None
-                        time.sleep(delay)
-                        delay = min(delay * 2, 0.2)
-                self._lock_file = handle
+                lock_path = self.state_dir / "locks" / "write.lock"
+                try:
+                    held = locking.acquire(lock_path, timeout)
+                except OSError as error:
+                    error.filename = error.filename or str(lock_path)
+                    raise storage_error(error, "lock the vault") from None
+                if held is None:
+                    raise LockTimeout(
+                        f"another memkit process kept the vault {self.root} locked for "
+                        f"{timeout:g} s; try again when it has finished"
+                    )
+                self._lock_file = held
             self._lock_depth += 1
             try:
                 yield
             finally:
                 self._lock_depth -= 1
                 if self._lock_depth == 0:
-                    fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-                    self._lock_file.close()
+                    self._lock_file.release()
                     self._lock_file = None
 
     # --- reading ---------------------------------------------------------------------------
@@ -355,32 +386,145 @@ class Vault:
         return self.read_record(self.resolve(ref, cwd))
 
     # --- writing ---------------------------------------------------------------------------
+    #
+    # How a write never loses a person's save (docs/ARCHITECTURE.md, "Writes"):
+    # an update renames the current file aside to a private temp name first. rename() is atomic,
+    # so from then on memkit owns exactly the inode that was there, and an editor's save (which
+    # renames its own temp file over the name, or creates the name anew) lands on a *new* file at
+    # the name instead of on memkit's. memkit then compares the aside file with what it read
+    # (size and SHA-256); a difference means a save landed before the rename: the file goes back
+    # and ConflictError is raised. Otherwise memkit link()s its new file to the name: link() fails
+    # when the name exists, i.e. when a save landed in the short gap, and the person's file stays
+    # in place. Last, the aside file is compared once more before it is deleted, which catches an
+    # in-place append (`>>`, an editor that rewrites the same inode) that landed on the old inode
+    # meanwhile: then it is kept as a conflict copy next to the file. Whenever both versions exist
+    # both are kept; a conflict is reported, never resolved by dropping bytes.
+    #
+    # The cost: for the few microseconds between the rename and the link the name does not exist.
+    # A reader opening it then sees "no such file": the watcher coalesces the delete and create
+    # events into one sync of the final file; sync and search re-stat before they trust a
+    # missing file; an editor checking the file on focus sees it again a moment later. That is
+    # the price of never swapping a file under someone (POSIX has no compare-and-swap rename).
+    # What remains: an append that opened the old file before the rename and writes after the
+    # last comparison goes to a file nobody will see again (see README, "Safety").
 
-    def _write_bytes(self, full: Path, data: bytes, *, exclusive: bool) -> None:
-        """Atomically write a file: temp file in the same folder, fsync, then link or replace."""
+    def _new_temp(self, full: Path, data: bytes, mode: int | None = None) -> Path:
+        """A fsync'd temp file beside `full` holding `data`. Created with mode 0666 so the umask
+        applies as to any new file; an update passes the file's own mode to keep it."""
         full.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(prefix=f".{full.name}.", suffix=".tmp", dir=full.parent)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        while True:
+            temp = full.parent / f".{full.name}.{secrets.token_hex(6)}.tmp"
+            try:
+                fd = os.open(temp, flags, 0o666)
+                break
+            except FileExistsError:
+                continue
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
+                if mode is not None:
+                    os.chmod(temp, mode)
                 os.fsync(handle.fileno())
-            if exclusive:
-                # link() fails when the name exists: two writers can never overwrite each other.
-                os.link(temp_name, full)
-                os.unlink(temp_name)
-            else:
-                os.replace(temp_name, full)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp_name)
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
             raise
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(full.parent, os.O_RDONLY)
+        return temp
+
+    def _write_bytes(self, full: Path, data: bytes, *, exclusive: bool) -> None:
+        """Write a file atomically: temp file in the same folder, fsync, then link (exclusive:
+        fails with FileExistsError instead of overwriting) or replace."""
+        mode = None
+        if not exclusive:
+            with contextlib.suppress(FileNotFoundError):
+                mode = stat_module.S_IMODE(os.stat(full).st_mode)
+        temp = self._new_temp(full, data, mode)
+        try:
+            if exclusive:
+                os.link(temp, full)
+                os.unlink(temp)
+            else:
+                os.replace(temp, full)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        _fsync_folder(full.parent)
+
+    def _aside_name(self, full: Path) -> Path:
+        return full.parent / f".{full.name}.{secrets.token_hex(6)}.aside.tmp"
+
+    def _rename_aside(self, record: Record, full: Path) -> Path:
+        """Rename the record's file to a private name: memkit then owns that inode."""
+        assert record.path is not None
+        aside = self._aside_name(full)
+        try:
+            os.rename(full, aside)
+        except FileNotFoundError:
+            raise ConflictError(record.path, "it was deleted") from None
+        return aside
+
+    def _take_aside(self, record: Record, full: Path) -> tuple[Path, os.stat_result]:
+        """Rename the record's file to a private name and check it is what was read; when it
+        is not, put it back and raise ConflictError. Returns the aside path and its stat."""
+        assert record.path is not None and record.fingerprint is not None
+        aside = self._rename_aside(record, full)
+        data, stat = _read_regular(aside)
+        if fingerprint_bytes(data, stat)[1:] != record.fingerprint[1:]:
+            # A save landed between memkit's read and the rename: it goes back untouched.
+            kept = self._put_back(aside, full, record.path)
+            raise ConflictError(record.path, kept=kept)
+        return aside, stat
+
+    def _put_back(self, aside: Path, full: Path, relpath: str) -> str | None:
+        """Return an aside file to its name; if a new file took the name meanwhile, keep the
+        aside one as a conflict copy (returned) rather than drop either."""
+        try:
+            os.link(aside, full)
+        except FileExistsError:
+            return self._keep_aside(aside, relpath)
+        os.unlink(aside)
+        return None
+
+    def _keep_aside(self, aside: Path, relpath: str) -> str:
+        """Keep an aside file as `<relpath>.conflict-<hash>`, which `check` and `status` report."""
+        data = aside.read_bytes()
+        tag = hashlib.sha256(data).hexdigest()[:12]
+        for attempt in range(1, 100):
+            copy = f"{relpath}.conflict-{tag}" + (f"-{attempt}" if attempt > 1 else "")
+            target = self.safe_path(copy)
             try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+                os.link(aside, target)
+            except FileExistsError:
+                if target.read_bytes() != data:
+                    continue
+            os.unlink(aside)
+            self.touched.add(copy)
+            return copy
+        return self.relpath_fast(aside)  # 99 copies already: leave it under its private name
+
+    def _release_aside(
+        self,
+        aside: Path,
+        before: os.stat_result,
+        relpath: str,
+        expected: tuple[int, int, str] | None = None,
+    ) -> str | None:
+        """Delete an aside file unless it changed after it was checked (an in-place append to
+        the old inode; or, with `expected`, content other than what was read): then keep it as
+        a conflict copy and return the copy's path."""
+        try:
+            data, stat = _read_regular(aside)
+        except FileNotFoundError:
+            return None
+        # Any write to the inode moves its ctime (which a person cannot set back, unlike mtime).
+        changed = _stat_key(stat) != _stat_key(before)
+        if changed or (expected and fingerprint_bytes(data, stat)[1:] != expected[1:]):
+            return self._keep_aside(aside, relpath)
+        os.unlink(aside)
+        return None
 
     def _validate_for_write(self, record: Record) -> None:
         found = schema.problems(record)
@@ -432,7 +576,7 @@ class Vault:
         record.path = relpath
         self._validate_for_write(record)
         full = self.safe_path(relpath)
-        with self.write_lock():
+        with self.write_lock(), _reported("write", relpath):
             try:
                 self._write_bytes(full, render_record(record), exclusive=True)
             except FileExistsError:
@@ -441,18 +585,22 @@ class Vault:
         return self.read_record(relpath)
 
     def _check_unchanged(self, record: Record) -> Path:
+        """The record's file, if it still holds what was read (a cheap early refusal; the
+        decisive check is made on the file taken aside, see `_take_aside`)."""
+        return self._unchanged_stat(record)[0]
+
+    def _unchanged_stat(self, record: Record) -> tuple[Path, os.stat_result]:
         assert record.path is not None
         full = self.safe_path(record.path)
         if record.fingerprint is None:
             raise ConflictError(record.path, "the record was not read from disk")
         try:
-            data = full.read_bytes()
-            stat = full.stat()
+            data, stat = _read_regular(full)
         except FileNotFoundError:
             raise ConflictError(record.path, "it was deleted") from None
         if fingerprint_bytes(data, stat)[1:] != record.fingerprint[1:]:
             raise ConflictError(record.path)
-        return full
+        return full, stat
 
     def update(self, record: Record, *, touch: bool = True, allow_secrets: bool = False) -> Record:
         """Rewrite a record read earlier, refusing if its file changed since it was read."""
@@ -462,11 +610,41 @@ class Vault:
         if touch:
             record.meta["updated"] = now_iso()
         self._validate_for_write(record)
-        with self.write_lock():
-            full = self._check_unchanged(record)
-            self._write_bytes(full, render_record(record), exclusive=False)
-            self.touched.add(record.path)
-        return self.read_record(record.path)
+        relpath = record.path
+        with self.write_lock(), _reported("write", relpath):
+            full, checked = self._unchanged_stat(record)
+            temp = self._new_temp(full, render_record(record), stat_module.S_IMODE(checked.st_mode))
+            try:
+                # From the rename until the link the name is missing (a reader sees "no such
+                # file" for those microseconds). memkit's version is never visible before the
+                # old file is known to be the one checked: a person must never base a save on a
+                # version that is then undone. The inode, size and mtime just checked say so
+                # without reading the file again inside the gap; the content is compared after.
+                aside = self._rename_aside(record, full)
+                before = os.stat(aside)
+                if _same_file(before, checked):
+                    try:
+                        os.link(temp, full)
+                    except FileExistsError:
+                        # A save created the name in the gap: theirs stays, ours is not
+                        # written, and the version before it is kept beside it.
+                        copy = self._keep_aside(aside, relpath)
+                        raise ConflictError(relpath, kept=copy) from None
+                    except BaseException:
+                        self._put_back(aside, full, relpath)
+                        raise
+                else:
+                    # A save landed between the check and the rename: it goes back untouched.
+                    raise ConflictError(relpath, kept=self._put_back(aside, full, relpath))
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+            _fsync_folder(full.parent)
+            self.touched.add(relpath)
+            kept = self._release_aside(aside, before, relpath, record.fingerprint)
+            if kept is not None:
+                raise ConflictError(relpath, "an append to the old file", kept=kept, written=True)
+        return self.read_record(relpath)
 
     def replace_files(self, changes: Iterable[tuple[str, bytes, bytes]]) -> list[ConflictError]:
         """Atomically replace files that are not records yet (`memkit adopt`): each of
@@ -494,18 +672,12 @@ class Vault:
                 _sync_file_system(self.root, [temp for *_rest, temp in pending])
                 folders: set[Path] = set()
                 for relpath, full, expected, temp in pending:
-                    # Checked as late as possible: right before the rename.
-                    try:
-                        current = full.read_bytes()
-                    except FileNotFoundError:
-                        current = None
-                    if current != expected:
-                        os.unlink(temp)
-                        refused.append(
-                            ConflictError(relpath, "it was deleted" if current is None else "")
-                        )
+                    # The same take-aside dance as `update`: the file is renamed to a private
+                    # name, then compared, so a save landing at any moment is never replaced.
+                    error = self._swap_in(relpath, full, expected, Path(temp))
+                    if error is not None:
+                        refused.append(error)
                         continue
-                    os.replace(temp, full)
                     self.touched.add(relpath)
                     folders.add(full.parent)
             finally:
@@ -516,31 +688,73 @@ class Vault:
                 _sync_file_system(self.root, [str(folder) for folder in folders])
         return refused
 
+    def _swap_in(
+        self, relpath: str, full: Path, expected: bytes, temp: Path
+    ) -> ConflictError | None:
+        """Put `temp` at `full` if `full` still holds `expected`; else the ConflictError."""
+        aside = self._aside_name(full)
+        try:
+            os.rename(full, aside)
+        except FileNotFoundError:
+            return ConflictError(relpath, "it was deleted")
+        data, before = _read_regular(aside)
+        if data != expected:
+            return ConflictError(relpath, kept=self._put_back(aside, full, relpath))
+        try:
+            os.link(temp, full)
+        except FileExistsError:
+            return ConflictError(relpath, kept=self._keep_aside(aside, relpath))
+        except BaseException:
+            self._put_back(aside, full, relpath)
+            raise
+        kept = self._release_aside(aside, before, relpath)
+        if kept is not None:
+            return ConflictError(relpath, "an append to the old file", kept=kept, written=True)
+        return None
+
     def move(self, record: Record, new_relpath: str) -> Record:
         """Move a record's file (keeping its id), refusing to overwrite or to lose an edit."""
         if record.path is None:
             raise UsageError("this record was never written")
+        relpath = record.path
         target = self.safe_path(new_relpath)
-        with self.write_lock():
+        with self.write_lock(), _reported("move", relpath):
             source = self._check_unchanged(record)
             target.parent.mkdir(parents=True, exist_ok=True)
+            aside, _ = self._take_aside(record, source)
             try:
-                os.link(source, target)
-            except FileExistsError:
-                raise VaultError(f"{new_relpath}: a file with this name already exists") from None
-            os.unlink(source)
-            self.touched.update((record.path, new_relpath))
+                # The same inode under the new name: an append landing now is moved with it.
+                os.link(aside, target)
+            except BaseException as error:
+                kept = self._put_back(aside, source, relpath)
+                if isinstance(error, FileExistsError):
+                    raise VaultError(
+                        f"{new_relpath}: a file with this name already exists"
+                        + (f"; {relpath} changed meanwhile and is kept in {kept}" if kept else "")
+                    ) from None
+                raise
+            os.unlink(aside)
+            _fsync_folder(source.parent)
+            _fsync_folder(target.parent)
+            self.touched.update((relpath, new_relpath))
         record.path = new_relpath
         return self.read_record(new_relpath)
 
     def delete(self, ref: str | Record, cwd: Path | None = None) -> Record:
         """Delete a record's file (git keeps its history) and return what was deleted."""
         record = ref if isinstance(ref, Record) else self.get(ref, cwd)
-        with self.write_lock():
+        assert record.path is not None
+        relpath = record.path
+        with self.write_lock(), _reported("delete", relpath):
             full = self._check_unchanged(record)
-            full.unlink()
-            assert record.path is not None
-            self.touched.add(record.path)
+            aside, before = self._take_aside(record, full)
+            kept = self._release_aside(aside, before, relpath)
+            _fsync_folder(full.parent)
+            self.touched.add(relpath)
+            if kept is not None:
+                raise ConflictError(
+                    relpath, "an append while it was deleted", kept=kept, written=True
+                )
         return record
 
     # --- conflict copies (git) ---------------------------------------------------------------
@@ -558,7 +772,7 @@ class Vault:
     def write_conflict_copy(self, relpath: str, data: bytes, tag: str) -> str:
         """Keep another version of `relpath` next to it as `<name>.conflict-<tag>`; returns the
         copy's path. An identical copy already there is reused; a different one gets `-2`, `-3`..."""
-        with self.write_lock():
+        with self.write_lock(), _reported("write", relpath):
             for attempt in range(1, 100):
                 copy = f"{relpath}.conflict-{tag}" + (f"-{attempt}" if attempt > 1 else "")
                 full = self.safe_path(copy)
@@ -578,9 +792,10 @@ class Vault:
             Problem(
                 copy,
                 1,
-                f"conflict copy of {conflict_copy_of(copy)}: the file was changed on two machines "
-                "and git kept both versions; this is the other machine's. Copy what you want to "
-                f"keep into {conflict_copy_of(copy)}, then delete this file and commit",
+                f"conflict copy of {conflict_copy_of(copy)}: the file was changed twice at once "
+                "(on two machines, or by a person while memkit wrote it) and both versions were "
+                "kept; this is the other one. Copy what you want to keep into "
+                f"{conflict_copy_of(copy)}, then delete this file (and commit)",
             )
             for copy in copies
         ]

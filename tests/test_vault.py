@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import resource
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from memkit import Memory, Vault, find_vault_root
+from memkit import Memory, Vault, find_vault_root, locking
 from memkit.errors import (
     ConflictError,
     InvalidRecord,
+    LockTimeout,
     PathOutsideVault,
     RecordNotFound,
     SecretRefused,
     SettingsError,
+    StorageError,
     UsageError,
     VaultNotFound,
 )
@@ -202,7 +212,9 @@ def test_bad_settings_name_file_and_line(tmp_path: Path) -> None:
 def _write_same_title(root: str, count: int) -> list[str]:
     # The vault layer itself (no deduplication): only file naming is under test here.
     vault = Vault(Path(root))
-    return [str(vault.create("long-term", "same text", title="Same title").path) for _ in range(count)]
+    return [
+        str(vault.create("long-term", "same text", title="Same title").path) for _ in range(count)
+    ]
 
 
 def test_two_processes_writing_the_same_title_never_collide(vault: Vault) -> None:
@@ -225,3 +237,171 @@ def test_invalid_record_is_not_written(vault: Vault) -> None:
     with pytest.raises(InvalidRecord, match="refused to write"):
         vault.create("long-term", "x", importance=2.0)
     assert not list(vault.record_paths())
+
+
+# --- the write path: modes, locks, full disks --------------------------------------------
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_new_files_follow_the_umask_and_updates_keep_the_mode(
+    vault: Vault, umask_022: None
+) -> None:
+    record = vault.create("long-term", "a fact", title="modes")
+    assert record.path is not None
+    full = vault.root / record.path
+    assert stat.S_IMODE(full.stat().st_mode) == 0o644
+    full.chmod(0o640)  # a person's choice
+    record = vault.get(record.id)
+    record.meta["importance"] = 0.9
+    vault.update(record)
+    assert stat.S_IMODE(full.stat().st_mode) == 0o640
+    os.umask(0o077)
+    other = vault.create("long-term", "another fact", title="private")
+    assert other.path is not None
+    assert stat.S_IMODE((vault.root / other.path).stat().st_mode) == 0o600
+
+
+def test_write_lock_times_out_and_is_usable_again(vault: Vault) -> None:
+    # Another holder (a separate open file: flock treats it like another process).
+    held = locking.acquire(vault.root / ".memkit/locks/write.lock", 1.0)
+    assert held is not None
+    with pytest.raises(LockTimeout, match=r"locked for 0\.2 s"), vault.write_lock(timeout=0.2):
+        pass
+    held.release()
+    # The abandoned waiters let go as soon as they got the lock: the next writer gets it.
+    with vault.write_lock(timeout=10):
+        vault.create("long-term", "written after the holder left", title="after")
+    assert len(list(vault.record_paths())) == 1
+
+
+def test_index_lock_times_out(vault: Vault) -> None:
+    from memkit.sync import VaultIndex
+
+    indexer = VaultIndex(vault)
+    held = locking.acquire(vault.root / ".memkit/locks/index.lock", 1.0)
+    assert held is not None
+    try:
+        with pytest.raises(LockTimeout, match="updating the index"), indexer.lock(timeout=0.1):
+            pass
+    finally:
+        held.release()
+        indexer.close()
+    with indexer.lock(timeout=10):
+        pass
+
+
+def _hold_and_write(root: str, writes: int, hold: float) -> int:
+    """A writer that holds the lock a while each time; returns how many writes were refused."""
+    vault = Vault(Path(root))
+    refused = 0
+    for number in range(writes):
+        try:
+            with vault.write_lock(timeout=5.0):
+                vault.create("long-term", f"write {number} of {os.getpid()}", title=f"w{number}")
+                time.sleep(hold)
+        except LockTimeout:
+            refused += 1
+    return refused
+
+
+@pytest.mark.slow
+def test_ten_concurrent_writers_are_never_refused(vault: Vault) -> None:
+    # Each holds the lock 40 ms per write: a waiter queued in the kernel gets its turn within
+    # 9 x 40 ms; a polling waiter can lose the hand-over again and again.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(10) as pool:
+        refused = pool.starmap(_hold_and_write, [(str(vault.root), 8, 0.04)] * 10)
+    assert sum(refused) == 0
+    assert len(list(vault.record_paths())) == 80
+
+
+@contextlib.contextmanager
+def file_size_limit() -> Iterator[int]:
+    """Writes past 64 KiB fail with EFBIG, as on a full disk (unprivileged; SIGXFSZ ignored)."""
+    limit = 64 * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def _temp_files(vault: Vault) -> list[str]:
+    return [p.name for p in vault.root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_nothing(vault: Vault) -> None:
+    record = vault.create("long-term", "small", title="grows")
+    with file_size_limit() as limit:
+        with pytest.raises(StorageError, match=r"cannot write memory/.*too-big.*\(EFBIG\)"):
+            vault.create("long-term", "x" * (2 * limit), title="too big")
+        record.body = "y" * (2 * limit)
+        with pytest.raises(StorageError, match=r"grows.*EFBIG"):
+            vault.update(record)
+    assert _temp_files(vault) == []
+    assert vault.get(record.id).body.strip() == "small"  # the old version stays whole
+    assert len(list(vault.record_paths())) == 1
+
+
+def test_a_vault_is_readable_where_fcntl_does_not_exist(vault: Vault) -> None:
+    Memory(vault).remember("a fact about otters")
+    script = (
+        "import sys; sys.modules['fcntl'] = None\n"  # as on a system without it
+        "import memkit\n"
+        f"vault = memkit.Vault({str(vault.root)!r})\n"
+        "print([r.body.strip() for r in vault.scan().records], len(vault.check().problems))\n"
+        "try:\n"
+        "    vault.create('long-term', 'x', title='y')\n"
+        "except memkit.MemkitError as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    lines = done.stdout.splitlines()
+    assert lines[0] == "['a fact about otters'] 0"
+    assert lines[1].startswith("StorageError cannot lock the vault") and "ENOSYS" in lines[1]
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_still_never_overwritten(vault: Vault) -> None:
+    record = vault.create("long-term", "the cat is black", title="cat")
+    assert record.path is not None
+    full = vault.root / record.path
+    before = full.stat()
+    # In place, same size, mtime put back (`cp -p`, `rsync -t`, `touch -r`).
+    with full.open("r+b") as handle:
+        data = handle.read()
+        handle.seek(0)
+        handle.write(data.replace(b"black", b"white"))
+    os.utime(full, ns=(before.st_atime_ns, before.st_mtime_ns))
+    record.meta["importance"] = 0.9
+    with pytest.raises(ConflictError, match="nothing was written"):
+        vault.update(record)
+    assert "the cat is white" in full.read_text()
+    assert vault.conflict_copies() == []
+
+
+def test_move_refuses_a_changed_file_and_leaves_it_in_place(vault: Vault) -> None:
+    record = vault.create("long-term", "to be moved", title="mover")
+    assert record.path is not None
+    full = vault.root / record.path
+    full.write_text(full.read_text() + "a person's line\n")
+    with pytest.raises(ConflictError):
+        vault.move(record, "memory/long-term/moved.md")
+    assert "a person's line" in full.read_text()
+    assert not (vault.root / "memory/long-term/moved.md").exists()
+    fresh = vault.get(record.id)
+    moved = vault.move(fresh, "memory/long-term/moved.md")
+    assert "a person's line" in moved.body and not full.exists()
+    assert [n for n in os.listdir(full.parent) if n.endswith(".tmp")] == []
