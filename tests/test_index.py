@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import memkit.index as index_module
-from memkit.errors import IndexError_, LockTimeout
+import memkit.index.storage as storage_module
+from memkit.errors import SearchIndexError, LockTimeout
 from memkit.index import SCHEMA_VERSION, IndexDoc, RankWeights, SearchIndex
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,11 +61,11 @@ def child_env() -> dict[str, str]:
 
 def test_a_new_index_asks_for_a_rebuild_and_a_built_one_does_not(tmp_path: Path) -> None:
     first = SearchIndex(tmp_path / "index")
-    assert first.rebuilt
+    assert first.needs_rebuild
     assert first.replace_all([doc("a.md", "apples")]) == 1
     first.close()
     again = SearchIndex(tmp_path / "index")
-    assert not again.rebuilt
+    assert not again.needs_rebuild
     assert again.doc_count() == 1
 
 
@@ -74,7 +74,7 @@ def test_a_first_build_that_never_finished_still_asks_for_a_rebuild(tmp_path: Pa
     first = SearchIndex(tmp_path / "index")
     first.update([doc("a.md", "apples")], [])
     first.close()
-    assert SearchIndex(tmp_path / "index").rebuilt
+    assert SearchIndex(tmp_path / "index").needs_rebuild
 
 
 def test_a_schema_version_change_rebuilds_instead_of_failing(
@@ -89,9 +89,9 @@ def test_a_schema_version_change_rebuilds_instead_of_failing(
     (directory / "v99").mkdir()
     (directory / "v99" / "keep.md").write_text("a note")
 
-    monkeypatch.setattr(index_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(storage_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     new = SearchIndex(directory)
-    assert new.rebuilt
+    assert new.needs_rebuild
     assert new.doc_count() == 0
     assert not (directory / f"v{SCHEMA_VERSION}").exists()
     assert (directory / "notes.md").exists()
@@ -107,7 +107,7 @@ def test_an_unreadable_index_is_wiped_and_rebuilt(tmp_path: Path) -> None:
     first.close()
     (directory / f"v{SCHEMA_VERSION}" / "meta.json").write_text("{ not json")
     again = SearchIndex(directory)
-    assert again.rebuilt
+    assert again.needs_rebuild
     assert again.doc_count() == 0
     again.update([doc("a.md", "apples")], [])
     assert keys(again, "apples") == ["a.md"]
@@ -115,7 +115,7 @@ def test_an_unreadable_index_is_wiped_and_rebuilt(tmp_path: Path) -> None:
 
 def test_a_closed_index_says_so(index: SearchIndex) -> None:
     index.close()
-    with pytest.raises(IndexError_, match="closed"):
+    with pytest.raises(SearchIndexError, match="closed"):
         index.search("anything")
 
 
@@ -729,7 +729,7 @@ def test_a_writer_killed_mid_commit_leaves_an_index_that_opens(tmp_path: Path) -
         child.wait(10)
 
     after = SearchIndex(directory, lock_timeout=5)
-    assert not after.rebuilt
+    assert not after.needs_rebuild
     assert after.doc_count() in (1, 3000)  # the last completed commit, never half of one
     after.update([doc("new.md", "written after the crash")], [])  # the stale lock file is fine
     assert keys(after, "crash") == ["new.md"]
@@ -739,11 +739,11 @@ def test_a_rebuild_finished_by_another_handle_is_seen(tmp_path: Path) -> None:
     # A search process that opened the index while a watcher was rebuilding it must not ask
     # for a second rebuild once the watcher is done.
     early = SearchIndex(tmp_path / "index")
-    assert early.rebuilt
+    assert early.needs_rebuild
     builder = SearchIndex(tmp_path / "index")
     builder.replace_all([doc("a.md", "alpha")])
-    assert not builder.rebuilt
-    assert not early.rebuilt
+    assert not builder.needs_rebuild
+    assert not early.needs_rebuild
     assert [h.key for h in early.search("alpha", now=NOW).hits] == ["a.md"]
     early.close()
     builder.close()
