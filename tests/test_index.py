@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import memkit.index.storage as storage_module
-from memkit.errors import SearchIndexError, LockTimeout
+from memkit.errors import LockTimeout, SearchIndexError
 from memkit.index import SCHEMA_VERSION, IndexDoc, RankWeights, SearchIndex
 
 REPO = Path(__file__).resolve().parent.parent
