@@ -111,7 +111,6 @@ class IndexStorage:
     def __init__(self, directory: Path, *, lock_timeout: float = 30.0) -> None:
         self.directory = Path(directory)
         self.lock_timeout = lock_timeout
-        self._needs_rebuild = False
         self._schema = _schema()
         self._field_analyzer = build_analyzer()
         self._write_lock = threading.Lock()
@@ -129,18 +128,24 @@ class IndexStorage:
 
     @property
     def needs_rebuild(self) -> bool:
-        """Whether the caller must add every document again (new, wiped or unfinished index).
+        """Whether the caller must add every document again (new, wiped, unfinished or broken).
 
-        Re-checked on disk while set: another process (a watcher) may have finished the rebuild
-        since this handle opened, and then a second full rebuild would only waste time.
+        Read on disk each time: the ready marker, which only a finished `replace_all` writes. So
+        a rebuild another process (a watcher) finished since this handle opened is seen, and a
+        broken index flagged by any process is rebuilt by the next one that looks.
         """
-        if self._needs_rebuild and (self._path / _READY_MARKER).exists():
-            self._needs_rebuild = False
-        return self._needs_rebuild
+        return not (self._path / _READY_MARKER).exists()
 
     @needs_rebuild.setter
     def needs_rebuild(self, value: bool) -> None:
-        self._needs_rebuild = value
+        # True: forget the marker, for every process. False changes nothing: only a finished
+        # replace_all makes an index complete (sync.py sets it after its own rebuild).
+        if value:
+            self._forget_ready()
+
+    def _forget_ready(self) -> None:
+        with suppress(OSError):
+            (self._path / _READY_MARKER).unlink(missing_ok=True)
 
     # The old, misleading name ("rebuilt" meant "needs a rebuild"), kept while sync.py and
     # maintenance.py still use it.
@@ -155,16 +160,15 @@ class IndexStorage:
                 f"cannot create the search index folder {self.directory}: {e}"
             ) from e
         if not self._path.is_dir():
-            # First run, or an index of another schema version: start afresh.
+            # First run, or an index of another schema version: start afresh (without a
+            # ready marker, so `needs_rebuild` asks for every document).
             self._remove_stale_entries()
-            self.needs_rebuild = True
         try:
             index = self._create_or_open()
         except (ValueError, OSError):
             # Unreadable (damaged files, a schema changed without a version bump): the
             # index is derived from the Markdown files, so wipe it and ask for a rebuild.
             shutil.rmtree(self._path, ignore_errors=True)
-            self.needs_rebuild = True
             try:
                 index = self._create_or_open()
             except (ValueError, OSError) as e:
@@ -172,10 +176,8 @@ class IndexStorage:
                     f"cannot create the search index in {self._path}: {e}. "
                     "Check that the folder is writable and the disk is not full."
                 ) from e
-        # An index that never finished a replace_all (first run killed half-way) is
-        # incomplete even though it opens: the caller must add everything again.
-        if not (self._path / _READY_MARKER).exists():
-            self.needs_rebuild = True
+        # An index that never finished a replace_all (first run killed half-way) opens but is
+        # incomplete: it has no ready marker, so `needs_rebuild` asks for everything again.
         return index
 
     def _create_or_open(self) -> tantivy.Index:
@@ -219,11 +221,20 @@ class IndexStorage:
         paths = set(delete_paths) | {doc.path for doc in docs}
         if not paths:
             return
-        with self._writer(_HEAP_SMALL, 1) as writer:
-            for path in sorted(clean_text(p) for p in paths):
-                # Deletes only reach documents added before them, so the adds below survive.
-                self._call(writer.delete_documents_by_term, "path", path)
-            self._add_all(writer, docs)
+        try:
+            with self._writer(_HEAP_SMALL, 1) as writer:
+                for path in sorted(clean_text(p) for p in paths):
+                    # Deletes only reach documents added before them, so the adds below survive.
+                    self._call(writer.delete_documents_by_term, "path", path)
+                self._add_all(writer, docs)
+        except SearchIndexError as e:
+            if "FileAlreadyExists" not in str(e):
+                raise
+            # A leftover of a killed commit that the garbage collection before the commit
+            # did not know (say, its .managed.json was lost too): the index cannot take this
+            # commit, so it asks for a rebuild (the next sync or search does it, from the
+            # files) instead of failing every command until someone runs `memkit reindex`.
+            self._forget_ready()
 
     def _add_all(self, writer: tantivy.IndexWriter, docs: Iterable[IndexDoc]) -> int:
         seen: set[str] = set()
@@ -285,6 +296,14 @@ class IndexStorage:
         try:
             writer = self._acquire_writer(index, heap, threads, deadline)
             try:
+                # A commit killed half-way (kill -9 of sync, power loss) leaves files that no
+                # meta.json lists, among them `<segment>.<opstamp>.del`. Opstamps restart from
+                # the last commit's, so a later commit that reaches the same opstamp and deletes
+                # from the same segment wants that name again, and tantivy fails with
+                # FileAlreadyExists, every time, until a reindex. Tantivy collects such files
+                # only after a successful commit: collect them first (cheap: it lists the
+                # folder's managed files; we hold the writer, so no commit is in progress).
+                self._call(writer.garbage_collect_files)
                 yield writer
                 self._call(writer.commit)
             except BaseException:
@@ -292,12 +311,16 @@ class IndexStorage:
                 with suppress(ValueError):
                     writer.rollback()
                 raise
+            else:
+                # Searchable now: the commit wrote meta.json. Reload before waiting for the
+                # merges the commit may have started (they change no document), so that
+                # read-your-writes does not wait for them.
+                self._reload()
             finally:
                 # Releases the lock file; a writer still referenced would keep it. A failed
                 # background merge loses nothing: the segments stay as they were.
                 with suppress(ValueError):
                     writer.wait_merging_threads()
-            self._reload()
         finally:
             self._write_lock.release()
 
