@@ -549,6 +549,19 @@ def test_quoted_text_is_a_stemmed_phrase(index: SearchIndex) -> None:
     assert keys(index, '"black coffee" unrelated') == ["phrase.md"]
 
 
+def test_a_phrase_matches_the_text_and_title_not_the_neighbouring_turns(index: SearchIndex) -> None:
+    # The context fields keep no positions (cheaper to build): their words rank, as words.
+    index.replace_all(
+        [
+            doc("day.md#m1", "sounds good", context="Dana: black coffee please"),
+            doc("day.md#m2", "black coffee please", title="Dana"),
+        ]
+    )
+    assert keys(index, '"black coffee"') == ["day.md#m2"]
+    assert sorted(keys(index, "black coffee")) == ["day.md#m1", "day.md#m2"]
+    assert keys(index, '"coffee"') == ["day.md#m2", "day.md#m1"]  # one word: every field
+
+
 def test_lone_surrogates_in_documents_and_filters_are_replaced(index: SearchIndex) -> None:
     index.update([doc("odd\udcff.md", "broken \ud800 bytes", tags=["\udcff"])], [])
     [hit] = index.search("broken \ud800", tags=["\udcff"], now=NOW).hits

@@ -33,6 +33,8 @@ _US_PER_DAY = 86_400_000_000
 # its speaker, its day in words and the turns right before and after it), `surround` the
 # turns a little further away: answers often sit a few turns from the words of a question.
 _TEXT_FIELDS = (("title", 2.0), ("text", 1.0), ("context", 0.7), ("surround", 0.35))
+# The fields that keep positions (see storage._schema): a quoted phrase matches only there.
+_PHRASE_FIELDS = _TEXT_FIELDS[:2]
 # A word counts once, in the field where it scores best, plus this share of its other fields'
 # scores: a word found in a message and again in its neighbours is not twice the evidence.
 _TIE_BREAKER = 0.3
@@ -197,15 +199,16 @@ class SearchIndex(IndexStorage):
         for phrase in parsed.phrases:
             # Positions keep the gap of a dropped over-long word, as in the indexed text.
             words: list[str | tuple[int, str]] = [*phrase]
-            per_field = [
-                q.boost_query(
-                    q.phrase_query(self._schema, name, words)
-                    if len(phrase) > 1
-                    else q.term_query(self._schema, name, phrase[0][1], _FREQ),
-                    boost,
-                )
-                for name, boost in _TEXT_FIELDS
-            ]
+            if len(phrase) > 1:
+                per_field = [
+                    q.boost_query(q.phrase_query(self._schema, name, words), boost)
+                    for name, boost in _PHRASE_FIELDS
+                ]
+            else:
+                per_field = [
+                    q.boost_query(q.term_query(self._schema, name, phrase[0][1], _FREQ), boost)
+                    for name, boost in _TEXT_FIELDS
+                ]
             clauses.append((tantivy.Occur.Must, q.boolean_query(_should(per_field))))
         topic: list[tantivy.Query] = []  # words that say what the query is about
         names: list[tantivy.Query] = []  # words that name someone who speaks in messages

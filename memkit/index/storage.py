@@ -25,7 +25,7 @@ _Self = TypeVar("_Self", bound="IndexStorage")
 
 # Bump whenever a field, a tokenizer or what goes into a field changes: an index built
 # by another version is then wiped and rebuilt from the Markdown files (never an error).
-SCHEMA_VERSION: int = 3
+SCHEMA_VERSION: int = 4
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
@@ -63,8 +63,11 @@ def _schema() -> tantivy.Schema:
         sb.add_text_field(name, stored=True, tokenizer_name="raw", index_option="basic")
     sb.add_text_field("title", stored=True, tokenizer_name=_ANALYZER)
     sb.add_text_field("text", stored=True, tokenizer_name=_ANALYZER)
-    sb.add_text_field("context", stored=False, tokenizer_name=_ANALYZER)
-    sb.add_text_field("surround", stored=False, tokenizer_name=_ANALYZER)
+    # What surrounds a record (for a message: its neighbouring turns) is most of the indexed
+    # words; it is scored (frequencies) but never matched as a phrase, so it keeps no positions
+    # (what makes a rebuild slower and its writer's memory larger).
+    sb.add_text_field("context", stored=False, tokenizer_name=_ANALYZER, index_option="freq")
+    sb.add_text_field("surround", stored=False, tokenizer_name=_ANALYZER, index_option="freq")
     # The speaker's name as words, so that a query word can be recognised as a speaker.
     sb.add_text_field("speaker_words", stored=False, tokenizer_name=_ANALYZER)
     # Tags shown as written, filtered case-insensitively: two fields.
