@@ -33,8 +33,9 @@ _US_PER_DAY = 86_400_000_000
 # its speaker, its day in words and the turns right before and after it), `surround` the
 # turns a little further away: answers often sit a few turns from the words of a question.
 _TEXT_FIELDS = (("title", 2.0), ("text", 1.0), ("context", 0.7), ("surround", 0.35))
-# The fields that keep positions (see storage._schema): a quoted phrase matches only there.
-_PHRASE_FIELDS = _TEXT_FIELDS[:2]
+# The fields that keep positions (see storage._schema): a quoted phrase matches there as a
+# phrase; in the others (the neighbouring turns), all of its words must be present.
+_PHRASE_FIELDS = frozenset({"title", "text"})
 # A word counts once, in the field where it scores best, plus this share of its other fields'
 # scores: a word found in a message and again in its neighbours is not twice the evidence.
 _TIE_BREAKER = 0.3
@@ -199,16 +200,10 @@ class SearchIndex(IndexStorage):
         for phrase in parsed.phrases:
             # Positions keep the gap of a dropped over-long word, as in the indexed text.
             words: list[str | tuple[int, str]] = [*phrase]
-            if len(phrase) > 1:
-                per_field = [
-                    q.boost_query(q.phrase_query(self._schema, name, words), boost)
-                    for name, boost in _PHRASE_FIELDS
-                ]
-            else:
-                per_field = [
-                    q.boost_query(q.term_query(self._schema, name, phrase[0][1], _FREQ), boost)
-                    for name, boost in _TEXT_FIELDS
-                ]
+            per_field = [
+                q.boost_query(self._phrase_in(name, phrase, words), boost)
+                for name, boost in _TEXT_FIELDS
+            ]
             clauses.append((tantivy.Occur.Must, q.boolean_query(_should(per_field))))
         topic: list[tantivy.Query] = []  # words that say what the query is about
         names: list[tantivy.Query] = []  # words that name someone who speaks in messages
@@ -237,6 +232,21 @@ class SearchIndex(IndexStorage):
             wanted = q.boolean_query(_should([*topic, *elsewhere]))
             clauses.append((tantivy.Occur.Must, q.const_score_query(wanted, 0.0)))
         return q.boolean_query(clauses)
+
+    def _phrase_in(
+        self, name: str, phrase: list[tuple[int, str]], words: list[str | tuple[int, str]]
+    ) -> tantivy.Query:
+        q = tantivy.Query
+        if len(phrase) == 1:
+            return q.term_query(self._schema, name, phrase[0][1], _FREQ)
+        if name in _PHRASE_FIELDS:
+            return q.phrase_query(self._schema, name, words)
+        # No positions kept: a question naming a book ("Becoming Nicole") still finds the
+        # answer whose neighbouring turn names it, as the phrase's words all present.
+        every = [
+            (tantivy.Occur.Must, q.term_query(self._schema, name, t, _FREQ)) for _, t in phrase
+        ]
+        return q.boolean_query(every)
 
     def _fuzzy_query(self, terms: list[str]) -> tantivy.Query:
         q = tantivy.Query

@@ -102,6 +102,14 @@ def tag_key(tag: str) -> str:
     return tag.strip().lstrip("#").casefold()
 
 
+def _finish_merges(writer: tantivy.IndexWriter) -> None:
+    """Wait for the writer's merges, then drop it: that releases tantivy's lock file (a writer
+    still referenced would keep it). A failed merge loses nothing: the segments stay as they
+    were."""
+    with suppress(ValueError):
+        writer.wait_merging_threads()
+
+
 def _is_lock_busy(error: Exception) -> bool:
     return "LockBusy" in str(error)
 
@@ -206,7 +214,7 @@ class IndexStorage:
     # ----------------------------------------------------------------- writing
     def replace_all(self, docs: Iterable[IndexDoc]) -> int:
         """Delete everything, add `docs` (a later duplicate key wins); one commit."""
-        with self._writer(_HEAP_BULK, 2) as writer:
+        with self._writer(_HEAP_BULK, 1) as writer:
             self._call(writer.delete_all_documents)
             count = self._add_all(writer, docs)
         # Written after the commit: a run killed before this point leaves `needs_rebuild` set.
@@ -225,7 +233,7 @@ class IndexStorage:
         if not paths:
             return
         try:
-            with self._writer(_HEAP_SMALL, 1) as writer:
+            with self._writer(_HEAP_SMALL, 1, merges_in_background=True) as writer:
                 for path in sorted(clean_text(p) for p in paths):
                     # Deletes only reach documents added before them, so the adds below survive.
                     self._call(writer.delete_documents_by_term, "path", path)
@@ -289,13 +297,19 @@ class IndexStorage:
         return d
 
     @contextmanager
-    def _writer(self, heap: int, threads: int) -> Iterator[tantivy.IndexWriter]:
-        """Yield a writer; commit when the block succeeds, roll back when it raises."""
+    def _writer(
+        self, heap: int, threads: int, *, merges_in_background: bool = False
+    ) -> Iterator[tantivy.IndexWriter]:
+        """Yield a writer; commit when the block succeeds, roll back when it raises.
+
+        With `merges_in_background`, return as soon as the commit is searchable: the segment
+        merges the commit started finish on a thread that then lets the next writer in."""
         index = self._live()
         # One deadline for both waits: another thread here, then another process.
         deadline = time.monotonic() + self.lock_timeout
         if not self._write_lock.acquire(timeout=max(self.lock_timeout, 0.0)):
             raise self._lock_timeout("another thread of this process")
+        handed_over = False
         try:
             writer = self._acquire_writer(index, heap, threads, deadline)
             try:
@@ -313,17 +327,37 @@ class IndexStorage:
                 # Never commit half a batch: the index keeps its last good state.
                 with suppress(ValueError):
                     writer.rollback()
+                _finish_merges(writer)
                 raise
-            else:
-                # Searchable now: the commit wrote meta.json. Reload before waiting for the
-                # merges the commit may have started (they change no document), so that
-                # read-your-writes does not wait for them.
+            # Searchable now: the commit wrote meta.json. Reload before waiting for the merges
+            # the commit may have started (they change no document), so that read-your-writes
+            # does not wait for them.
+            try:
                 self._reload()
-            finally:
-                # Releases the lock file; a writer still referenced would keep it. A failed
-                # background merge loses nothing: the segments stay as they were.
-                with suppress(ValueError):
-                    writer.wait_merging_threads()
+            except BaseException:
+                _finish_merges(writer)
+                raise
+            if merges_in_background:
+                # The writer (and so tantivy's lock) lives until its merges end, and this
+                # process's next writer waits for them on _write_lock; a process that exits
+                # meanwhile leaves the merge's files, collected by the next writer.
+                waiter = threading.Thread(
+                    target=self._merge_then_release,
+                    args=(writer,),
+                    name="memkit-index-merges",
+                    daemon=True,
+                )
+                waiter.start()
+                handed_over = True
+            else:
+                _finish_merges(writer)
+        finally:
+            if not handed_over:
+                self._write_lock.release()
+
+    def _merge_then_release(self, writer: tantivy.IndexWriter) -> None:
+        try:
+            _finish_merges(writer)
         finally:
             self._write_lock.release()
 
@@ -416,7 +450,7 @@ class IndexStorage:
         return self._index
 
     def close(self) -> None:
-        """Drop the index handle; waits for a write in progress on another thread."""
+        """Drop the index handle; waits for a write in progress (and its merges) on another thread."""
         with self._write_lock:
             self._index = None
             self._cached_searcher = None
