@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import memkit.index.storage as storage_module
 from memkit.errors import LockTimeout, SearchIndexError
-from memkit.index import SCHEMA_VERSION, IndexDoc, RankWeights, SearchIndex
+from memkit.index import SCHEMA_VERSION, IndexDoc, RankWeights, SearchIndex, SearchRequest
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -258,6 +258,18 @@ def filtered(index: SearchIndex) -> SearchIndex:
         ]
     )
     return index
+
+
+def test_a_search_request_asks_what_the_keywords_ask(filtered: SearchIndex) -> None:
+    request = SearchRequest("plans", k=5, types=["insight", "entity"], now=NOW)
+    by_request = [hit.key for hit in filtered.search(request).hits]
+    assert by_request == keys(filtered, "plans", k=5, types=["insight", "entity"])
+    assert sorted(by_request) == ["e1.md", "i1.md", "i2.md"]
+    assert request.types == ("insight", "entity")  # kept as a tuple: the request is hashable
+    assert SearchRequest("x", types="entity").types == ("entity",)  # a lone string is one type
+    with pytest.raises(AttributeError):
+        request.k = 3  # type: ignore[misc]
+    hash(request)
 
 
 def test_type_filters(filtered: SearchIndex) -> None:
@@ -878,3 +890,49 @@ def test_kill_9_of_a_writer_at_random_moments_never_breaks_the_next_one(tmp_path
         # Every note once, searchable, and no rebuild needed: the leftovers were collected.
         assert after.stdout.split() == ["2000", "2000", "False"]
         step += 2
+
+
+EXITING_SCRIPT = """
+import sys
+from pathlib import Path
+from memkit.index import IndexDoc, SearchIndex
+
+index = SearchIndex(Path(sys.argv[1]))
+for i in range(40):
+    index.update([IndexDoc(key=f"e{i}.md", path=f"e{i}.md", record_id=str(i), type="long-term",
+                           title="", text=f"zebrafish {i}")], [])
+# No close(): the process ends while the last commits' merges may still run on their thread.
+"""
+
+
+@pytest.mark.slow
+def test_merges_left_running_by_an_exiting_process_harm_nothing(tmp_path: Path) -> None:
+    directory = tmp_path / "index"
+    first = SearchIndex(directory)
+    first.replace_all([doc("keep.md", "survivor")])
+    first.close()
+    subprocess.run(
+        [sys.executable, "-c", EXITING_SCRIPT, str(directory)], check=True, env=child_env()
+    )
+    after = SearchIndex(directory, lock_timeout=10)
+    after.update([doc("new.md", "written after the exit")], [])
+    assert after.search("zebrafish", k=50, now=NOW).total == 40
+    assert keys(after, "survivor") == ["keep.md"]
+    assert keys(after, "after the exit") == ["new.md"]
+    after.close()
+
+
+@pytest.mark.slow
+def test_small_commits_in_a_row_then_another_handle_writes(tmp_path: Path) -> None:
+    # Each update returns before its merges end; the next writer (this handle or another one
+    # in the same process) waits for them instead of failing.
+    one = SearchIndex(tmp_path / "index")
+    one.replace_all([])
+    for i in range(30):
+        one.update([doc(f"r{i}.md", f"in a row {i}")], [])
+    two = SearchIndex(tmp_path / "index", lock_timeout=10)
+    two.update([doc("other.md", "from the other handle")], [])
+    assert one.search("row", k=50, now=NOW).total == 30
+    assert keys(one, "other handle") == ["other.md"]
+    one.close()
+    two.close()
