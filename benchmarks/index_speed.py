@@ -14,7 +14,7 @@ disturb much less.
 The baseline is a folder holding a `memkit` package (and `schemas/`), e.g. from
 `git archive main memkit schemas | tar -x -C /tmp/base`.
 
-    python benchmarks/index_speed.py --vault V [--baseline /tmp/base] [--runs 2] [--commits 40]
+    python benchmarks/index_speed.py --vault V [--baseline /tmp/base ...] [--runs 2] [--commits 40]
 """
 
 from __future__ import annotations
@@ -130,7 +130,13 @@ def run_child(args: list[str], baseline: Path | None) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--vault", type=Path)
-    parser.add_argument("--baseline", type=Path, help="folder holding a baseline memkit package")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        action="append",
+        default=[],
+        help="folder holding a baseline memkit package (repeat for several; named by folder)",
+    )
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--commits", type=int, default=40)
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
@@ -145,7 +151,8 @@ def main() -> int:
     if args.vault is None:
         parser.error("--vault is required")
     work = Path(tempfile.mkdtemp(prefix="memkit-index-speed-"))
-    variants = {"current": None, "baseline": args.baseline} if args.baseline else {"current": None}
+    variants: dict[str, Path | None] = {"current": None}
+    variants.update({f"{path.name}": path for path in args.baseline})
     rebuilds: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     commits: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     load_before = os.getloadavg()[0]
