@@ -34,7 +34,11 @@ _ONE_US = timedelta(microseconds=1)
 # query builder run the very same chain (hand-built term and phrase queries are not
 # analysed by tantivy). ascii_fold lets "cafe" find "café".
 _ANALYZER = "memkit_en"
-_HEAP_BULK = 128_000_000
+# A rebuild's writer: one indexing thread with a 64 MB arena. On two cores the parse workers
+# and the thread that builds documents are busy too, so a second indexing thread only competes
+# with them; at 100k records this makes 4 segments (what 2 threads x 64 MB made: no merge at
+# the end) for half the memory of 128 MB.
+_HEAP_BULK = 64_000_000
 _HEAP_SMALL = 32_000_000
 _READY_MARKER = "memkit-ready"
 # Names tantivy writes into an index folder: the only things we delete outside our own
