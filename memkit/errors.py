@@ -12,7 +12,7 @@ MemkitError
  +-- ConflictError        a file changed on disk since memkit read it
  +-- SecretRefused        text to remember holds a credential
  +-- UsageError           the caller asked for something that cannot be (unknown type, ...)
- +-- IndexError_          the search index cannot be used
+ +-- SearchIndexError     the search index cannot be used (old name: IndexError_)
  +-- LockTimeout          another process held the vault's write lock for too long
  +-- StorageError         the file system refused (disk full, read-only, permission denied)
  +-- LLMError             the language model could not be reached or replied badly
@@ -148,8 +148,13 @@ class UsageError(MemkitError):
     """The request itself is wrong (unknown type or store, bad value)."""
 
 
-class IndexError_(MemkitError):
+class SearchIndexError(MemkitError):
     """The search index could not be opened or written."""
+
+
+# The old name (its trailing underscore only dodged the builtin IndexError), kept while other
+# modules may still use it.
+IndexError_ = SearchIndexError
 
 
 class LockTimeout(MemkitError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -15,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import memkit.index as index_module
-from memkit.errors import IndexError_, LockTimeout
-from memkit.index import SCHEMA_VERSION, IndexDoc, RankWeights, SearchIndex
+import memkit.index.storage as storage_module
+from memkit.errors import LockTimeout, SearchIndexError
+from memkit.index import SCHEMA_VERSION, IndexDoc, RankWeights, SearchIndex, SearchRequest
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -61,11 +62,11 @@ def child_env() -> dict[str, str]:
 
 def test_a_new_index_asks_for_a_rebuild_and_a_built_one_does_not(tmp_path: Path) -> None:
     first = SearchIndex(tmp_path / "index")
-    assert first.rebuilt
+    assert first.needs_rebuild
     assert first.replace_all([doc("a.md", "apples")]) == 1
     first.close()
     again = SearchIndex(tmp_path / "index")
-    assert not again.rebuilt
+    assert not again.needs_rebuild
     assert again.doc_count() == 1
 
 
@@ -74,7 +75,7 @@ def test_a_first_build_that_never_finished_still_asks_for_a_rebuild(tmp_path: Pa
     first = SearchIndex(tmp_path / "index")
     first.update([doc("a.md", "apples")], [])
     first.close()
-    assert SearchIndex(tmp_path / "index").rebuilt
+    assert SearchIndex(tmp_path / "index").needs_rebuild
 
 
 def test_a_schema_version_change_rebuilds_instead_of_failing(
@@ -89,9 +90,9 @@ def test_a_schema_version_change_rebuilds_instead_of_failing(
     (directory / "v99").mkdir()
     (directory / "v99" / "keep.md").write_text("a note")
 
-    monkeypatch.setattr(index_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(storage_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     new = SearchIndex(directory)
-    assert new.rebuilt
+    assert new.needs_rebuild
     assert new.doc_count() == 0
     assert not (directory / f"v{SCHEMA_VERSION}").exists()
     assert (directory / "notes.md").exists()
@@ -107,7 +108,7 @@ def test_an_unreadable_index_is_wiped_and_rebuilt(tmp_path: Path) -> None:
     first.close()
     (directory / f"v{SCHEMA_VERSION}" / "meta.json").write_text("{ not json")
     again = SearchIndex(directory)
-    assert again.rebuilt
+    assert again.needs_rebuild
     assert again.doc_count() == 0
     again.update([doc("a.md", "apples")], [])
     assert keys(again, "apples") == ["a.md"]
@@ -115,7 +116,7 @@ def test_an_unreadable_index_is_wiped_and_rebuilt(tmp_path: Path) -> None:
 
 def test_a_closed_index_says_so(index: SearchIndex) -> None:
     index.close()
-    with pytest.raises(IndexError_, match="closed"):
+    with pytest.raises(SearchIndexError, match="closed"):
         index.search("anything")
 
 
@@ -257,6 +258,18 @@ def filtered(index: SearchIndex) -> SearchIndex:
         ]
     )
     return index
+
+
+def test_a_search_request_asks_what_the_keywords_ask(filtered: SearchIndex) -> None:
+    request = SearchRequest("plans", k=5, types=["insight", "entity"], now=NOW)
+    by_request = [hit.key for hit in filtered.search(request).hits]
+    assert by_request == keys(filtered, "plans", k=5, types=["insight", "entity"])
+    assert sorted(by_request) == ["e1.md", "i1.md", "i2.md"]
+    assert request.types == ("insight", "entity")  # kept as a tuple: the request is hashable
+    assert SearchRequest("x", types="entity").types == ("entity",)  # a lone string is one type
+    with pytest.raises(AttributeError):
+        request.k = 3  # type: ignore[misc]
+    hash(request)
 
 
 def test_type_filters(filtered: SearchIndex) -> None:
@@ -548,6 +561,24 @@ def test_quoted_text_is_a_stemmed_phrase(index: SearchIndex) -> None:
     assert keys(index, '"black coffee" unrelated') == ["phrase.md"]
 
 
+def test_a_phrase_in_the_neighbouring_turns_needs_its_words_not_their_order(
+    index: SearchIndex,
+) -> None:
+    # The context fields keep no positions (cheaper to build): there a phrase's words must all
+    # be present; in the text and title, as a phrase.
+    index.replace_all(
+        [
+            doc("day.md#m1", "sounds good", context="Dana: coffee, black, please"),
+            doc("day.md#m2", "coffee please, and the black one", title="Dana"),
+            doc("day.md#m3", "sounds good", context="Dana: black tea please"),
+            doc("day.md#m4", "a black coffee please", title="Dana"),
+        ]
+    )
+    # Not the message whose own text has the words apart, nor one with a single word nearby.
+    assert sorted(keys(index, '"black coffee"')) == ["day.md#m1", "day.md#m4"]
+    assert len(keys(index, "black coffee")) == 4  # unquoted, every word only ranks
+
+
 def test_lone_surrogates_in_documents_and_filters_are_replaced(index: SearchIndex) -> None:
     index.update([doc("odd\udcff.md", "broken \ud800 bytes", tags=["\udcff"])], [])
     [hit] = index.search("broken \ud800", tags=["\udcff"], now=NOW).hits
@@ -729,7 +760,7 @@ def test_a_writer_killed_mid_commit_leaves_an_index_that_opens(tmp_path: Path) -
         child.wait(10)
 
     after = SearchIndex(directory, lock_timeout=5)
-    assert not after.rebuilt
+    assert not after.needs_rebuild
     assert after.doc_count() in (1, 3000)  # the last completed commit, never half of one
     after.update([doc("new.md", "written after the crash")], [])  # the stale lock file is fine
     assert keys(after, "crash") == ["new.md"]
@@ -739,11 +770,169 @@ def test_a_rebuild_finished_by_another_handle_is_seen(tmp_path: Path) -> None:
     # A search process that opened the index while a watcher was rebuilding it must not ask
     # for a second rebuild once the watcher is done.
     early = SearchIndex(tmp_path / "index")
-    assert early.rebuilt
+    assert early.needs_rebuild
     builder = SearchIndex(tmp_path / "index")
     builder.replace_all([doc("a.md", "alpha")])
-    assert not builder.rebuilt
-    assert not early.rebuilt
+    assert not builder.needs_rebuild
+    assert not early.needs_rebuild
     assert [h.key for h in early.search("alpha", now=NOW).hits] == ["a.md"]
     early.close()
     builder.close()
+
+
+# --------------------------------------------------------------------- a commit killed half-way
+
+
+def seeded(directory: Path, count: int = 20) -> SearchIndex:
+    """An index with one segment of `count` notes, so that replacing one writes a `.del`."""
+    index = SearchIndex(directory)
+    index.replace_all([])
+    index.update([doc(f"n{i}.md", f"common note {i}") for i in range(count)], [])
+    return index
+
+
+def killed_commit(directory: Path, index: SearchIndex, *, managed_too: bool) -> None:
+    """Leave the files of one commit that never finished: commit, then put back the meta.json
+    (and with `managed_too` the .managed.json) of before, as a kill -9 between writing the
+    commit's files and renaming its meta.json into place does."""
+    version = directory / f"v{SCHEMA_VERSION}"
+    names = ["meta.json", ".managed.json"] if managed_too else ["meta.json"]
+    before = {name: (version / name).read_bytes() for name in names}
+    index.update([doc("n1.md", "changed note")], [])
+    index.close()
+    assert list(version.glob("*.del")), "the commit deleted from the old segment"
+    for name, data in before.items():
+        (version / name).write_bytes(data)
+
+
+def test_the_leftovers_of_a_killed_commit_do_not_block_the_next(tmp_path: Path) -> None:
+    # The same operations after the restart reach the same opstamp, so the next commit wants the
+    # very `<segment>.<opstamp>.del` name the killed one left (tantivy: FileAlreadyExists).
+    directory = tmp_path / "index"
+    killed_commit(directory, seeded(directory), managed_too=False)
+    again = SearchIndex(directory)
+    assert again.search("changed", now=NOW).total == 0  # the killed commit never happened
+    again.update([doc("n1.md", "changed note")], [])
+    assert keys(again, "changed") == ["n1.md"]
+    assert again.search("common", k=50, now=NOW).total == 19
+    assert not again.needs_rebuild
+
+
+def test_a_leftover_the_index_does_not_know_asks_for_a_rebuild(tmp_path: Path) -> None:
+    # With .managed.json lost too, garbage collection cannot know the leftover: the commit
+    # fails, and the index asks for a rebuild instead of failing every later command.
+    directory = tmp_path / "index"
+    killed_commit(directory, seeded(directory), managed_too=True)
+    again = SearchIndex(directory)
+    again.update([doc("n1.md", "changed note")], [])  # no error
+    assert again.needs_rebuild
+    assert SearchIndex(directory).needs_rebuild  # for every process
+    again.replace_all([doc(f"n{i}.md", f"common note {i}") for i in range(20)])
+    assert not again.needs_rebuild
+    again.update([doc("n1.md", "changed note")], [])
+    assert keys(again, "changed") == ["n1.md"]
+
+
+UPDATING_SCRIPT = """
+import random, sys
+from pathlib import Path
+from memkit.index import IndexDoc, SearchIndex
+
+def batch(step):
+    numbers = random.Random(step).sample(range(2000), 5)
+    return [IndexDoc(key=f"n{n}.md", path=f"n{n}.md", record_id=str(n), type="long-term",
+                     title="", text=f"common note {n} version {step}") for n in numbers]
+
+directory, step = Path(sys.argv[1]), int(sys.argv[2])
+index = SearchIndex(directory)
+if sys.argv[3] == "child":
+    print("ready", flush=True)
+    while True:
+        (directory / "step").write_text(str(step))  # before the commit: the parent repeats it
+        index.update(batch(step), [])
+        step += 1
+else:
+    index.update(batch(step), [])  # the killed commit's operations again: the same opstamps
+    index.update(batch(step + 1), [])
+    print(index.doc_count(), index.search("common", k=1).total, index.needs_rebuild, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_writer_at_random_moments_never_breaks_the_next_one(tmp_path: Path) -> None:
+    directory = tmp_path / "index"
+    first = SearchIndex(directory)
+    first.replace_all([doc(f"n{n}.md", f"common note {n}") for n in range(2000)])
+    first.close()
+    rng = random.Random(3)
+    step = 1
+    for _kill in range(8):
+        with subprocess.Popen(
+            [sys.executable, "-c", UPDATING_SCRIPT, str(directory), str(step), "child"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+        ) as child:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
+            time.sleep(rng.uniform(0.05, 0.6))
+            child.kill()
+            child.wait(10)
+        step = int((directory / "step").read_text())
+        after = subprocess.run(
+            [sys.executable, "-c", UPDATING_SCRIPT, str(directory), str(step), "parent"],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            check=False,
+        )
+        assert after.returncode == 0, after.stderr[-2000:]
+        # Every note once, searchable, and no rebuild needed: the leftovers were collected.
+        assert after.stdout.split() == ["2000", "2000", "False"]
+        step += 2
+
+
+EXITING_SCRIPT = """
+import sys
+from pathlib import Path
+from memkit.index import IndexDoc, SearchIndex
+
+index = SearchIndex(Path(sys.argv[1]))
+for i in range(40):
+    index.update([IndexDoc(key=f"e{i}.md", path=f"e{i}.md", record_id=str(i), type="long-term",
+                           title="", text=f"zebrafish {i}")], [])
+# No close(): the process ends while the last commits' merges may still run on their thread.
+"""
+
+
+@pytest.mark.slow
+def test_merges_left_running_by_an_exiting_process_harm_nothing(tmp_path: Path) -> None:
+    directory = tmp_path / "index"
+    first = SearchIndex(directory)
+    first.replace_all([doc("keep.md", "survivor")])
+    first.close()
+    subprocess.run(
+        [sys.executable, "-c", EXITING_SCRIPT, str(directory)], check=True, env=child_env()
+    )
+    after = SearchIndex(directory, lock_timeout=10)
+    after.update([doc("new.md", "written after the exit")], [])
+    assert after.search("zebrafish", k=50, now=NOW).total == 40
+    assert keys(after, "survivor") == ["keep.md"]
+    assert keys(after, "after the exit") == ["new.md"]
+    after.close()
+
+
+@pytest.mark.slow
+def test_small_commits_in_a_row_then_another_handle_writes(tmp_path: Path) -> None:
+    # Each update returns before its merges end; the next writer (this handle or another one
+    # in the same process) waits for them instead of failing.
+    one = SearchIndex(tmp_path / "index")
+    one.replace_all([])
+    for i in range(30):
+        one.update([doc(f"r{i}.md", f"in a row {i}")], [])
+    two = SearchIndex(tmp_path / "index", lock_timeout=10)
+    two.update([doc("other.md", "from the other handle")], [])
+    assert one.search("row", k=50, now=NOW).total == 30
+    assert keys(one, "other handle") == ["other.md"]
+    one.close()
+    two.close()
