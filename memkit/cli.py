@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from memkit import __version__
-from memkit.errors import MemkitError, UsageError
+from memkit.errors import MemkitError, SecretRefused, UsageError
 from memkit.records import RECORD_TYPES, Record
 from memkit.vault import Problem, Vault, find_vault_root
 
@@ -30,7 +30,12 @@ class MemkitGroup(click.Group):
         except UsageError as error:
             raise click.UsageError(str(error)) from None
         except MemkitError as error:
-            raise click.ClickException(str(error)) from None
+            message = str(error)
+            command = self.commands.get(ctx.invoked_subcommand or "")
+            if isinstance(error, SecretRefused) and command is not None:
+                if any(p.name == "allow_secrets" for p in command.params):
+                    message += " If you are sure it must be kept, run again with --allow-secrets."
+            raise click.ClickException(message) from None
         except BrokenPipeError:
             # `memkit list | head`: the reader left; that is not an error.
             sys.stderr.close()
@@ -475,7 +480,7 @@ def import_(
                     f"{message.speaker}: {message.text}",
                     type="short-term",
                     source={"session": report.latest_session, "messages": [message.message_id]},
-                    allow_secrets=True,
+                    allow_secrets=allow_secrets,
                 )
         finally:
             memory.close()

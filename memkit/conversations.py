@@ -233,7 +233,7 @@ class Episodes:
                     message
                 )
             for (day, session_id), group in groups.items():
-                self._append(day, session_id, group)
+                self._append(day, session_id, group, allow_secrets=allow_secrets)
                 report.added += len(group)
                 if day not in report.days:
                     report.days.append(day)
@@ -242,7 +242,9 @@ class Episodes:
         report.latest_session = prepared[-1].session
         return report
 
-    def _append(self, day: str, session: str, group: list[ConversationMessage]) -> None:
+    def _append(
+        self, day: str, session: str, group: list[ConversationMessage], *, allow_secrets: bool
+    ) -> None:
         assert group[0].time is not None
         interaction = Interaction(
             time=group[0].time.strftime("%H:%M"),
@@ -264,7 +266,7 @@ class Episodes:
                     title=day,
                     extra={"date": day},
                     relpath=relpath,
-                    allow_secrets=True,
+                    allow_secrets=allow_secrets,  # texts were redacted; ids, speakers checked
                     # The same id and timestamps on every machine: two machines that start the
                     # same day write identical front-matter, so git's union merge joins them.
                     record_id=day_id(day),
@@ -275,7 +277,7 @@ class Episodes:
             try:
                 # `updated` stays as it is: appends then only add lines at the end, which the
                 # union merge driver of .gitattributes joins without conflict.
-                self.vault.update(record, touch=False, allow_secrets=True)
+                self.vault.update(record, touch=False, allow_secrets=allow_secrets)
                 return
             except ConflictError:
                 continue  # a person saved the file just now: read their version and append again

@@ -255,7 +255,6 @@ def build_server(vault: Vault) -> Any:
                             redact_secrets(f"{message.speaker}: {message.text}"),
                             type="short-term",
                             source={"session": message.session, "messages": [message.message_id]},
-                            allow_secrets=True,
                         )
                 finally:
                     memory.close()

@@ -205,7 +205,7 @@ class Memory:
             if older is not None:
                 older.meta["superseded_by"] = record.id
                 older.meta["valid_to"] = record.meta["created"]
-                self.vault.update(older, allow_secrets=True)  # only front-matter changes
+                self.vault.update(older)  # the vault checks only what changes: two fields
             return record
 
     def _merge_into(
@@ -224,7 +224,8 @@ class Memory:
             meta["tags"] = sorted(set(existing.tags) | set(tags))
         if source:
             meta["source"] = _merge_sources(meta.get("source"), source)
-        return self.vault.update(existing, allow_secrets=True)  # no new text is written
+        # The vault checks what the merge adds (new tags, sources), not the text it had.
+        return self.vault.update(existing, allow_secrets=allow_secrets)
 
     def find_duplicate(self, text: str) -> Record | None:
         """A live long-term fact saying the same thing (same words, or nearly)."""
