@@ -10,6 +10,7 @@ from typing import Any
 from memkit import ids
 from memkit.errors import ConflictError, UsageError
 from memkit.records import Record
+from memkit.secret_guard import check_fields
 from memkit.timeutil import utcnow
 from memkit.vault import Vault
 
@@ -122,6 +123,18 @@ class Entities:
         if not name:
             raise UsageError("an entity needs a name")
         attributes = dict(attributes or {})
+        aliases, relations = list(aliases), list(relations)
+        # The vault refuses a credential in anything it writes; refusing here too answers before
+        # every entity file is read to find this one.
+        fields = {
+            "name": name,
+            "kind": kind,
+            "attributes": attributes,
+            "aliases": aliases,
+            "relations": [f"{relation}: [[{other}]]" for relation, other in relations],
+            "note": note,
+        }
+        check_fields(fields, allow_secrets=allow_secrets)
         today = utcnow().date().isoformat()
         for _attempt in range(3):
             with self.vault.write_lock():

@@ -11,6 +11,7 @@ from typing import Any
 from memkit.errors import MemkitError, UsageError
 from memkit.index import Hit
 from memkit.records import MEMORY_TYPES, RECORD_TYPES, Record
+from memkit.secret_guard import check_fields
 from memkit.sync import VaultIndex
 from memkit.timeutil import format_time, now_iso, parse_time, utcnow
 from memkit.vault import Vault
@@ -126,6 +127,10 @@ class Memory:
         if importance is not None and not 0 <= importance <= 1:
             raise UsageError(f"importance must be between 0 and 1, not {importance}")
         tags = list(tags)
+        # The vault refuses a credential in anything it writes; refusing here too answers before
+        # the duplicate search, which costs an index query.
+        fields = {"text": text, "title": title, "tags": tags, "subject": subject, "source": source}
+        check_fields(fields, allow_secrets=allow_secrets)
         if type == "long-term":
             return self._remember_fact(
                 text,

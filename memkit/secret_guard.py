@@ -159,9 +159,10 @@ _PROVIDERS: tuple[_Provider, ...] = (
     ),
     _Provider(
         "AWS access key id",
-        ("AK", "AS"),
-        _LazyPattern(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16,}(?![A-Za-z0-9])"),
-        _always,
+        ("AK", "AS", "ak", "as"),
+        _LazyPattern(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|akia|asia)[A-Za-z0-9]{16,}(?![A-Za-z0-9])"),
+        # Upper case as issued; lower case (a lowercased tag) only when it reads as random.
+        lambda token: token.isupper() or (token.islower() and _random_tail(token[4:])),
     ),
     _Provider(
         "GitHub token",
@@ -197,7 +198,8 @@ _PROVIDERS: tuple[_Provider, ...] = (
         "Hugging Face token",
         ("hf",),
         _LazyPattern(_B + r"hf_[A-Za-z0-9]{30,}(?![A-Za-z0-9_])"),
-        lambda token: _mixed_case(token) and not _word_like(token[3:]),  # not hf_AutoModelFor...
+        # not hf_AutoModelForSequence...; lowercased (a tag) when it reads as random
+        lambda token: (_mixed_case(token) or token.islower()) and _random_tail(token[3:]),
     ),
     _Provider(
         "npm token",
@@ -226,8 +228,8 @@ _PROVIDERS: tuple[_Provider, ...] = (
     ),
     _Provider(
         "Postman API key",
-        ("PM",),
-        _LazyPattern(_B + r"PMAK-[a-f0-9]{24}-[a-f0-9]{34}(?![A-Za-z0-9])"),
+        ("PM", "pm"),
+        _LazyPattern(_B + r"(?:PMAK|pmak)-[a-f0-9]{24}-[a-f0-9]{34}(?![A-Za-z0-9])"),
         _always,
     ),
     _Provider(
@@ -238,8 +240,8 @@ _PROVIDERS: tuple[_Provider, ...] = (
     ),
     _Provider(
         "Twilio API key",
-        ("SK",),
-        _LazyPattern(_B + r"SK[a-f0-9]{32}(?![A-Za-z0-9])"),
+        ("SK", "sk"),
+        _LazyPattern(_B + r"(?:SK|sk)[a-f0-9]{32}(?![A-Za-z0-9])"),
         _has_letter_and_digit,
     ),
     _Provider(
@@ -272,6 +274,7 @@ _DOTTED: tuple[tuple[bytes, str, _LazyPattern], ...] = (
         _LazyPattern(_B + r"hv[sbr]\.[A-Za-z0-9_\-]{24,}(?![A-Za-z0-9_\-])"),
     ),
 )
+_TELEGRAM = _LazyPattern(r"(?<![A-Za-z0-9])[0-9]{8,10}:AA[A-Za-z0-9_\-]{33}(?![A-Za-z0-9_\-])")
 _SLACK_WEBHOOK = _LazyPattern(
     r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/\-]{20,}"
 )
@@ -317,7 +320,8 @@ _BASIC = _LazyPattern(
     r"(?i)authorization[\"']?[ \t]*:[ \t]*[\"']?basic[ \t]+(?P<value>[A-Za-z0-9+/]{8,}={0,2})"
 )
 _URL_CREDENTIALS = _LazyPattern(
-    r"://(?P<user>[^\s:/@?#\[\]<>\"'`]+):(?P<value>[^\s/@?#<>\"'`]+)@(?P<host>[A-Za-z0-9.\-_\[\]]+)"
+    # A password may hold "#" (URLs want it escaped; people paste it as is).
+    r"://(?P<user>[^\s:/@?#\[\]<>\"'`]+):(?P<value>[^\s/@?<>\"'`]+)@(?P<host>[A-Za-z0-9.\-_\[\]]+)"
 )
 _SCHEME_BEFORE = _LazyPattern(r"[A-Za-z][A-Za-z0-9+.\-]{0,20}\Z")
 
@@ -328,7 +332,8 @@ _KEYWORD = (
 )
 _VALUE = (
     r"(?:\"(?P<dq>[^\"\n]*)\"|'(?P<sq>[^'\n]*)'|`(?P<bq>[^`\n]*)`"
-    r"|(?P<bare>[^\s\"'`,;<>()\[\]{}*=]+={0,2}))"
+    # a bare value may hold "*" inside (Sunny*rV5b), not around it (**bold**, ***)
+    r"|(?P<bare>[^\s\"'`,;<>()\[\]{}*=](?:[^\s\"'`,;<>()\[\]{}=]*[^\s\"'`,;<>()\[\]{}*=])?={0,2}))"
 )
 _ASSIGNMENT = _LazyPattern(
     r"(?i)"
@@ -408,6 +413,20 @@ _PATH_OR_URL = _LazyPattern(
 )
 
 
+_DOTTED_NAME = _LazyPattern(r"[A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::?|->)[A-Za-z_][A-Za-z0-9_]*)+")
+_NAME_JOINER = _LazyPattern(r"\.|::?|->")
+_NOT_A_NAME = _LazyPattern(r"[0-9][A-Za-z]|[0-9]{4,}$")  # Altg7673, x9Kz: not password2, sha256
+
+
+def _is_reference(value: str) -> bool:
+    """A variable, a setting or a word rather than a value: `$VAR`, `settings.API_KEY`."""
+    if _DOTTED_NAME.fullmatch(value):
+        # settings.API_KEY is a name; Cobalt.a1a16z62 is a password that holds a dot.
+        parts = _PART_SPLIT.split(_NAME_JOINER.sub("_", value))
+        return all(_part_is_benign(p) and not _NOT_A_NAME.search(p) for p in parts)
+    return _REFERENCE.match(value) is not None
+
+
 def _is_placeholder(value: str, user: str = "") -> bool:
     lowered = value.lower()
     if not value or lowered in _PLACEHOLDER_WORDS or lowered == user.lower():
@@ -426,7 +445,7 @@ def _assigned_secret(keyword: str, value: str, literal: bool) -> bool:
     """
     if _is_placeholder(value) or _PATH_OR_URL.match(value) or _SPACE.search(value):
         return False  # "<your key>", paths, URLs; "My API Key", prose in quotes
-    if not literal and (_REFERENCE.match(value) or _LETTER.search(value) is None):
+    if not literal and (_is_reference(value) or _LETTER.search(value) is None):
         return False  # variables, words, slugs; numbers, versions, dates
     if keyword in _PASSWORD_WORDS:
         return len(value) >= 4
@@ -616,6 +635,11 @@ def _part_is_benign(part: str) -> bool:
     return _word_like(part)
 
 
+def _random_tail(part: str) -> bool:
+    """Not a word or an identifier (hf_AutoModelFor..., asiapacificsoutheast)."""
+    return not _word_like(part) and (_has_digit(part) or _mixed_case(part) or len(part) >= 30)
+
+
 def _word_like(part: str) -> bool:
     """Long runs of letters (getUser2Settings, not aB3xY9kL) that read like words."""
     return len(part) >= 2.8 * len(_RUN.findall(part)) and _common_pair_share(part) >= 0.5
@@ -728,6 +752,13 @@ def _all_hits(text: str) -> list[_Hit]:
             m = pattern.match(text, position)
             if m is not None and _has_letter_and_digit(m.group()):
                 hits.append(_Hit(*m.span(), _RANK_PROVIDER, kind, _mask(m.group())))
+    for position in _positions(view, b":AA"):
+        start = position
+        while start > 0 and position - start < 10 and text[start - 1].isdigit():
+            start -= 1
+        m = _TELEGRAM.match(text, start)
+        if m is not None:
+            hits.append(_Hit(*m.span(), _RANK_PROVIDER, "Telegram bot token", _mask(m.group())))
     token_hits = list(_token_hits(text, view))
     if public:
         public_starts = [start for start, _ in public]
