@@ -121,9 +121,9 @@ KINDS: dict[str, Callable[[_Gen], tuple[str, str]]] = {
     "Anthropic API key": lambda g: _bare("sk-ant-api03-" + g.chars(93, URLSAFE) + "AA"),
     "AWS access key id": lambda g: _bare("AKIA" + g.chars(16, UPPER_DIGITS)),
     "AWS temporary key id": lambda g: _bare("ASIA" + g.chars(16, UPPER_DIGITS)),
-    "AWS secret access key": lambda g: (
-        lambda v: (f"aws_secret_access_key = {v}", v)
-    )(g.chars(40, B64)),
+    "AWS secret access key": lambda g: (lambda v: (f"aws_secret_access_key = {v}", v))(
+        g.chars(40, B64)
+    ),
     "GitHub classic token": lambda g: _bare("ghp_" + g.chars(36)),
     "GitHub OAuth token": lambda g: _bare("gho_" + g.chars(36)),
     "GitHub user-to-server token": lambda g: _bare("ghu_" + g.chars(36)),
@@ -164,9 +164,9 @@ KINDS: dict[str, Callable[[_Gen], tuple[str, str]]] = {
         lambda v: (f"postgres://app:{v}@db.internal:5432/app", v)
     )(g.password()),
     "bearer header": lambda g: (lambda v: (f"Authorization: Bearer {v}", v))(g.chars(40, URLSAFE)),
-    "basic auth header": lambda g: (
-        lambda v: (f"Authorization: Basic {v}", v)
-    )(base64.b64encode(f"deploy:{g.password()}".encode()).decode()),
+    "basic auth header": lambda g: (lambda v: (f"Authorization: Basic {v}", v))(
+        base64.b64encode(f"deploy:{g.password()}".encode()).decode()
+    ),
     "API key assignment": lambda g: (lambda v: (f'api_key: "{v}"', v))(g.chars(32)),
     "DigitalOcean personal token": lambda g: _bare("dop_v1_" + g.chars(64, LOWER_HEX)),
     "DigitalOcean OAuth token": lambda g: _bare("doo_v1_" + g.chars(64, LOWER_HEX)),
@@ -180,12 +180,8 @@ KINDS: dict[str, Callable[[_Gen], tuple[str, str]]] = {
     "Telegram bot token": lambda g: _bare(f"{g.digits(10)}:AA{g.chars(33, URLSAFE)}"),
     "Databricks token": lambda g: _bare("dapi" + g.chars(32, LOWER_HEX)),
     "HashiCorp Vault token": lambda g: _bare("hvs." + g.chars(90, URLSAFE)),
-    "Postman API key": lambda g: _bare(
-        f"PMAK-{g.chars(24, LOWER_HEX)}-{g.chars(34, LOWER_HEX)}"
-    ),
-    "Grafana service account token": lambda g: _bare(
-        f"glsa_{g.chars(32)}_{g.chars(8, LOWER_HEX)}"
-    ),
+    "Postman API key": lambda g: _bare(f"PMAK-{g.chars(24, LOWER_HEX)}-{g.chars(34, LOWER_HEX)}"),
+    "Grafana service account token": lambda g: _bare(f"glsa_{g.chars(32)}_{g.chars(8, LOWER_HEX)}"),
     "age secret key": lambda g: _bare("AGE-SECRET-KEY-1" + g.chars(58, BECH32)),
     "Linear API key": lambda g: _bare("lin_api_" + g.chars(40)),
     "Notion token": lambda g: _bare("ntn_" + g.chars(46)),
@@ -234,8 +230,7 @@ ORDINARY_TEXTS: tuple[str, ...] = (
     "![logo](data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk)",
     "encoded note "
     + base64.b64encode(b"The quick brown fox jumps over the lazy dog again and again").decode(),
-    "config blob "
-    + base64.b64encode(b"Priya prefers dark mode in every editor she uses").decode(),
+    "config blob " + base64.b64encode(b"Priya prefers dark mode in every editor she uses").decode(),
     "urlsafe "
     + base64.urlsafe_b64encode(b"Meeting notes: ship v2 on Tuesday, Dana reviews").decode(),
     "/usr/lib/x86_64-linux-gnu/libstdc++.so.6 and ~/code/memkit/tests/test_secret_guard.py",
@@ -352,7 +347,7 @@ class Harness:
         if self.learning is None:
             self.learning = Learning(self.vault, llm=self.llm)
             self.closers.append(self.learning.close)
-        report = self.learning.learn([message], mode=mode)
+        report = self.learning.learn([message], mode=mode, stores=["insights", "decisions"])
         if report.refused:
             raise _Refused(report.refused[0].reason)
 
@@ -438,9 +433,7 @@ CHANNELS: dict[str, Channel] = {
     "cli remember TEXT": lambda h, s: h.cli("remember", f"Note {h.unique()}: {s}"),
     "cli remember --title": lambda h, s: h.cli("remember", f"Fact {h.unique()}", "--title", s),
     "cli remember --tag": lambda h, s: h.cli("remember", f"Fact {h.unique()}", "--tag", s),
-    "cli remember --subject": lambda h, s: h.cli(
-        "remember", f"Fact {h.unique()}", "--subject", s
-    ),
+    "cli remember --subject": lambda h, s: h.cli("remember", f"Fact {h.unique()}", "--subject", s),
     "cli remember short-term --tag": lambda h, s: h.cli(
         "remember", f"Item {h.unique()}", "--type", "short-term", "--tag", s
     ),
@@ -456,9 +449,7 @@ CHANNELS: dict[str, Channel] = {
         h, "--relate", f"knows={s}", existing=True
     ),
     "cli entity existing --kind": lambda h, s: _entity(h, "--kind", s, existing=True),
-    "cli entity existing --set value": lambda h, s: _entity(
-        h, "--set", f"note={s}", existing=True
-    ),
+    "cli entity existing --set value": lambda h, s: _entity(h, "--set", f"note={s}", existing=True),
     "cli entity existing --set key": lambda h, s: _entity(h, "--set", f"{s}=yes", existing=True),
     "cli entity existing --note": lambda h, s: _entity(h, "--note", s, existing=True),
     "cli import text": lambda h, s: h.import_lines([{"role": "user", "content": f"key {s}"}]),
@@ -507,9 +498,7 @@ CHANNELS: dict[str, Channel] = {
         h, attributes={"login": {"password": s}}
     ),
     "api Entities.upsert aliases": lambda h, s: _existing_entity_api(h, aliases=[s]),
-    "api Entities.upsert relations": lambda h, s: _existing_entity_api(
-        h, relations=[("knows", s)]
-    ),
+    "api Entities.upsert relations": lambda h, s: _existing_entity_api(h, relations=[("knows", s)]),
     "api Episodes.record text": lambda h, s: _episode(h, f"key {s}", text=True),
     "api Episodes.record id": lambda h, s: _episode(h, s, message_id=True),
     "api Episodes.record session": lambda h, s: _episode(h, s, session=True),
@@ -520,9 +509,7 @@ CHANNELS: dict[str, Channel] = {
     "api Learning.propose tags": lambda h, s: _learning_api(h, tags=[s]),
     # The MCP tools
     "mcp remember text": lambda h, s: h.mcp_call("remember", text=f"Note {h.unique()}: {s}"),
-    "mcp remember title": lambda h, s: h.mcp_call(
-        "remember", text=f"Fact {h.unique()}", title=s
-    ),
+    "mcp remember title": lambda h, s: h.mcp_call("remember", text=f"Fact {h.unique()}", title=s),
     "mcp remember tags": lambda h, s: h.mcp_call("remember", text=f"Fact {h.unique()}", tags=[s]),
     "mcp remember subject": lambda h, s: h.mcp_call(
         "remember", text=f"Fact {h.unique()}", subject=s
@@ -568,6 +555,9 @@ CHANNELS: dict[str, Channel] = {
     "learn propose text": lambda h, s: h.learn("propose", text=s),
     "learn propose tags": lambda h, s: h.learn("propose", tags=[s]),
     "learn propose rationale": lambda h, s: h.learn("propose", rationale=s),
+    "learn propose rationale (decisions)": lambda h, s: h.learn(
+        "propose", store="decisions", rationale=s
+    ),
 }
 
 

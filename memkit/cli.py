@@ -31,10 +31,11 @@ class MemkitGroup(click.Group):
             raise click.UsageError(str(error)) from None
         except MemkitError as error:
             message = str(error)
+            # Only the CLI offers the override; an MCP host's model reads the guard's own words.
             command = self.commands.get(ctx.invoked_subcommand or "")
-            if isinstance(error, SecretRefused) and command is not None:
-                if any(p.name == "allow_secrets" for p in command.params):
-                    message += " If you are sure it must be kept, run again with --allow-secrets."
+            params = command.params if command is not None else []
+            if isinstance(error, SecretRefused) and any(p.name == "allow_secrets" for p in params):
+                message += " If you are sure it must be kept, run again with --allow-secrets."
             raise click.ClickException(message) from None
         except BrokenPipeError:
             # `memkit list | head`: the reader left; that is not an error.

@@ -630,7 +630,7 @@ def _part_is_benign(part: str) -> bool:
     """Pieces real text is made of: words, identifiers, numbers, hex hashes, ULIDs."""
     if len(part) <= 3 or part.isalpha() or part.isdigit():
         return True
-    if _HEX.fullmatch(part) or _ULID.fullmatch(part):
+    if _HEX.fullmatch(part) or _ULID.fullmatch(part.upper()):
         return True
     return _word_like(part)
 
@@ -652,7 +652,7 @@ def _is_sequence(value: str) -> bool:
 
 
 def _looks_random(token: str) -> bool:
-    if _ULID.fullmatch(token) or _DIGIT.search(token) is None or token.isdigit():
+    if _ULID.fullmatch(token.upper()) or _DIGIT.search(token) is None or token.isdigit():
         return False  # memkit's own record ids; words and identifiers without digits
     if _HEX.fullmatch(token.removeprefix("0x").replace("-", "")) or _HASH_PREFIX.match(token):
         return False  # commit SHAs, UUIDs, checksums, 0x numbers; sha512-... integrity hashes
@@ -816,7 +816,9 @@ def _leaves(value: Any, label: str) -> Iterator[tuple[str, str]]:
         yield label, value
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            where = f"{label}.{key}" if label else str(key)
+            # A message names the key, unless the key is itself the secret (or too long).
+            name = str(key) if len(str(key)) <= 40 and not find_secrets(str(key)) else "a key"
+            where = f"{label}.{name}" if label else name
             if isinstance(item, (Mapping, list, tuple, set, frozenset)):
                 yield where, str(key)
                 yield from _leaves(item, where)
