@@ -185,7 +185,7 @@ _PROVIDERS: tuple[_Provider, ...] = (
     _Provider(
         "Google API key",
         ("AI",),
-        _LazyPattern(_B + r"AIza[A-Za-z0-9_\-]{35}(?![A-Za-z0-9_\-])"),
+        _LazyPattern(_B + r"AIza[A-Za-z0-9_\-]{35}(?![A-Za-z0-9])"),
         _always,
     ),
     _Provider(
@@ -197,7 +197,7 @@ _PROVIDERS: tuple[_Provider, ...] = (
     _Provider(
         "Hugging Face token",
         ("hf",),
-        _LazyPattern(_B + r"hf_[A-Za-z0-9]{30,}(?![A-Za-z0-9_])"),
+        _LazyPattern(_B + r"hf_[A-Za-z0-9]{30,}(?![A-Za-z0-9])"),
         # not hf_AutoModelForSequence...; lowercased (a tag) when it reads as random
         lambda token: (_mixed_case(token) or token.islower()) and _random_tail(token[3:]),
     ),
@@ -261,7 +261,7 @@ _DOTTED: tuple[tuple[bytes, str, _LazyPattern], ...] = (
     (
         b"SG.",
         "SendGrid API key",
-        _LazyPattern(_B + r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])"),
+        _LazyPattern(_B + r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}(?![A-Za-z0-9])"),
     ),
     (
         b"dp.",
@@ -274,7 +274,7 @@ _DOTTED: tuple[tuple[bytes, str, _LazyPattern], ...] = (
         _LazyPattern(_B + r"hv[sbr]\.[A-Za-z0-9_\-]{24,}(?![A-Za-z0-9_\-])"),
     ),
 )
-_TELEGRAM = _LazyPattern(r"(?<![A-Za-z0-9])[0-9]{8,10}:AA[A-Za-z0-9_\-]{33}(?![A-Za-z0-9_\-])")
+_TELEGRAM = _LazyPattern(r"(?<![A-Za-z0-9])[0-9]{8,10}:AA[A-Za-z0-9_\-]{33}(?![A-Za-z0-9])")
 _SLACK_WEBHOOK = _LazyPattern(
     r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/\-]{20,}"
 )

@@ -286,6 +286,19 @@ def test_the_corpus_has_35_kinds_300_secrets_all_found_and_no_false_positives() 
     assert corpus.false_positives() == []
 
 
+def test_a_secret_is_found_whatever_follows_it() -> None:
+    from memkit.secret_guard import find_secrets, redact_secrets
+
+    missed = [
+        (secret.kind, suffix)
+        for secret in corpus.secret_corpus(2, salt="suffix")
+        for suffix in ("-prod", "_old", "/x", ".", ",", ")")
+        if not find_secrets(secret.text + suffix)
+        or secret.needle in redact_secrets(secret.text + suffix)
+    ]
+    assert missed == []
+
+
 FAST_CHANNELS = [
     name
     for name in corpus.CHANNELS
