@@ -192,7 +192,8 @@ def test_the_sdk_client_uses_every_tool_over_stdio(vault: Vault, tmp_path: Path)
     assert "a person rejected this before" in errors["rejected"]
     assert "no entity named 'Nobody'" in errors["entity"]
     assert "messages:1: a message needs non-empty 'text' or 'content'" in errors["messages"]
-    assert "refused: the text looks like it contains a credential" in errors["secret"]
+    assert "refused: this holds a credential" in errors["secret"]
+    assert "allow" not in errors["secret"].lower()  # no override to offer a model
     # The same words as the CLI prints for the same mistake.
     cli = Runner(vault.root).run("forget", "nothing-like-this")
     assert cli.exit_code == 1
