@@ -360,6 +360,10 @@ class _Refused(Exception):
     """A channel said no (exit 1, a tool error, a refused learned entry)."""
 
 
+class _NotApplicable(Exception):
+    """This secret cannot travel this way (a file name cannot hold a "/")."""
+
+
 def _existing(h: Harness) -> str:
     """An entity that exists already; refused attempts leave it as it was, so one serves all."""
     if not h.entity:
@@ -422,8 +426,11 @@ def _mcp_entity(h: Harness, existing: bool, **arguments: Any) -> None:
     h.mcp_call("entity", name=arguments.pop("name", name), **arguments)
 
 
-def _safe_file_name(secret: str) -> bool:
-    return "/" not in secret and "\n" not in secret and len(secret) < 200
+def _file_name(secret: str) -> str:
+    """The secret as a file name, when one can hold it."""
+    if "/" in secret or "\n" in secret or len(secret) > 200:
+        raise _NotApplicable
+    return secret
 
 
 Channel = Callable[[Harness, str], None]
@@ -465,8 +472,7 @@ CHANNELS: dict[str, Channel] = {
         [{"role": "user", "content": f"hi {h.unique()}"}], "--session", s
     ),
     "cli import file name": lambda h, s: h.import_lines(
-        [{"role": "user", "content": f"hi {h.unique()}"}],
-        name=(s if _safe_file_name(s) else h.unique()) + ".jsonl",
+        [{"role": "user", "content": f"hi {h.unique()}"}], name=_file_name(s) + ".jsonl"
     ),
     "cli reject --reason": lambda h, s: _reject(h, s),
     # The Python API
@@ -633,6 +639,9 @@ def run_secret_channels(
                     attempts.append((name, secret))
                     try:
                         CHANNELS[name](harness, secret.text)
+                    except _NotApplicable:
+                        counts["attempts"] -= 1
+                        attempts.pop()
                     except (_Refused, SecretRefused, ImportFormatError, MemkitError):
                         counts["refused"] += 1
                     except Exception as error:  # a crash is a finding too, not the end
