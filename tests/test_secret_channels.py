@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -93,7 +94,7 @@ def test_a_front_matter_change_beside_an_allowed_secret_needs_no_override(vault:
 
 
 def test_every_python_api_field_is_checked(vault: Vault) -> None:
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: vault.create("long-term", "ordinary", title=f"key {AWS}"),
         lambda: vault.create("long-term", "ordinary", tags=[AWS]),
         lambda: vault.create("long-term", "ordinary", extra={"deep": {"list": [AWS]}}),
