@@ -466,7 +466,6 @@ class Agent:
                         redact_secrets(f"{message.speaker}: {message.text}"),
                         type="short-term",
                         source={"session": self.session, "messages": [message.message_id]},
-                        allow_secrets=True,
                     )
             except MemkitError as error:
                 self._failed(errors, "recording short-term memory", error)

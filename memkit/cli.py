@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from memkit import __version__
-from memkit.errors import MemkitError, UsageError, storage_error
+from memkit.errors import MemkitError, SecretRefused, UsageError, storage_error
 from memkit.records import RECORD_TYPES, Record
 from memkit.vault import Problem, Vault, find_vault_root
 
@@ -61,7 +61,13 @@ class MemkitGroup(click.Group):
         except UsageError as error:
             raise click.UsageError(str(error)) from None
         except MemkitError as error:
-            raise click.ClickException(str(error)) from None
+            message = str(error)
+            # Only the CLI offers the override; an MCP host's model reads the guard's own words.
+            command = self.commands.get(ctx.invoked_subcommand or "")
+            params = command.params if command is not None else []
+            if isinstance(error, SecretRefused) and any(p.name == "allow_secrets" for p in params):
+                message += " If you are sure it must be kept, run again with --allow-secrets."
+            raise click.ClickException(message) from None
         except BrokenPipeError:
             # `memkit list | head`: the reader left; that is not an error.
             sys.stderr.close()
@@ -814,7 +820,7 @@ def import_(
                     f"{message.speaker}: {message.text}",
                     type="short-term",
                     source={"session": report.latest_session, "messages": [message.message_id]},
-                    allow_secrets=True,
+                    allow_secrets=allow_secrets,
                 )
         finally:
             memory.close()

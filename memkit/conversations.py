@@ -194,8 +194,9 @@ def message_problems(
                 check_text(value, allow_secrets=allow_secrets)
             except SecretRefused as error:
                 problems.append(
-                    f"{at}: {key!r} looks like a credential ({'; '.join(error.findings)}); "
-                    "refused, because names and ids are written into the day file as they are"
+                    f"{at}: {key!r} holds a credential ({'; '.join(error.findings)}). "
+                    "Rewrite it without the credential: names and ids are written into the "
+                    "day file as they are"
                 )
     return problems
 

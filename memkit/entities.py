@@ -11,7 +11,7 @@ from typing import Any
 from memkit import ids
 from memkit.errors import ConflictError, UsageError
 from memkit.records import Record
-from memkit.secret_guard import check_text
+from memkit.secret_guard import check_fields
 from memkit.timeutil import utcnow
 from memkit.vault import Vault
 
@@ -124,9 +124,18 @@ class Entities:
         if not name:
             raise UsageError("an entity needs a name")
         attributes = dict(attributes or {})
-        check_text(
-            " ".join([note or "", *map(str, attributes.values())]), allow_secrets=allow_secrets
-        )
+        aliases, relations = list(aliases), list(relations)
+        # The vault refuses a credential in anything it writes; refusing here too answers before
+        # every entity file is read to find this one.
+        fields = {
+            "name": name,
+            "kind": kind,
+            "attributes": attributes,
+            "aliases": aliases,
+            "relations": [f"{relation}: [[{other}]]" for relation, other in relations],
+            "note": note,
+        }
+        check_fields(fields, allow_secrets=allow_secrets)
         today = utcnow().date().isoformat()
         for _attempt in range(3):
             with self.vault.write_lock():
@@ -248,5 +257,6 @@ class Entities:
         if not changes:
             return EntityChange(record, changes=[])
         record.body = body
-        # The new parts were checked above; the rest is what the file already held.
-        return EntityChange(self.vault.update(record, allow_secrets=True), changes=changes)
+        # The vault checks what this adds (aliases, kind, attributes, relations, the note);
+        # what the file already held is not checked again.
+        return EntityChange(self.vault.update(record, allow_secrets=allow_secrets), changes=changes)

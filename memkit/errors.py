@@ -134,14 +134,18 @@ class ConflictError(MemkitError):
 
 
 class SecretRefused(MemkitError):
-    def __init__(self, findings: list[str]) -> None:
+    """Nothing was written. The message never holds the secret itself, only a masked excerpt;
+    the CLI adds its --allow-secrets hint, an MCP host's model only reads what to rewrite."""
+
+    def __init__(self, findings: list[str], where: str = "") -> None:
         what = "; ".join(findings)
         super().__init__(
-            f"refused: the text looks like it contains a credential ({what}). "
-            "Secrets must not be written into a vault that may be pushed to git. "
-            "Remove it, or pass --allow-secrets (allow_secrets=True) if you are sure."
+            f"{where + ': ' if where else ''}refused: this holds a credential ({what}). "
+            "Rewrite it without the credential: secrets are never written into the vault, "
+            "which may be pushed to git."
         )
         self.findings = findings
+        self.where = where
 
 
 class UsageError(MemkitError):

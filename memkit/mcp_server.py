@@ -52,10 +52,8 @@ log = logging.getLogger("memkit.mcp")
 def secret_refusal(error: SecretRefused) -> str:
     """What the model reads when its text holds a credential: rewrite it, never override."""
     return (
-        "refused: the text looks like it contains a credential "
-        f"({'; '.join(error.findings)}). Credentials are never written into the vault (it may "
-        "be pushed to git). Rewrite the text without the credential (say where it is kept "
-        "instead, e.g. 'the API key is in the team password manager') and call the tool again."
+        f"{error} Say where the credential is kept instead (e.g. 'the API key is in the team "
+        "password manager') and call the tool again."
     )
 
 
@@ -563,7 +561,6 @@ def build_server(vault: Vault, held: HeldVault | None = None) -> Any:
                         redact_secrets(f"{message.speaker}: {message.text}"),
                         type="short-term",
                         source={"session": message.session, "messages": [message.message_id]},
-                        allow_secrets=True,
                     )
             return report.to_json()
 

@@ -11,6 +11,7 @@ from typing import Any
 from memkit.errors import MemkitError, UsageError
 from memkit.index import Hit
 from memkit.records import MEMORY_TYPES, RECORD_TYPES, Record
+from memkit.secret_guard import check_fields
 from memkit.sync import VaultIndex
 from memkit.timeutil import format_time, now_iso, parse_time, utcnow
 from memkit.vault import Vault
@@ -126,6 +127,10 @@ class Memory:
         if importance is not None and not 0 <= importance <= 1:
             raise UsageError(f"importance must be between 0 and 1, not {importance}")
         tags = list(tags)
+        # The vault refuses a credential in anything it writes; refusing here too answers before
+        # the duplicate search, which costs an index query.
+        fields = {"text": text, "title": title, "tags": tags, "subject": subject, "source": source}
+        check_fields(fields, allow_secrets=allow_secrets)
         if type == "long-term":
             return self._remember_fact(
                 text,
@@ -205,7 +210,7 @@ class Memory:
             if older is not None:
                 older.meta["superseded_by"] = record.id
                 older.meta["valid_to"] = record.meta["created"]
-                self.vault.update(older, allow_secrets=True)  # only front-matter changes
+                self.vault.update(older)  # the vault checks only what changes: two fields
             return record
 
     def _merge_into(
@@ -224,7 +229,8 @@ class Memory:
             meta["tags"] = sorted(set(existing.tags) | set(tags))
         if source:
             meta["source"] = _merge_sources(meta.get("source"), source)
-        return self.vault.update(existing, allow_secrets=True)  # no new text is written
+        # The vault checks what the merge adds (new tags, sources), not the text it had.
+        return self.vault.update(existing, allow_secrets=allow_secrets)
 
     def find_duplicate(self, text: str) -> Record | None:
         """A live long-term fact saying the same thing (same words, or nearly)."""

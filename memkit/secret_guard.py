@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import bisect
 import itertools
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from memkit.errors import SecretRefused
 
-__all__ = ["SecretFinding", "check_text", "find_secrets", "redact_secrets"]
+__all__ = [
+    "SecretFinding",
+    "check_fields",
+    "check_new_values",
+    "check_text",
+    "find_secrets",
+    "redact_secrets",
+]
 
 
 class _LazyPattern:
@@ -122,7 +132,9 @@ def _always(value: str) -> bool:
 
 # --- Provider formats: a fixed prefix, then random characters ----------------------------------
 
-_B = r"(?<![A-Za-z0-9_\-])"  # a token starts at a word boundary ("desk-..." holds no "sk-")
+# A token starts where a word does ("desk-..." holds no "sk-"); after "-", "_" or "/" it may
+# start too: `deploy-AKIA...`, `MY_ghp_...`, `keys/sk-...` are still credentials.
+_B = r"(?<![A-Za-z0-9])"
 
 
 class _Provider(NamedTuple):
@@ -147,9 +159,10 @@ _PROVIDERS: tuple[_Provider, ...] = (
     ),
     _Provider(
         "AWS access key id",
-        ("AK", "AS"),
-        _LazyPattern(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16,}(?![A-Za-z0-9])"),
-        _always,
+        ("AK", "AS", "ak", "as"),
+        _LazyPattern(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|akia|asia)[A-Za-z0-9]{16,}(?![A-Za-z0-9])"),
+        # Upper case as issued; lower case (a lowercased tag) only when it reads as random.
+        lambda token: token.isupper() or (token.islower() and _random_tail(token[4:])),
     ),
     _Provider(
         "GitHub token",
@@ -172,7 +185,7 @@ _PROVIDERS: tuple[_Provider, ...] = (
     _Provider(
         "Google API key",
         ("AI",),
-        _LazyPattern(_B + r"AIza[A-Za-z0-9_\-]{35}(?![A-Za-z0-9_\-])"),
+        _LazyPattern(_B + r"AIza[A-Za-z0-9_\-]{35}(?![A-Za-z0-9])"),
         _always,
     ),
     _Provider(
@@ -184,8 +197,9 @@ _PROVIDERS: tuple[_Provider, ...] = (
     _Provider(
         "Hugging Face token",
         ("hf",),
-        _LazyPattern(_B + r"hf_[A-Za-z0-9]{30,}(?![A-Za-z0-9_])"),
-        _mixed_case,
+        _LazyPattern(_B + r"hf_[A-Za-z0-9]{30,}(?![A-Za-z0-9])"),
+        # not hf_AutoModelForSequence...; lowercased (a tag) when it reads as random
+        lambda token: (_mixed_case(token) or token.islower()) and _random_tail(token[3:]),
     ),
     _Provider(
         "npm token",
@@ -199,12 +213,68 @@ _PROVIDERS: tuple[_Provider, ...] = (
         _LazyPattern(_B + r"pypi-AgE[A-Za-z0-9_\-]{50,}"),
         _always,
     ),
+    # Hex bodies: the generic entropy test takes hex for checksums, so these need their prefix.
+    _Provider(
+        "DigitalOcean token",
+        ("do",),
+        _LazyPattern(_B + r"do[opr]_v1_[a-f0-9]{64}(?![A-Za-z0-9])"),
+        _always,
+    ),
+    _Provider(
+        "Shopify token",
+        ("sh",),
+        _LazyPattern(_B + r"shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}(?![A-Za-z0-9])"),
+        _always,
+    ),
+    _Provider(
+        "Postman API key",
+        ("PM", "pm"),
+        _LazyPattern(_B + r"(?:PMAK|pmak)-[a-f0-9]{24}-[a-f0-9]{34}(?![A-Za-z0-9])"),
+        _always,
+    ),
+    _Provider(
+        "Databricks token",
+        ("da",),
+        _LazyPattern(_B + r"dapi[a-f0-9]{32}(?:-\d)?(?![A-Za-z0-9])"),
+        _has_letter_and_digit,
+    ),
+    _Provider(
+        "Twilio API key",
+        ("SK", "sk"),
+        _LazyPattern(_B + r"(?:SK|sk)[a-f0-9]{32}(?![A-Za-z0-9])"),
+        _has_letter_and_digit,
+    ),
+    _Provider(
+        "age secret key",
+        ("AG",),
+        _LazyPattern(_B + r"AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}(?![A-Za-z0-9])"),
+        _always,
+    ),
 )
 _PROVIDERS_BY_START: dict[str, tuple[_Provider, ...]] = {
     start: tuple(p for p in _PROVIDERS if start in p.starts)
     for start in {start for p in _PROVIDERS for start in p.starts}
 }
 _JWT = _LazyPattern(_B + r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")
+# Tokens made of parts joined by dots, which runs of token characters never span.
+_DOTTED: tuple[tuple[bytes, str, _LazyPattern], ...] = (
+    (
+        b"SG.",
+        "SendGrid API key",
+        _LazyPattern(_B + r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}(?![A-Za-z0-9])"),
+    ),
+    (
+        b"dp.",
+        "Doppler token",
+        _LazyPattern(_B + r"dp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}(?![A-Za-z0-9])"),
+    ),
+    (
+        b"hv",
+        "HashiCorp Vault token",
+        _LazyPattern(_B + r"hv[sbr]\.[A-Za-z0-9_\-]{24,}(?![A-Za-z0-9_\-])"),
+    ),
+)
+_TELEGRAM = _LazyPattern(r"(?<![A-Za-z0-9])[0-9]{8,10}:AA[A-Za-z0-9_\-]{33}(?![A-Za-z0-9])")
 _SLACK_WEBHOOK = _LazyPattern(
     r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/\-]{20,}"
 )
@@ -250,7 +320,8 @@ _BASIC = _LazyPattern(
     r"(?i)authorization[\"']?[ \t]*:[ \t]*[\"']?basic[ \t]+(?P<value>[A-Za-z0-9+/]{8,}={0,2})"
 )
 _URL_CREDENTIALS = _LazyPattern(
-    r"://(?P<user>[^\s:/@?#\[\]<>\"'`]+):(?P<value>[^\s/@?#<>\"'`]+)@(?P<host>[A-Za-z0-9.\-_\[\]]+)"
+    # A password may hold "#" (URLs want it escaped; people paste it as is).
+    r"://(?P<user>[^\s:/@?#\[\]<>\"'`]+):(?P<value>[^\s/@?<>\"'`]+)@(?P<host>[A-Za-z0-9.\-_\[\]]+)"
 )
 _SCHEME_BEFORE = _LazyPattern(r"[A-Za-z][A-Za-z0-9+.\-]{0,20}\Z")
 
@@ -261,7 +332,8 @@ _KEYWORD = (
 )
 _VALUE = (
     r"(?:\"(?P<dq>[^\"\n]*)\"|'(?P<sq>[^'\n]*)'|`(?P<bq>[^`\n]*)`"
-    r"|(?P<bare>[^\s\"'`,;<>()\[\]{}*=]+={0,2}))"
+    # a bare value may hold "*" inside (Sunny*rV5b), not around it (**bold**, ***)
+    r"|(?P<bare>[^\s\"'`,;<>()\[\]{}*=](?:[^\s\"'`,;<>()\[\]{}=]*[^\s\"'`,;<>()\[\]{}*=])?={0,2}))"
 )
 _ASSIGNMENT = _LazyPattern(
     r"(?i)"
@@ -341,6 +413,20 @@ _PATH_OR_URL = _LazyPattern(
 )
 
 
+_DOTTED_NAME = _LazyPattern(r"[A-Za-z_][A-Za-z0-9_]*(?:(?:\.|::?|->)[A-Za-z_][A-Za-z0-9_]*)+")
+_NAME_JOINER = _LazyPattern(r"\.|::?|->")
+_NOT_A_NAME = _LazyPattern(r"[0-9][A-Za-z]|[0-9]{4,}$")  # Altg7673, x9Kz: not password2, sha256
+
+
+def _is_reference(value: str) -> bool:
+    """A variable, a setting or a word rather than a value: `$VAR`, `settings.API_KEY`."""
+    if _DOTTED_NAME.fullmatch(value):
+        # settings.API_KEY is a name; Cobalt.a1a16z62 is a password that holds a dot.
+        parts = _PART_SPLIT.split(_NAME_JOINER.sub("_", value))
+        return all(_part_is_benign(p) and not _NOT_A_NAME.search(p) for p in parts)
+    return _REFERENCE.match(value) is not None
+
+
 def _is_placeholder(value: str, user: str = "") -> bool:
     lowered = value.lower()
     if not value or lowered in _PLACEHOLDER_WORDS or lowered == user.lower():
@@ -359,7 +445,7 @@ def _assigned_secret(keyword: str, value: str, literal: bool) -> bool:
     """
     if _is_placeholder(value) or _PATH_OR_URL.match(value) or _SPACE.search(value):
         return False  # "<your key>", paths, URLs; "My API Key", prose in quotes
-    if not literal and (_REFERENCE.match(value) or _LETTER.search(value) is None):
+    if not literal and (_is_reference(value) or _LETTER.search(value) is None):
         return False  # variables, words, slugs; numbers, versions, dates
     if keyword in _PASSWORD_WORDS:
         return len(value) >= 4
@@ -493,6 +579,7 @@ _TOKEN_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_
 _TOKEN_TABLE = bytes(ord("a") if byte in _TOKEN_CHARS else ord(" ") for byte in range(256))
 _MIN_RUN = 20  # no provider token is shorter (an AWS access key id is 20)
 _MIN_TOKEN = 24
+_SEPARATOR = _LazyPattern(r"[/+_\-]+")  # where a provider token may start inside a run
 _URL_LOOKBACK = 500  # how far back a token's URL may start
 _MIN_RANDOM = 16  # random-looking characters left after dropping word-like and hex parts
 _DIGIT = _LazyPattern(r"[0-9]")
@@ -543,9 +630,18 @@ def _part_is_benign(part: str) -> bool:
     """Pieces real text is made of: words, identifiers, numbers, hex hashes, ULIDs."""
     if len(part) <= 3 or part.isalpha() or part.isdigit():
         return True
-    if _HEX.fullmatch(part) or _ULID.fullmatch(part):
+    if _HEX.fullmatch(part) or _ULID.fullmatch(part.upper()):
         return True
-    # Word-like: long runs of letters (getUser2Settings, not aB3xY9kL) that read like words.
+    return _word_like(part)
+
+
+def _random_tail(part: str) -> bool:
+    """Not a word or an identifier (hf_AutoModelFor..., asiapacificsoutheast)."""
+    return not _word_like(part) and (_has_digit(part) or _mixed_case(part) or len(part) >= 30)
+
+
+def _word_like(part: str) -> bool:
+    """Long runs of letters (getUser2Settings, not aB3xY9kL) that read like words."""
     return len(part) >= 2.8 * len(_RUN.findall(part)) and _common_pair_share(part) >= 0.5
 
 
@@ -556,7 +652,7 @@ def _is_sequence(value: str) -> bool:
 
 
 def _looks_random(token: str) -> bool:
-    if _ULID.fullmatch(token) or _DIGIT.search(token) is None or token.isdigit():
+    if _ULID.fullmatch(token.upper()) or _DIGIT.search(token) is None or token.isdigit():
         return False  # memkit's own record ids; words and identifiers without digits
     if _HEX.fullmatch(token.removeprefix("0x").replace("-", "")) or _HASH_PREFIX.match(token):
         return False  # commit SHAs, UUIDs, checksums, 0x numbers; sha512-... integrity hashes
@@ -566,6 +662,26 @@ def _looks_random(token: str) -> bool:
     if len(residual) < _MIN_RANDOM or _is_sequence(residual):
         return False
     return _entropy(residual) >= min(3.8, 0.8 * math.log2(len(residual)))
+
+
+def _decoded_text(token: str) -> str | None:
+    """The text a base64 token encodes, when it encodes printable text rather than random bytes
+    (random bytes are valid UTF-8 and printable with odds below one in ten million)."""
+    if len(token) % 4 == 1:
+        return None
+    urlsafe = "-" in token or "_" in token
+    if urlsafe and ("+" in token or "/" in token):
+        return None
+    try:
+        data = base64.b64decode(
+            token + "=" * (-len(token) % 4), altchars=b"-_" if urlsafe else None, validate=True
+        )
+        decoded = data.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    if all(c.isprintable() or c in "\n\r\t" for c in decoded):
+        return decoded
+    return None
 
 
 def _in_url(view: bytes, start: int) -> bool:
@@ -584,18 +700,16 @@ def _token_hits(text: str, view: bytes) -> Iterator[_Hit]:
     while start >= 0:
         end = runs.find(b" ", start)
         end = len(runs) if end < 0 else end
-        # A provider token starts the run, or follows a "/" or "+" inside it (URL paths).
-        at, slash, plus = start, start, start
+        # A provider token starts the run, or follows a "/", "+", "-" or "_" inside it: URL
+        # paths, `deploy-AKIA...`, `MY_ghp_...`.
+        at = start
         while at < end:
             for provider in _PROVIDERS_BY_START.get(text[at : at + 2], ()):
                 m = provider.pattern.match(text, at)
                 if m is not None and provider.valid(m.group()):
                     yield _Hit(m.start(), m.end(), _RANK_PROVIDER, provider.kind, _mask(m.group()))
-            if slash <= at:
-                slash = view.find(b"/", at + 1, end) % (end + 1)  # not found: end
-            if plus <= at:
-                plus = view.find(b"+", at + 1, end) % (end + 1)
-            at = min(slash, plus) + 1
+            separator = _SEPARATOR.search(text, at, end)
+            at = end if separator is None else separator.end()
         if end - start >= _MIN_TOKEN:
             token = text[start:end]
             if (
@@ -603,7 +717,13 @@ def _token_hits(text: str, view: bytes) -> Iterator[_Hit]:
                 and not _in_url(view, start)
                 and not _HASH_LABEL.search(text, max(0, start - 12), start)
             ):
-                yield _Hit(start, end, _RANK_ENTROPY, "high-entropy token", _mask(token))
+                decoded = _decoded_text(token)
+                if decoded is None:
+                    yield _Hit(start, end, _RANK_ENTROPY, "high-entropy token", _mask(token))
+                elif _all_hits(decoded):
+                    # base64 of ordinary text is not a secret; base64 of a credential is one.
+                    kind = "base64-encoded credential"
+                    yield _Hit(start, end, _RANK_ENTROPY, kind, _mask(token))
         start = runs.find(needle, end)
 
 
@@ -627,6 +747,18 @@ def _all_hits(text: str) -> list[_Hit]:
         jwt = _JWT.match(text, position)
         if jwt is not None:
             hits.append(_Hit(*jwt.span(), _RANK_PROVIDER, "JSON web token", _mask(jwt.group())))
+    for needle, kind, pattern in _DOTTED:
+        for position in _positions(view, needle):
+            m = pattern.match(text, position)
+            if m is not None and _has_letter_and_digit(m.group()):
+                hits.append(_Hit(*m.span(), _RANK_PROVIDER, kind, _mask(m.group())))
+    for position in _positions(view, b":AA"):
+        start = position
+        while start > 0 and position - start < 10 and text[start - 1].isdigit():
+            start -= 1
+        m = _TELEGRAM.match(text, start)
+        if m is not None:
+            hits.append(_Hit(*m.span(), _RANK_PROVIDER, "Telegram bot token", _mask(m.group())))
     token_hits = list(_token_hits(text, view))
     if public:
         public_starts = [start for start, _ in public]
@@ -675,6 +807,99 @@ def check_text(text: str, *, allow_secrets: bool = False) -> None:
     findings = find_secrets(text)
     if findings:
         raise SecretRefused([f"{f.kind} on line {f.line}: {f.excerpt}" for f in findings])
+
+
+def _leaves(value: Any, label: str) -> Iterator[tuple[str, str]]:
+    """(where, text) of every string that `value` would put into a file: mapping keys and values
+    (a scalar with its key, `password: hunter2`, so an assignment is seen as one), list items."""
+    if isinstance(value, str):
+        yield label, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            # A message names the key, unless the key is itself the secret (or too long).
+            name = str(key) if len(str(key)) <= 40 and not find_secrets(str(key)) else "a key"
+            where = f"{label}.{name}" if label else name
+            if isinstance(item, (Mapping, list, tuple, set, frozenset)):
+                yield where, str(key)
+                yield from _leaves(item, where)
+            elif item is not None:
+                yield where, f"{key}: {item}"
+            else:
+                yield where, str(key)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            yield from _leaves(item, label)
+    # numbers, booleans, dates and None hold no credential
+
+
+def _field_findings(fields: Mapping[str, Any], skip: set[str] | frozenset[str]) -> list[str]:
+    found: list[str] = []
+    for where, text in _leaves(fields, ""):
+        if text not in skip:
+            found.extend(f"{f.kind} in {where}: {f.excerpt}" for f in find_secrets(text))
+    return found
+
+
+def check_fields(
+    fields: Mapping[str, Any], *, where: str = "", allow_secrets: bool = False
+) -> None:
+    """Raise SecretRefused when any key or value of `fields` (nested mappings and lists too)
+    holds a credential; `where` (such as `chat.jsonl:3`) starts the message.
+
+    For values checked before anything is written, such as an imported message's id, session
+    and speaker: `check_fields({"id": ..., "session": ...}, where=f"{path}:{line}")`.
+    """
+    if allow_secrets:
+        return
+    found = _field_findings(fields, frozenset())
+    if found:
+        raise SecretRefused(found, where=where)
+
+
+def _new_line_runs(body: str, old_body: str) -> Iterator[tuple[int, str]]:
+    """(first line, text) of each run of lines in `body` that `old_body` did not hold."""
+    unused = Counter(old_body.split("\n"))
+    run: list[str] = []
+    first = 0
+    for number, line in enumerate(body.split("\n"), start=1):
+        if unused[line] > 0:
+            unused[line] -= 1
+            if run:
+                yield first, "\n".join(run)
+                run = []
+            continue
+        if not run:
+            first = number
+        run.append(line)
+    if run:
+        yield first, "\n".join(run)
+
+
+def check_new_values(
+    meta: Mapping[str, Any],
+    body: str,
+    *,
+    file_name: str = "",
+    old_meta: Mapping[str, Any] | None = None,
+    old_body: str | None = None,
+) -> None:
+    """Raise SecretRefused when what a write adds to a record file holds a credential.
+
+    Every front-matter key and value (recursively), the body and the file name are checked;
+    given the version on disk (`old_meta`, `old_body`), only what the write adds: a new tag is
+    checked, a body the file already held is not checked again.
+    """
+    skip = {text for _, text in _leaves(old_meta, "")} if old_meta is not None else set()
+    found = _field_findings(meta, skip)
+    runs = [(1, body)] if old_body is None else _new_line_runs(body, old_body)
+    for first, text in runs:
+        for finding in find_secrets(text):
+            line = first + finding.line - 1
+            found.append(f"{finding.kind} on line {line} of the text: {finding.excerpt}")
+    if not found:  # a file name is made from the title or text: report it on its own only
+        found.extend(f"{f.kind} in the file name: {f.excerpt}" for f in find_secrets(file_name))
+    if found:
+        raise SecretRefused(found)
 
 
 def redact_secrets(text: str) -> str:

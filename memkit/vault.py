@@ -20,6 +20,7 @@ from memkit.errors import (
     ConflictError,
     InvalidRecord,
     LockTimeout,
+    MemkitError,
     PathOutsideVault,
     RecordNotFound,
     UsageError,
@@ -37,7 +38,7 @@ from memkit.records import (
     render_record,
     type_for_folder,
 )
-from memkit.secret_guard import check_text
+from memkit.secret_guard import check_new_values
 from memkit.settings import DEFAULT_SETTINGS_TEXT, SETTINGS_FILE, Settings, load_settings
 from memkit.timeutil import now_iso
 
@@ -526,7 +527,21 @@ class Vault:
         os.unlink(aside)
         return None
 
-    def _validate_for_write(self, record: Record) -> None:
+    def _validate_for_write(self, record: Record, *, allow_secrets: bool = False) -> None:
+        if not allow_secrets:
+            # Every string that reaches the file passes the secret guard, whoever the caller;
+            # a rewrite (read from disk, so fingerprinted) is checked for what it adds.
+            before = None
+            if record.fingerprint is not None and record.path is not None:
+                with contextlib.suppress(MemkitError, OSError):
+                    before = self.read_record(record.path)
+            check_new_values(
+                record.meta,
+                record.body,
+                file_name=PurePosixPath(record.path or "").name if before is None else "",
+                old_meta=None if before is None else before.meta,
+                old_body=None if before is None else before.body,
+            )
         found = schema.problems(record)
         if found:
             line, message = found[0]
@@ -551,9 +566,6 @@ class Vault:
         folder = folder_for_type(record_type)
         if "\x00" in body:
             raise UsageError("the text contains NUL bytes; a record is Markdown text")
-        check_text(f"{title or ''}\n{body}", allow_secrets=allow_secrets)
-        if extra:
-            check_text("\n".join(str(v) for v in extra.values()), allow_secrets=allow_secrets)
         stamp = created or now_iso()
         meta: dict[str, Any] = {
             "id": record_id or ids.new_id(),
@@ -574,7 +586,7 @@ class Vault:
         if relpath is None:
             relpath = f"{folder}/{ids.file_stem(title or body, meta['id'])}.md"
         record.path = relpath
-        self._validate_for_write(record)
+        self._validate_for_write(record, allow_secrets=allow_secrets)
         full = self.safe_path(relpath)
         with self.write_lock(), _reported("write", relpath):
             try:
@@ -606,10 +618,9 @@ class Vault:
         """Rewrite a record read earlier, refusing if its file changed since it was read."""
         if record.path is None:
             raise UsageError("this record was never written; use create()")
-        check_text(record.body, allow_secrets=allow_secrets)
         if touch:
             record.meta["updated"] = now_iso()
-        self._validate_for_write(record)
+        self._validate_for_write(record, allow_secrets=allow_secrets)
         relpath = record.path
         with self.write_lock(), _reported("write", relpath):
             full, checked = self._unchanged_stat(record)

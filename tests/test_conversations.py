@@ -66,7 +66,7 @@ def test_a_deeply_nested_array_element_is_named_by_line(vault: Vault) -> None:
 def test_a_credential_in_an_id_session_or_speaker_is_refused(vault: Vault, key: str) -> None:
     secret = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
     text = "\n".join([_line(text="hello"), _line(text="hi", **{key: secret})])
-    with pytest.raises(ImportFormatError, match=rf"chat\.jsonl:2: '{key}' looks like a credential"):
+    with pytest.raises(ImportFormatError, match=rf"chat\.jsonl:2: '{key}' holds a credential"):
         Episodes(vault).import_text(text, "chat.jsonl")
     assert vault.scan(["episodic"]).records == []
     assert not any(secret in p.read_text() for p in vault.root.rglob("*.md"))

@@ -178,7 +178,7 @@ def test_update_refuses_secrets_unless_allowed(vault: Vault, run: Runner) -> Non
     secret = "the key is sk-proj-Q1w2E3r4T5y6U7i8O9p0A1s2D3f4G5h6J7k8L9"
     for args in (["--append", secret], ["--set", f"note={secret}"], ["--title", secret]):
         result = run.run("update", "Standup notes", *args)
-        assert result.exit_code == 1 and "contains a credential" in result.stderr, args
+        assert result.exit_code == 1 and "holds a credential" in result.stderr, args
         assert full.read_bytes() == before
     result = run.run("update", "Standup notes", "--append", secret, "--allow-secrets")
     assert result.exit_code == 0

@@ -206,10 +206,8 @@ def test_the_sdk_client_uses_every_tool_over_stdio(vault: Vault, tmp_path: Path)
     assert "a person rejected this before" in errors["rejected"]
     assert "no entity named 'Nobody'" in errors["entity"]
     assert "messages:1: a message needs non-empty 'text' or 'content'" in errors["messages"]
-    assert "refused: the text looks like it contains a credential" in errors["secret"]
-    # Over MCP the model is told to rewrite the text, never how to override the guard.
-    assert "Rewrite the text without the credential" in errors["secret"]
-    assert "allow" not in errors["secret"].lower()
+    assert "refused: this holds a credential" in errors["secret"]
+    assert "allow" not in errors["secret"].lower()  # no override to offer a model
     # The same words as the CLI prints for the same mistake.
     cli = Runner(vault.root).run("forget", "nothing-like-this")
     assert cli.exit_code == 1
@@ -448,7 +446,7 @@ def test_an_agent_reads_lists_and_edits_records_over_stdio(
     assert "'id' is kept by memkit" in errors["managed"]
     assert "nothing to change" in errors["nothing"]
     assert "not both" in errors["both"]
-    assert "Rewrite the text without the credential" in errors["secret"]
+    assert "Rewrite it without the credential" in errors["secret"]
     assert "allow" not in errors["secret"].lower()
     assert "since: 'someday' is not a date" in errors["since"]
     assert "unknown type 'diary'" in errors["list_type"]

@@ -17,11 +17,19 @@ from hypothesis import strategies as st
 
 from memkit import secret_guard
 from memkit.errors import SecretRefused
-from memkit.secret_guard import SecretFinding, check_text, find_secrets, redact_secrets
+from memkit.secret_guard import (
+    SecretFinding,
+    check_fields,
+    check_new_values,
+    check_text,
+    find_secrets,
+    redact_secrets,
+)
 
 ALNUM = string.ascii_letters + string.digits
 URLSAFE = ALNUM + "-_"
 UPPER_DIGITS = string.ascii_uppercase + string.digits
+HEX = "0123456789abcdef"
 
 
 def fake(prefix: str, length: int, alphabet: str = ALNUM, *, seed: int = 0) -> str:
@@ -172,6 +180,66 @@ DETECTED: list[tuple[str, str, str, str]] = [
         "high-entropy token",
     ),
     ("high-entropy-upper", "code {} end", fake("", 30, UPPER_DIGITS), "high-entropy token"),
+    # Hex bodies, which the entropy test takes for checksums: known by their prefix.
+    ("digitalocean-pat", "do token {}", fake("dop_v1_", 64, HEX), "DigitalOcean token"),
+    ("digitalocean-oauth", "{}", fake("doo_v1_", 64, HEX, seed=1), "DigitalOcean token"),
+    ("digitalocean-refresh", "{}", fake("dor_v1_", 64, HEX, seed=2), "DigitalOcean token"),
+    ("shopify-access", "shop {}", fake("shpat_", 32, HEX), "Shopify token"),
+    ("shopify-shared-secret", "{}", fake("shpss_", 32, HEX, seed=1), "Shopify token"),
+    ("shopify-custom-app", "{}", fake("shpca_", 32, HEX, seed=2), "Shopify token"),
+    ("shopify-private-app", "{}", fake("shppa_", 32, HEX, seed=3), "Shopify token"),
+    (
+        "postman",
+        "postman {}",
+        f"PMAK-{fake('', 24, HEX)}-{fake('', 34, HEX, seed=1)}",
+        "Postman API key",
+    ),
+    ("databricks", "host token {}", fake("dapi", 32, HEX), "Databricks token"),
+    ("twilio", "twilio {}", fake("SK", 32, HEX), "Twilio API key"),
+    (
+        "age",
+        "{}",
+        fake("AGE-SECRET-KEY-1", 58, "023456789ACDEFGHJKLMNPQRSTUVWXYZ"),
+        "age secret key",
+    ),
+    # Parts joined by dots or colons, which runs of token characters never span.
+    (
+        "sendgrid",
+        "mail {}",
+        f"SG.{fake('', 22, URLSAFE)}.{fake('', 43, URLSAFE, seed=1)}",
+        "SendGrid API key",
+    ),
+    ("doppler", "{}", fake("dp.pt.", 43), "Doppler token"),
+    ("vault", "VAULT_TOKEN {}", fake("hvs.", 90, URLSAFE), "HashiCorp Vault token"),
+    (
+        "telegram",
+        "bot {}",
+        f"{fake('', 10, string.digits)}:AA{fake('', 33, URLSAFE)}",
+        "Telegram bot token",
+    ),
+    # Right after "-", "_" or "/": a token still starts there.
+    ("aws-after-dash", "deploy-{}", fake("AKIA", 16, UPPER_DIGITS, seed=3), "AWS access key id"),
+    ("aws-after-underscore", "CI_{}", fake("AKIA", 16, UPPER_DIGITS, seed=4), "AWS access key id"),
+    ("aws-after-slash", "keys/{}", fake("AKIA", 16, UPPER_DIGITS, seed=5), "AWS access key id"),
+    (
+        "aws-lowercased-tag",
+        "tags: [{}]",
+        fake("akia", 16, string.ascii_lowercase + string.digits),
+        "AWS access key id",
+    ),
+    ("github-after-underscore", "MY_{}", fake("ghp_", 36, seed=3), "GitHub token"),
+    ("openai-after-slash", "keys/{}", fake("sk-proj-", 64, seed=3), "OpenAI API key"),
+    ("jwt-after-dash", "x-{}", JWT, "JSON web token"),
+    ("digitalocean-after-dash", "prod-{}", fake("dop_v1_", 64, HEX, seed=4), "DigitalOcean token"),
+    ("password-with-star", "password={}", "Sunny*rVSDb696", "password assignment"),
+    ("password-with-dot", "password={}", "Cobalt.a1a16z62", "password assignment"),
+    ("password-url-hash", "postgres://app:{}@db:5432/app", "Otter#Uqng7C58", "password in URL"),
+    (
+        "base64-of-a-credential",
+        "blob {} end",
+        base64.b64encode(b"password=hunter2butlonger for the db").decode().rstrip("="),
+        "base64-encoded credential",
+    ),
 ]
 
 
@@ -325,6 +393,31 @@ NOT_SECRETS: list[tuple[str, str]] = [
     ("name-of-a-secret", 'CHALLENGE_PASSWORD: "challengePassword"'),
     ("html-escaped", "<code>{pem: &#x3C;string>[, passphrase: &#x3C;string>]}</code>"),
     ("pem-header-mentioned", 'paste the key; it starts "-----BEGIN OPENSSH PRIVATE KEY-----".'),
+    (
+        "base64-of-prose",
+        "encoded "
+        + base64.b64encode(b"The quick brown fox jumps over the lazy dog again and again").decode(),
+    ),
+    (
+        "base64url-of-prose",
+        base64.urlsafe_b64encode(b"Meeting notes: ship v2 on Tuesday, Dana reviews").decode(),
+    ),
+    ("lowercase-ulid-and-typeid", "01jd3z8k5q9m2w7x4t6r1b0c3e and user_01h455vb4pex5vsknk084sn02q"),
+    ("hf-identifiers", "load_hf_AutoModelForSequenceClassification, hf_hub_download"),
+    (
+        "near-provider-words",
+        "desk-sk-lamp, task_live_updates, risk-AKIA-review, asiapacificsoutheast",
+    ),
+    ("dotted-settings", "password=settings.DB_PASSWORD\ntoken=hashlib.sha256"),
+    (
+        "md5-and-sha1",
+        "md5 d41d8cd98f00b204e9800998ecf8427e, sha1 da39a3ee5e6b4b0d3255bfef95601890afd80709",
+    ),
+    (
+        "container-digest",
+        "ghcr.io/owner/app@sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",
+    ),
+    ("memkit-paths", "see memory/long-term/deploy-with-akia-key-rotation-3b0c3e.md"),
 ]
 
 
@@ -394,7 +487,8 @@ def test_check_text_refuses_with_one_message_per_finding() -> None:
     ]
     message = str(caught.value)
     assert github not in message and "hunter2butlonger" not in message
-    assert "--allow-secrets" in message
+    assert "--allow-secrets" not in message and "allow_secrets" not in message
+    assert "Rewrite it without the credential" in message
 
 
 def test_check_text_allows_secrets_when_asked() -> None:
@@ -470,9 +564,12 @@ def test_uses_only_the_standard_library() -> None:
     }
     allowed = {
         "__future__",
+        "base64",
+        "binascii",
         "bisect",
         "collections.abc",
         "dataclasses",
+        "collections",
         "itertools",
         "math",
         "re",
@@ -480,3 +577,63 @@ def test_uses_only_the_standard_library() -> None:
         "memkit.errors",
     }
     assert imported <= allowed
+
+
+def test_check_fields_names_the_field_and_where_it_came_from() -> None:
+    key = fake("AKIA", 16, UPPER_DIGITS, seed=9)
+    with pytest.raises(SecretRefused) as caught:
+        check_fields({"id": "m-1", "session": f"s-{key}", "speaker": "user"}, where="chat.jsonl:3")
+    message = str(caught.value)
+    assert message.startswith("chat.jsonl:3: refused: ")
+    assert "AWS access key id in session" in message
+    assert key not in message and "allow" not in message
+    check_fields({"session": f"s-{key}"}, allow_secrets=True)
+    check_fields({"id": "m-1", "session": "s-2026-11-04", "speaker": "Dana"})
+
+
+def test_check_fields_sees_a_key_with_its_value_and_nested_values() -> None:
+    with pytest.raises(SecretRefused, match=r"password assignment in attributes\.password"):
+        check_fields({"attributes": {"password": "Tr0ub4dor&3"}})
+    token = fake("ghp_", 36, seed=8)
+    with pytest.raises(SecretRefused, match="GitHub token in attributes"):
+        check_fields({"attributes": {token: True}})
+    with pytest.raises(SecretRefused, match=r"GitHub token in source\.deep"):
+        check_fields({"source": {"deep": [1, None, {"x": [token]}]}})
+    check_fields({"attributes": {"password_min_length": 12, "age": 41, "likes": ["tea"]}})
+
+
+def test_check_new_values_checks_only_what_a_rewrite_adds() -> None:
+    token = fake("ghp_", 36, seed=7)
+    old_meta = {"id": "X", "tags": [token]}
+    old_body = f"first\n{token}\nlast\n"
+    # What the file already held (allowed once) is not refused again...
+    check_new_values(
+        {"id": "X", "tags": [token, "new"]},
+        old_body + "more\n",
+        old_meta=old_meta,
+        old_body=old_body,
+    )
+    # ...but a new tag, key or line is.
+    other = fake("glpat-", 20, URLSAFE, seed=7)
+    with pytest.raises(SecretRefused, match="GitLab token in aliases"):
+        check_new_values(
+            {**old_meta, "aliases": [other]}, old_body, old_meta=old_meta, old_body=old_body
+        )
+    with pytest.raises(SecretRefused, match="GitLab token on line 4 of the text"):
+        check_new_values(
+            old_meta, old_body + f"see {other}\n", old_meta=old_meta, old_body=old_body
+        )
+    # A new private key block is seen whole, across its lines.
+    with pytest.raises(SecretRefused, match="private key block on line 4"):
+        check_new_values(
+            old_meta, old_body + pem("RSA PRIVATE KEY"), old_meta=old_meta, old_body=old_body
+        )
+
+
+def test_check_new_values_checks_the_file_name_when_nothing_else_is_found() -> None:
+    key = fake("AKIA", 16, UPPER_DIGITS, seed=6)
+    with pytest.raises(SecretRefused, match="in the file name"):
+        check_new_values({"id": "X"}, "ordinary\n", file_name=f"note-{key}.md")
+    with pytest.raises(SecretRefused) as caught:
+        check_new_values({"title": key}, "ordinary\n", file_name=f"note-{key.lower()}.md")
+    assert caught.value.findings == ["AWS access key id in title: AKI…(20 chars)"]

@@ -109,7 +109,7 @@ def test_update_keeps_a_persons_comments_and_key_order(vault: Vault) -> None:
 def test_secrets_are_refused_unless_allowed(vault: Vault) -> None:
     memory = Memory(vault)
     key = "sk-proj-" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8s9T0"
-    with pytest.raises(SecretRefused, match="allow-secrets"):
+    with pytest.raises(SecretRefused, match="holds a credential"):
         memory.remember(f"the key is {key}")
     with pytest.raises(SecretRefused):
         memory.remember("db login: password=hunter2butlonger")
