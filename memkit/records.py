@@ -266,6 +266,14 @@ def parse_record(data: bytes, path: str) -> Record:
             raise InvalidRecord(
                 path, closing + 1, f"front-matter is missing required field {key!r}"
             )
+    if not isinstance(meta["type"], str):
+        # `type: [long-term]` or a mapping: one bad file, never a TypeError for the whole vault.
+        raise InvalidRecord(
+            path,
+            record.line_of("type"),
+            f"type must be one word, not {meta['type']!r}; expected one of: "
+            f"{', '.join(RECORD_TYPES)}",
+        )
     if meta["type"] not in TYPE_FOLDERS:
         raise InvalidRecord(
             path,

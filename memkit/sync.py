@@ -20,9 +20,17 @@ from memkit.documents import documents_for
 from memkit.errors import InvalidRecord, LockTimeout
 from memkit.index import SCHEMA_VERSION, Hit, IndexDoc, RankWeights, SearchIndex, SearchResult
 from memkit.records import STORE_TYPES, TYPE_FOLDERS, parse_record
-from memkit.vault import RECORD_ROOTS, Problem, Vault, is_record_path, is_temporary_name
+from memkit.vault import (
+    FileStat,
+    NotRegularFile,
+    Problem,
+    Vault,
+    is_record_path,
+    read_regular,
+    walk_record_files,
+)
 
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3  # 3: ctime and inode columns; older manifests are rebuilt from the files
 WATCHER_FILE = "watcher.json"
 # Changes since the manifest was last written whole: one JSON line per sync, appended (and
 # fsync'd) after the index commit, so a sync that touched one file writes one line instead of
@@ -34,9 +42,11 @@ JOURNAL_MIN_BYTES = 256 * 1024
 JOURNAL_SHARE = 16
 # The manifest on disk holds one array per column, in this order (`files` holds the paths):
 # a tenth of the objects a mapping of path -> list has, and ~2.5x quicker to load.
-COLUMNS = ("mtime_ns", "size", "sha256", "record_id", "type", "problem", "line")
+COLUMNS = (
+    "mtime_ns", "size", "sha256", "record_id", "type", "problem", "line", "ctime_ns", "ino"
+)
 # One file's manifest entry, as kept in memory: the columns above, in that order.
-Row = tuple[int, int, str, str, str, str, int]
+Row = tuple[int, int, str, str, str, str, int, int, int]
 # Paths a sync is about to add to the index, written before the index commit and removed
 # after the manifest is saved: a sync killed in between leaves documents the manifest does not
 # know, and this list lets the next sync find (and drop) them if their files are gone.
@@ -67,6 +77,8 @@ class FileState:
     type: str = ""
     problem: str = ""  # "line: message" when the file is not a valid record
     line: int = 0
+    ctime_ns: int = 0
+    ino: int = 0
 
     def to_row(self) -> Row:
         """The manifest's form: the fields in declaration order (what `from_row` reads back)."""
@@ -78,6 +90,8 @@ class FileState:
             self.type,
             self.problem,
             self.line,
+            self.ctime_ns,
+            self.ino,
         )
 
     @classmethod
@@ -130,12 +144,29 @@ def _parse_file(root: str, relpath: str, known: FileState | None = None) -> Pars
     """
     full = os.path.join(root, relpath)
     try:
-        with open(full, "rb") as handle:
-            data = handle.read()
-            stat = os.fstat(handle.fileno())
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        data, stat = read_regular(Path(root), full)
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    state = FileState(stat.st_mtime_ns, stat.st_size, hashlib.sha256(data).hexdigest())
+    except NotRegularFile as error:
+        # A FIFO, socket, device, symlink or unreadable file: a per-file problem, never opened
+        # (a FIFO would hang the read) and never indexed (a symlink may lead out of the vault).
+        try:
+            info = os.lstat(full)
+        except OSError:
+            return None
+        # Its own "hash": never equal to another file's, so never taken for a move.
+        state = FileState(
+            info.st_mtime_ns, info.st_size, f"!{relpath}", "", "", str(error), 1,
+            info.st_ctime_ns, info.st_ino,
+        )
+        return Parsed(relpath, state, [])
+    state = FileState(
+        stat.st_mtime_ns,
+        stat.st_size,
+        hashlib.sha256(data).hexdigest(),
+        ctime_ns=stat.st_ctime_ns,
+        ino=stat.st_ino,
+    )
     if known is not None and known.sha256 == state.sha256:
         state.record_id, state.type = known.record_id, known.type
         state.problem, state.line = known.problem, known.line
@@ -170,15 +201,17 @@ def _worker_processes_are_safe() -> bool:
 def _same_content(root: str, relpath: str, sha256: str) -> bool:
     """Whether the file still hashes as the manifest says (False when it is gone)."""
     try:
-        with open(os.path.join(root, relpath), "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest() == sha256
+        data, _stat = read_regular(Path(root), os.path.join(root, relpath))
+    except NotRegularFile:
+        return sha256 == f"!{relpath}"
     except OSError:
         return False
+    return hashlib.sha256(data).hexdigest() == sha256
 
 
 # Manifest entry of a path whose documents may be in the index after a killed sync: matches no
 # file, so the next sync reads the file again or, when it is gone, deletes its documents.
-UNKNOWN_ROW: Row = (-1, -1, "", "", "", "", 0)
+UNKNOWN_ROW: Row = (-1, -1, "", "", "", "", 0, -1, -1)
 
 
 def _unknown_state() -> FileState:
@@ -195,6 +228,70 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+@dataclass(frozen=True)
+class WatcherAnswer:
+    """What a healthy watcher vouches for: every file not named here is in the index as it is
+    on disk; these paths (and folders) changed and its sync has not committed them yet."""
+
+    paths: list[str]
+    directories: list[str]
+
+
+# How long a process waits for the watcher's answer before it walks the vault itself.
+WATCHER_ANSWER_SECONDS = 0.5
+
+
+def watcher_address(state_dir: Path) -> str:
+    """Where the watcher of the vault with this state folder listens: a Unix socket in it, or
+    (when that path is too long for a socket) an abstract Linux socket named after it, written
+    with a leading "@"."""
+    path = str(state_dir / "watch.sock")
+    if len(os.fsencode(path)) < 100:
+        return path
+    return "@memkit-watch-" + hashlib.sha256(os.fsencode(path)).hexdigest()[:24]
+
+
+def socket_address(address: str) -> str | bytes:
+    """The address to bind or connect to for one from `watcher_address`."""
+    return b"\0" + address[1:].encode() if address.startswith("@") else address
+
+
+def ask_watcher(
+    state_dir: Path, timeout: float = WATCHER_ANSWER_SECONDS
+) -> WatcherAnswer | None:
+    """Ask the vault's running watcher what changed that its index does not hold yet (it first
+    makes sure it has seen every file event up to now: see memkit/watcher.py). None when no
+    healthy watcher answers in time (absent, starting, overflowed, polling, slow): walk then."""
+    try:
+        info = json.loads((state_dir / WATCHER_FILE).read_bytes())
+        address = str(info["socket"])
+        if time.time() - float(info.get("heartbeat", 0)) > WATCHER_STALE_SECONDS:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(timeout)
+            client.connect(socket_address(address))
+            client.sendall(b'{"ask": "changes"}\n')
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = client.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        reply = json.loads(data)
+        if reply.get("ok") is not True:
+            return None
+        return WatcherAnswer(
+            [str(p) for p in reply["paths"]], [str(d) for d in reply["directories"]]
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 class _DamagedManifest(Exception):
@@ -220,6 +317,12 @@ class VaultIndex:
         self._scanned_ns = 0
         # The rows `_marked` last answered for, and its answer.
         self._marks: tuple[dict[str, Row], set[str], set[str]] | None = None
+        # How many of the vault's writes (`vault.touched.log`) this index has taken.
+        self._writes_at = 0
+        # Inside `operation()`: whether its one freshness check was made (None: outside one).
+        self._checked: bool | None = None
+        # Which way the last freshness check answered ("watcher", "walk", "rebuilt", "").
+        self.last_check = ""
 
     # --- state files ---------------------------------------------------------------------
 
@@ -317,30 +420,23 @@ class VaultIndex:
         try:
             data = json.loads(self.manifest_path.read_bytes())
             version = data.get("version")
-            if data.get("index_schema") != SCHEMA_VERSION or version not in (1, MANIFEST_VERSION):
+            if data.get("index_schema") != SCHEMA_VERSION or version != MANIFEST_VERSION:
+                # An older format (no ctime and inode): rebuilt from the files, never an error.
                 raise _DamagedManifest
             scanned_ns = int(data.get("scanned_ns", 0))
-            if version == 1:  # the format before columns (and journals)
-                rows: dict[str, Row] = {
-                    str(path): tuple(row) for path, row in data["files"].items()
-                }
-                if any(len(row) != len(COLUMNS) for row in rows.values()):
-                    raise _DamagedManifest
-                token = ""
-            else:
-                paths = data["files"]
-                columns = [data[name] for name in COLUMNS]
-                if not isinstance(paths, list) or any(
-                    not isinstance(column, list) or len(column) != len(paths) for column in columns
-                ):
-                    raise _DamagedManifest
-                # Cheap type checks (a few ms at 100k): sums of numbers, joins of strings.
-                for column in (columns[0], columns[1], columns[6]):
-                    sum(column)
-                for column in (paths, *columns[2:6]):
-                    "".join(column)
-                rows = dict(zip(paths, zip(*columns, strict=True), strict=True))
-                token = str(data["token"])
+            paths = data["files"]
+            columns = [data[name] for name in COLUMNS]
+            if not isinstance(paths, list) or any(
+                not isinstance(column, list) or len(column) != len(paths) for column in columns
+            ):
+                raise _DamagedManifest
+            # Cheap type checks (a few ms at 100k): sums of numbers, joins of strings.
+            for column in (columns[0], columns[1], columns[6], columns[7], columns[8]):
+                sum(column)
+            for column in (paths, *columns[2:6]):
+                "".join(column)
+            rows: dict[str, Row] = dict(zip(paths, zip(*columns, strict=True), strict=True))
+            token = str(data["token"])
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OSError):
             raise _DamagedManifest from None
         self._rows, self._base_key, self._base_token = rows, key, token
@@ -529,59 +625,11 @@ class VaultIndex:
 
     # --- looking at the files --------------------------------------------------------------
 
-    def stat_files(self) -> dict[str, tuple[int, int]]:
-        """path -> (mtime_ns, size) for every file that may be a record (`is_record_path`)."""
-        found: dict[str, tuple[int, int]] = {}
-        stat = os.stat
-
-        # The same rule as vault.is_record_path, checked one name at a time as the walk goes
-        # down (that function builds a PurePosixPath per file: 10x the cost of the stat).
-        # Each folder is opened once and its files stat-ed relative to it (`dir_fd`): the
-        # kernel then looks up one name, not the whole path (30% off a walk of 100k files).
-        def walk(directory: str, relative: str, depth: int) -> None:
-            try:
-                fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            except OSError:
-                return  # gone, not a folder, not ours to read
-            try:
-                try:
-                    entries = list(os.scandir(fd))
-                except OSError:
-                    return
-                for entry in entries:
-                    name = entry.name
-                    try:
-                        # For a name ending in .md, is_temporary_name is this test (checked
-                        # by tests/test_sync.py): the common case, without a call.
-                        if (
-                            depth
-                            and name.endswith(".md")
-                            and not name.startswith((".", "#", "~"))
-                            and "___jb_" not in name
-                        ):
-                            if entry.is_dir(follow_symlinks=False):
-                                walk(f"{directory}/{name}", f"{relative}{name}/", depth + 1)
-                            else:
-                                found[relative + name] = (
-                                    (info := stat(name, dir_fd=fd)).st_mtime_ns,
-                                    info.st_size,
-                                )
-                        elif not is_temporary_name(name) and entry.is_dir(follow_symlinks=False):
-                            walk(f"{directory}/{name}", f"{relative}{name}/", depth + 1)
-                    except OSError:
-                        continue  # vanished while walking: the next sync sees it gone
-            finally:
-                os.close(fd)
-
-        root = str(self.vault.root)
-        for top in RECORD_ROOTS:
-            walk(os.path.join(root, top), f"{top}/", 0)
-        return found
-
-    def _needs_reading(self, state: FileState | None, mtime: int, size: int) -> bool:
-        if state is None or state.mtime_ns != mtime or state.size != size:
-            return True
-        return self._is_racy(state)
+    def stat_files(self) -> dict[str, FileStat]:
+        """path -> (mtime_ns, size, ctime_ns, inode) of every entry that may be a record file
+        (`is_record_path`), from the vault's one walk (lstat: special files included, as
+        per-file problems; nothing followed, nothing opened)."""
+        return walk_record_files(self.vault.root)
 
     def _is_racy(self, state: FileState) -> bool:
         return state.mtime_ns >= self._scanned_ns
@@ -597,7 +645,7 @@ class VaultIndex:
             return time.time_ns() - 3_000_000_000
 
     def _compare(
-        self, rows: dict[str, Row], stats: dict[str, tuple[int, int]]
+        self, rows: Mapping[str, Row], stats: Mapping[str, FileStat]
     ) -> tuple[list[str], list[str]]:
         """(paths to read, paths gone), both sorted, comparing the files' stats with `rows`.
         Paths to read include racily clean files (same stat, maybe not the same content)."""
@@ -605,10 +653,12 @@ class VaultIndex:
         get = rows.get
         to_read = [
             path
-            for path, (mtime, size) in stats.items()
+            for path, (mtime, size, ctime, ino) in stats.items()
             if (row := get(path)) is None
             or row[0] != mtime
             or row[1] != size
+            or row[7] != ctime
+            or row[8] != ino
             or mtime >= scanned_ns
         ]
         to_read.sort()
@@ -617,7 +667,7 @@ class VaultIndex:
 
     def changes(
         self,
-    ) -> tuple[dict[str, tuple[int, int]], dict[str, FileState], list[str], list[str]]:
+    ) -> tuple[dict[str, FileStat], dict[str, FileState], list[str], list[str]]:
         """(stats, manifest, paths to read, paths gone) comparing files with the manifest.
 
         Paths to read include racily clean files (same stat, maybe not the same content).
@@ -630,7 +680,7 @@ class VaultIndex:
 
     def freshness(
         self,
-    ) -> tuple[dict[str, tuple[int, int]], dict[str, FileState], list[str], list[str]]:
+    ) -> tuple[dict[str, FileStat], dict[str, FileState], list[str], list[str]]:
         """(stats, manifest, changed, gone): like `changes`, but a racily clean file counts as
         changed only when its content differs. Reads; never writes."""
         stats, manifest, to_read, gone = self.changes()
@@ -639,14 +689,14 @@ class VaultIndex:
             path
             for path in to_read
             if (state := manifest.get(path)) is None
-            or (state.mtime_ns, state.size) != stats[path]
+            or (state.mtime_ns, state.size, state.ctime_ns, state.ino) != stats[path]
             or not _same_content(root, path, state.sha256)
         ]
         return stats, manifest, changed, gone
 
     def targeted_changes(
         self, manifest: Mapping[str, Row], paths: Sequence[str], directories: Sequence[str]
-    ) -> tuple[dict[str, tuple[int, int]], list[str], list[str]]:
+    ) -> tuple[dict[str, FileStat], list[str], list[str]]:
         """Like `changes` but only for the given paths and folders (what a watcher saw)."""
         candidates = set(paths)
         for directory in directories:
@@ -655,25 +705,26 @@ class VaultIndex:
             for folder, _subdirs, files in os.walk(self.vault.root / directory):
                 base = Path(folder).relative_to(self.vault.root).as_posix()
                 candidates.update(f"{base}/{name}" for name in files)
-        stats: dict[str, tuple[int, int]] = {}
+        stats: dict[str, FileStat] = {}
+        root = str(self.vault.root)
         for relpath in candidates:
             if not is_record_path(relpath):
                 continue
             try:
-                stat = os.stat(self.vault.root / relpath)
+                stat = os.lstat(os.path.join(root, relpath))
             except (FileNotFoundError, NotADirectoryError):
                 continue
-            stats[relpath] = (stat.st_mtime_ns, stat.st_size)
+            stats[relpath] = (stat.st_mtime_ns, stat.st_size, stat.st_ctime_ns, stat.st_ino)
         named = set(paths)
         scanned_ns = self._scanned_ns
         # A path the watcher named changed for sure (an edit may keep mtime and size within
         # one clock tick): read it; the hash tells whether to reindex.
         to_read = sorted(
             path
-            for path, (mtime, size) in stats.items()
+            for path, (mtime, size, ctime, ino) in stats.items()
             if path in named
             or (row := manifest.get(path)) is None
-            or (row[0], row[1]) != (mtime, size)
+            or (row[0], row[1], row[7], row[8]) != (mtime, size, ctime, ino)
             or mtime >= scanned_ns
         )
         gone = sorted(path for path in candidates if path not in stats and path in manifest)
@@ -687,8 +738,11 @@ class VaultIndex:
         no file unless all stats agree."""
         if self.index.rebuilt:
             return True
+        return self._differs(self.stat_files())
+
+    def _differs(self, stats: Mapping[str, FileStat]) -> bool:
+        """Whether the walk's `stats` differ from the manifest (see `is_stale`)."""
         rows = self._current_rows()
-        stats = self.stat_files()
         if not rows:
             return bool(stats)
         if len(rows) != len(stats):
@@ -696,14 +750,68 @@ class VaultIndex:
         scanned_ns = self._scanned_ns
         get = rows.get
         racy: list[tuple[str, str]] = []
-        for path, (mtime, size) in stats.items():
+        for path, (mtime, size, ctime, ino) in stats.items():
             row = get(path)
-            if row is None or row[0] != mtime or row[1] != size:
+            if row is None or row[0] != mtime or row[1] != size or row[7] != ctime or row[8] != ino:
                 return True
             if mtime >= scanned_ns:
                 racy.append((path, row[2]))
         root = str(self.vault.root)
         return any(not _same_content(root, path, sha256) for path, sha256 in racy)
+
+    # --- one freshness check per operation ------------------------------------------------
+
+    def index_writes(self, *, lock_timeout: float | None = None) -> SyncReport | None:
+        """Write-through: index exactly the paths this process's Vault wrote since this index
+        last took them (creates, updates, moves, deletes), without a walk. None: nothing new."""
+        log = getattr(self.vault.touched, "log", None)
+        if log is None or self._writes_at >= len(log):
+            return None
+        paths = sorted(set(log[self._writes_at :]))
+        report = self.sync(paths=paths, lock_timeout=lock_timeout)
+        self._writes_at = len(log)
+        return report
+
+    def ensure_fresh(self, *, lock_timeout: float | None = None) -> str:
+        """Bring the index in line with the files, looking once, the cheapest way there is:
+        this process's own writes are indexed by path; then a healthy `memkit watch` says what
+        changed since it last synced (no walk), or else one stat walk, whose result the sync
+        that follows reuses. Returns which answered: "watcher" or "walk" ("rebuilt" when the
+        index had to be rebuilt). Raises LockTimeout when another process holds the index."""
+        self.index_writes(lock_timeout=lock_timeout)
+        if self.index.rebuilt:
+            self.sync(lock_timeout=lock_timeout)
+            self.last_check = "rebuilt"
+            return self.last_check
+        answer = ask_watcher(self.vault.state_dir)
+        if answer is not None:
+            if answer.paths or answer.directories:
+                self.sync(
+                    paths=answer.paths, directories=answer.directories, lock_timeout=lock_timeout
+                )
+            self.last_check = "watcher"
+            return self.last_check
+        # Taken before the walk: a file changed after this moment is racy next time.
+        scanned_ns = self._file_system_now()
+        stats = self.stat_files()
+        if self._differs(stats):
+            self.sync(walked=(scanned_ns, stats), lock_timeout=lock_timeout)
+        self.last_check = "walk"
+        return self.last_check
+
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[None]:
+        """One freshness check for everything inside (a recall, a context, an Agent turn):
+        the first search checks; later ones take only this process's own writes (indexed by
+        path). Nested operations share the outer one's check."""
+        if self._checked is not None:
+            yield
+            return
+        self._checked = False
+        try:
+            yield
+        finally:
+            self._checked = None
 
     @staticmethod
     def _folder_identity(index: SearchIndex) -> tuple[int, int] | None:
@@ -790,11 +898,14 @@ class VaultIndex:
         directories: Sequence[str] = (),
         progress: Progress | None = None,
         lock_timeout: float | None = None,
+        walked: tuple[int, Mapping[str, FileStat]] | None = None,
     ) -> SyncReport:
         """Bring the index in line with the files.
 
         `full` rebuilds from scratch; `paths`/`directories` limit the look to what a watcher saw
-        change (otherwise every file is stat-ed and compared with the manifest).
+        change (otherwise every file is stat-ed and compared with the manifest). `walked` is a
+        walk already made for this operation, (file system time taken before it, its stats):
+        reused instead of walking again.
         """
         started = time.monotonic()
         with self.lock(lock_timeout):
@@ -809,13 +920,17 @@ class VaultIndex:
             scanned_ns = self._scanned_ns
             if index.rebuilt or not manifest:
                 full = True
+            stats: Mapping[str, FileStat]
             if not full and (paths is not None or directories):
                 stats, to_read, gone = self.targeted_changes(manifest, paths or (), directories)
                 total = len(manifest) - len(gone) + len([p for p in stats if p not in manifest])
             else:
-                # Taken before the walk: a file changed after this moment is racy next time.
-                scanned_ns = self._file_system_now()
-                stats = self.stat_files()
+                if walked is not None:
+                    scanned_ns, stats = walked
+                else:
+                    # Taken before the walk: a file changed after this moment is racy next time.
+                    scanned_ns = self._file_system_now()
+                    stats = self.stat_files()
                 to_read, gone = self._compare(manifest, stats)
                 total = len(stats)
             if full:
@@ -969,12 +1084,17 @@ class VaultIndex:
         sync: bool = True,
         now: datetime | None = None,
     ) -> tuple[SearchResult, bool]:
-        """Search, syncing first when files changed; returns (result, stale)."""
+        """Search, syncing first when files changed (one check per `operation()`); returns
+        (result, stale)."""
         stale = False
         if sync:
             try:
-                if self.is_stale():
-                    self.sync(lock_timeout=2.0)
+                if self._checked:
+                    self.index_writes(lock_timeout=2.0)  # checked already: our own writes only
+                else:
+                    self.ensure_fresh(lock_timeout=2.0)
+                    if self._checked is not None:
+                        self._checked = True
             except LockTimeout:
                 stale = True  # someone else is writing the index right now; say so
         settings = self.vault.settings.search

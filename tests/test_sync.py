@@ -274,7 +274,7 @@ def test_the_walks_shortcut_for_md_names_is_is_temporary_name() -> None:
         assert shortcut == is_temporary_name(name), name
 
 
-def test_the_walk_follows_file_symlinks_and_skips_folder_symlinks(
+def test_the_walk_lists_file_symlinks_without_following_them_and_skips_folder_symlinks(
     vault: Vault, vault_index: VaultIndex, tmp_path: Path
 ) -> None:
     outside = tmp_path / "outside"
@@ -286,9 +286,14 @@ def test_the_walk_follows_file_symlinks_and_skips_folder_symlinks(
     (vault.root / LONG_TERM / "dangling.md").symlink_to(outside / "missing.md")
     (vault.root / LONG_TERM / "folder").symlink_to(outside / "deep")
     stats = vault_index.stat_files()
-    assert set(stats) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/link.md"}
-    target = (outside / "target.md").stat()
-    assert stats[f"{LONG_TERM}/link.md"] == (target.st_mtime_ns, target.st_size)
+    assert set(stats) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/link.md", f"{LONG_TERM}/dangling.md"}
+    link = (vault.root / LONG_TERM / "link.md").lstat()  # the link's own stat, not its target's
+    assert stats[f"{LONG_TERM}/link.md"] == (
+        link.st_mtime_ns,
+        link.st_size,
+        link.st_ctime_ns,
+        link.st_ino,
+    )
 
 
 # --- the manifest and its journal ---------------------------------------------------------------
@@ -448,7 +453,7 @@ def test_a_damaged_journal_line_means_a_rebuild(run: Runner, vault: Vault) -> No
     assert sorted(report["added"]) == [f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"]
 
 
-def test_a_manifest_of_the_previous_format_is_read_and_replaced(
+def test_a_manifest_of_an_older_format_means_a_rebuild_never_an_error(
     vault: Vault, vault_index: VaultIndex
 ) -> None:
     write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
@@ -457,23 +462,25 @@ def test_a_manifest_of_the_previous_format_is_read_and_replaced(
     rows = manifest_on_disk(vault)
     base = vault.state_dir / "manifest.json"
     data = json.loads(base.read_text())
+    # Version 2 had no ctime and inode columns: its rows cannot vouch for a file.
     old = {
-        "version": 1,
+        "version": 2,
         "index_schema": data["index_schema"],
         "scanned_ns": data["scanned_ns"],
-        "files": {path: list(row) for path, row in rows.items()},
+        "token": "0123456789abcdef",
+        "files": list(rows),
+        **{name: [row[i] for row in rows.values()] for i, name in enumerate(sync_module.COLUMNS[:7])},
     }
     base.write_text(json.dumps(old))
     other = VaultIndex(vault)
     try:
+        assert other.is_stale()
+        report = other.sync()
+        assert report.rebuilt and not report.problems
         assert not other.is_stale()
-        assert not other.sync().touched
-        write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "changed")
-        report = other.sync(paths=[f"{LONG_TERM}/b.md"])
-        assert report.changed == [f"{LONG_TERM}/b.md"] and not report.rebuilt
     finally:
         other.close()
-    assert json.loads(base.read_text())["version"] == 2  # the whole manifest, new format
+    assert json.loads(base.read_text())["version"] == sync_module.MANIFEST_VERSION
     assert set(manifest_on_disk(vault)) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"}
 
 
