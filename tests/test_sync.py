@@ -870,3 +870,147 @@ def test_incremental_sync_always_matches_a_full_rebuild(operations: list[tuple[s
         assert incremental == rebuilt_from_scratch(vault, Path(scratch) / "copy")
         on_disk = {p for p in SLOTS if (vault.root / p).exists()}
         assert set(incremental) | problems == on_disk
+
+
+# --- only regular files inside the vault are opened (issue 11) ----------------------------------
+
+
+def _special_files(vault: Vault, outside: Path) -> dict[str, str]:
+    """Make one of each special file in the long-term folder: relpath -> a word of its message."""
+    folder = vault.root / LONG_TERM
+    outside.write_text(record_text("Leak", "outsideonlyword"))
+    os.mkfifo(folder / "fifo.md")
+    (folder / "out.md").symlink_to(outside)
+    (folder / "loop.md").symlink_to(folder / "loop.md")
+    (folder / "typelist.md").write_text(
+        "---\nid: 01TESTLIST\ntype: [long-term]\ncreated: 2026-01-01T00:00:00Z\n"
+        "updated: 2026-01-01T00:00:00Z\n---\nlisted type\n"
+    )
+    made = {
+        f"{LONG_TERM}/fifo.md": "FIFO",
+        f"{LONG_TERM}/out.md": "leading out",
+        f"{LONG_TERM}/loop.md": "loop",
+        f"{LONG_TERM}/typelist.md": "one word",
+    }
+    if len(str(folder / "s.md")) < 100:
+        import socket
+
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(folder / "s.md"))
+        server.close()  # the socket file stays
+        made[f"{LONG_TERM}/s.md"] = "socket"
+    if os.geteuid() == 0:  # making a device node needs root
+        os.mknod(folder / "dev.md", 0o600 | 0o020000, os.makedev(1, 3))  # a char device (null)
+        made[f"{LONG_TERM}/dev.md"] = "device"
+    return made
+
+
+def test_special_files_are_per_file_problems_and_every_good_record_is_indexed(
+    run: Runner, vault: Vault, tmp_path: Path
+) -> None:
+    write_record(vault, f"{LONG_TERM}/good.md", "Good", "ordinaryword")
+    write_record(vault, f"{LONG_TERM}/zz-last.md", "Last", "lastword")  # after the bad ones
+    made = _special_files(vault, tmp_path / "outside.md")
+    for command in (("sync",), ("reindex",), ("sync",)):
+        result = run.run(*command, "--json")
+        assert result.exit_code == 0, result.output
+    problems = {p["path"]: p["message"] for p in json.loads(run.run("status", "--json").stdout)["problems"]}
+    for path, word in made.items():
+        assert word in problems[path], (path, problems.get(path))
+    # `check` names every bad file (it does not stop at the first symlink leading out).
+    checked = run.run("check", "--json")
+    assert checked.exit_code == 1
+    listed = checked.stdout + checked.stderr
+    for path in made:
+        assert path in listed
+    assert run.run("list").exit_code == 0
+    found = json.loads(run.run("search", "ordinaryword", "--json").stdout)
+    assert [hit["path"] for hit in found["hits"]] == [f"{LONG_TERM}/good.md"]
+    assert json.loads(run.run("search", "lastword", "--json").stdout)["hits"]
+    # The file a symlink leads to is never read: its text is not searchable.
+    leaked = run.run("search", "outsideonlyword", "--json")
+    assert json.loads(leaked.stdout)["hits"] == []
+    assert "Leak" not in run.run("search", "outsideonlyword").output
+
+
+def _unreadable_file_report(root: str) -> tuple[list[str], list[str], list[str]]:
+    """(check's problem paths, sync's problem paths, search hits) for the vault at root."""
+    vault = Vault(Path(root))
+    index = VaultIndex(vault)
+    try:
+        report = index.sync()
+        hits = [hit.path for hit in index.search("readableword")[0].hits]
+    finally:
+        index.close()
+    return (
+        [f"{p.path}: {p.message}" for p in vault.check().problems],
+        [f"{p.path}: {p.message}" for p in report.problems],
+        hits,
+    )
+
+
+def test_an_unreadable_file_is_a_per_file_problem(tmp_path: Path) -> None:
+    # chmod 000 blocks reads for a normal user only: as root (CI), the same code runs in a
+    # forked child that has become `nobody`, on a vault it owns.
+    base = Path(tempfile.mkdtemp(prefix="memkit-unreadable-"))
+    try:
+        base.chmod(0o755)
+        vault = Vault.init(base / "v")
+        write_record(vault, f"{LONG_TERM}/ok.md", "Ok", "readableword")
+        secret = write_record(vault, f"{LONG_TERM}/closed.md", "Closed", "closedword")
+        if os.geteuid() != 0:
+            secret.chmod(0o000)
+            checked, synced, hits = _unreadable_file_report(str(vault.root))
+        else:
+            for folder, _dirs, files in os.walk(base):
+                os.chown(folder, 65534, 65534)
+                for name in files:
+                    os.chown(os.path.join(folder, name), 65534, 65534)
+            secret.chmod(0o000)
+            reader, writer = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: drop root, answer through the pipe, exit at once
+                code = 1
+                try:
+                    os.close(reader)
+                    os.setgroups([])
+                    os.setgid(65534)
+                    os.setuid(65534)
+                    os.write(writer, json.dumps(_unreadable_file_report(str(vault.root))).encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(writer)
+            with os.fdopen(reader, "rb") as pipe:
+                data = pipe.read()
+            _pid, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            checked, synced, hits = json.loads(data)
+        expected = f"{LONG_TERM}/closed.md: cannot be read: permission denied"
+        assert expected in checked and expected in synced
+        assert hits == [f"{LONG_TERM}/ok.md"]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_seen_by_ctime_and_inode(
+    vault: Vault, vault_index: VaultIndex
+) -> None:
+    path = write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    old = 1_600_000_000_000_000_000
+    os.utime(path, ns=(old, old))  # long before any sync: not racily clean
+    vault_index.sync()
+    assert vault_index.search("apples")[0].hits
+    # `cp -p` / tar: a new file (another inode) with the same size and the old mtime.
+    copy = path.with_name("a.md.tmp")
+    copy.write_text(record_text("Alpha", "grapes"))
+    os.utime(copy, ns=(old, old))
+    os.replace(copy, path)
+    assert vault_index.is_stale()
+    assert [h.path for h in vault_index.search("grapes")[0].hits] == [f"{LONG_TERM}/a.md"]
+    # `touch -r` after an in-place edit: same inode, same size and mtime, a new ctime.
+    path.write_text(record_text("Alpha", "melons"))
+    os.utime(path, ns=(old, old))
+    assert vault_index.is_stale()
+    assert [h.path for h in vault_index.search("melons")[0].hits] == [f"{LONG_TERM}/a.md"]
+    assert not vault_index.search("grapes")[0].hits
