@@ -42,9 +42,7 @@ JOURNAL_MIN_BYTES = 256 * 1024
 JOURNAL_SHARE = 16
 # The manifest on disk holds one array per column, in this order (`files` holds the paths):
 # a tenth of the objects a mapping of path -> list has, and ~2.5x quicker to load.
-COLUMNS = (
-    "mtime_ns", "size", "sha256", "record_id", "type", "problem", "line", "ctime_ns", "ino"
-)
+COLUMNS = ("mtime_ns", "size", "sha256", "record_id", "type", "problem", "line", "ctime_ns", "ino")
 # One file's manifest entry, as kept in memory: the columns above, in that order.
 Row = tuple[int, int, str, str, str, str, int, int, int]
 # Paths a sync is about to add to the index, written before the index commit and removed
@@ -156,8 +154,15 @@ def _parse_file(root: str, relpath: str, known: FileState | None = None) -> Pars
             return None
         # Its own "hash": never equal to another file's, so never taken for a move.
         state = FileState(
-            info.st_mtime_ns, info.st_size, f"!{relpath}", "", "", str(error), 1,
-            info.st_ctime_ns, info.st_ino,
+            info.st_mtime_ns,
+            info.st_size,
+            f"!{relpath}",
+            "",
+            "",
+            str(error),
+            1,
+            info.st_ctime_ns,
+            info.st_ino,
         )
         return Parsed(relpath, state, [])
     state = FileState(
@@ -258,9 +263,7 @@ def socket_address(address: str) -> str | bytes:
     return b"\0" + address[1:].encode() if address.startswith("@") else address
 
 
-def ask_watcher(
-    state_dir: Path, timeout: float = WATCHER_ANSWER_SECONDS
-) -> WatcherAnswer | None:
+def ask_watcher(state_dir: Path, timeout: float = WATCHER_ANSWER_SECONDS) -> WatcherAnswer | None:
     """Ask the vault's running watcher what changed that its index does not hold yet (it first
     makes sure it has seen every file event up to now: see memkit/watcher.py). None when no
     healthy watcher answers in time (absent, starting, overflowed, polling, slow): walk then."""
@@ -323,6 +326,8 @@ class VaultIndex:
         self._checked: bool | None = None
         # Which way the last freshness check answered ("watcher", "walk", "rebuilt", "").
         self.last_check = ""
+        # Inside `batch()`: this process's writes wait to be indexed in one commit at its end.
+        self._batches = 0
 
     # --- state files ---------------------------------------------------------------------
 
@@ -813,6 +818,20 @@ class VaultIndex:
         finally:
             self._checked = None
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """An operation (one freshness check) whose own writes are indexed once, in one commit
+        at its end, not before each search inside it: searches there see the index as it was
+        before the batch, so a batch dedupes its own items itself (see Memory's promotions)."""
+        self._batches += 1
+        try:
+            with self.operation():
+                yield
+        finally:
+            self._batches -= 1
+        if not self._batches:
+            self.index_writes()
+
     @staticmethod
     def _folder_identity(index: SearchIndex) -> tuple[int, int] | None:
         # SearchIndex keeps one folder per schema version (see memkit/index.py).
@@ -1090,7 +1109,8 @@ class VaultIndex:
         if sync:
             try:
                 if self._checked:
-                    self.index_writes(lock_timeout=2.0)  # checked already: our own writes only
+                    if not self._batches:  # checked already: our own writes only
+                        self.index_writes(lock_timeout=2.0)
                 else:
                     self.ensure_fresh(lock_timeout=2.0)
                     if self._checked is not None:

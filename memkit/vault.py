@@ -129,7 +129,9 @@ def read_regular(root: Path, full: str) -> tuple[bytes, os.stat_result]:
     if not stat_module.S_ISREG(first.st_mode):
         raise NotRegularFile(_special_kind(root, full, first.st_mode))
     try:
-        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(
+            full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        )
     except PermissionError:
         raise NotRegularFile("cannot be read: permission denied") from None
     except OSError as error:
@@ -156,9 +158,7 @@ def read_regular(root: Path, full: str) -> tuple[bytes, os.stat_result]:
     return b"".join(chunks), info
 
 
-def walk_record_files(
-    root: Path, tops: Iterable[str] = RECORD_ROOTS
-) -> dict[str, FileStat]:
+def walk_record_files(root: Path, tops: Iterable[str] = RECORD_ROOTS) -> dict[str, FileStat]:
     """The one walk of the vault's record folders: vault-relative path -> lstat as FileStat of
     every entry that may be a record file (`is_record_path`), special files (FIFOs, symlinks,
     sockets, devices) included so that they become per-file problems. Never follows a symlink
@@ -322,7 +322,9 @@ class Vault:
         try:
             resolved = full.resolve()  # follows symlinks: one leading outside is refused too
         except (RuntimeError, OSError):
-            raise InvalidRecord(relpath, 1, "is a symlink loop; memkit reads only regular files") from None
+            raise InvalidRecord(
+                relpath, 1, "is a symlink loop; memkit reads only regular files"
+            ) from None
         if resolved != self.root and self.root not in resolved.parents:
             raise PathOutsideVault(relpath, self.root)
         return full
@@ -674,7 +676,9 @@ class Vault:
             except PathOutsideVault:
                 # A symlink leading out: named, never read, and the check goes on.
                 result.problems.append(
-                    Problem(relpath, 1, "is a symlink leading out of the vault; memkit never reads it")
+                    Problem(
+                        relpath, 1, "is a symlink leading out of the vault; memkit never reads it"
+                    )
                 )
                 continue
             for line, message in schema.problems(record):

@@ -469,7 +469,10 @@ def test_a_manifest_of_an_older_format_means_a_rebuild_never_an_error(
         "scanned_ns": data["scanned_ns"],
         "token": "0123456789abcdef",
         "files": list(rows),
-        **{name: [row[i] for row in rows.values()] for i, name in enumerate(sync_module.COLUMNS[:7])},
+        **{
+            name: [row[i] for row in rows.values()]
+            for i, name in enumerate(sync_module.COLUMNS[:7])
+        },
     }
     base.write_text(json.dumps(old))
     other = VaultIndex(vault)
@@ -914,7 +917,9 @@ def test_special_files_are_per_file_problems_and_every_good_record_is_indexed(
     for command in (("sync",), ("reindex",), ("sync",)):
         result = run.run(*command, "--json")
         assert result.exit_code == 0, result.output
-    problems = {p["path"]: p["message"] for p in json.loads(run.run("status", "--json").stdout)["problems"]}
+    problems = {
+        p["path"]: p["message"] for p in json.loads(run.run("status", "--json").stdout)["problems"]
+    }
     for path, word in made.items():
         assert word in problems[path], (path, problems.get(path))
     # `check` names every bad file (it does not stop at the first symlink leading out).
