@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from memkit.errors import MemkitError
+from memkit.errors import LockTimeout, MemkitError
 from memkit.learning import Learning
-from memkit.sync import Progress, SyncReport, VaultIndex
+from memkit.sync import Progress, SyncReport, VaultIndex, ask_watcher
 from memkit.vault import Problem, Vault
 
 
@@ -57,20 +58,46 @@ def refresh(
             index.close()
 
 
+def index_own_writes(vault: Vault) -> None:
+    """Write-through for a command: index exactly the paths it wrote (not yet indexed by the
+    Memory or Learning object that wrote them), without a walk."""
+    touched = vault.touched
+    if touched.indexed >= len(touched.log):
+        return
+    index = VaultIndex(vault)
+    try:
+        with contextlib.suppress(LockTimeout):  # the next freshness check (or watcher) has it
+            index.index_writes()
+    finally:
+        index.close()
+
+
 def vault_status(vault: Vault) -> dict[str, Any]:
     """Counts by type, index freshness, files that failed to parse, the watcher. Read-only:
     counts and problems are those of the last sync; `fresh` says whether files changed since
-    (or the index must be rebuilt)."""
+    (or the index must be rebuilt); `checked_by` says who answered that: a running watcher
+    ("watcher") or a walk of the files ("walk")."""
     index = VaultIndex(vault)
     try:
         rebuild_needed = index.index.rebuilt
-        stats, manifest, changed, gone = index.freshness()
+        answer = ask_watcher(vault.state_dir)
+        changed: list[str]
+        gone: list[str]
+        if answer is not None:
+            manifest = index.load_manifest()
+            files = len(manifest)  # the watcher vouches that the manifest lists them all
+            changed, gone = index.freshness_of(answer.paths, answer.directories)
+            checked_by = "watcher"
+        else:
+            stats, manifest, changed, gone = index.freshness()
+            files = len(stats)
+            checked_by = "walk"
         counts: dict[str, int] = {}
         for state in manifest.values():
             if state.type:
                 counts[state.type] = counts.get(state.type, 0) + 1
         watcher = index.watcher_info()
-        fresh = not (changed or gone or rebuild_needed) and bool(manifest or not stats)
+        fresh = not (changed or gone or rebuild_needed) and bool(manifest or not files)
         copies = vault.conflict_copies()
         return {
             "vault": str(vault.root),
@@ -81,7 +108,8 @@ def vault_status(vault: Vault) -> dict[str, Any]:
                 "fresh": fresh,
                 "changed": len(changed),
                 "deleted": len(gone),
-                "files": len(stats),
+                "files": files,
+                "checked_by": checked_by,
             },
             "problems": [
                 p.to_json() for p in [*index.problems(manifest), *vault.conflict_problems(copies)]

@@ -320,8 +320,6 @@ class VaultIndex:
         self._scanned_ns = 0
         # The rows `_marked` last answered for, and its answer.
         self._marks: tuple[dict[str, Row], set[str], set[str]] | None = None
-        # How many of the vault's writes (`vault.touched.log`) this index has taken.
-        self._writes_at = 0
         # Inside `operation()`: whether its one freshness check was made (None: outside one).
         self._checked: bool | None = None
         # Which way the last freshness check answered ("watcher", "walk", "rebuilt", "").
@@ -735,6 +733,23 @@ class VaultIndex:
         gone = sorted(path for path in candidates if path not in stats and path in manifest)
         return stats, to_read, gone
 
+    def freshness_of(
+        self, paths: Sequence[str], directories: Sequence[str] = ()
+    ) -> tuple[list[str], list[str]]:
+        """(changed, gone) among just these paths and folders (what a watcher named): like
+        `freshness`, without a walk. Reads; never writes."""
+        rows = self._current_rows()
+        stats, _to_read, gone = self.targeted_changes(rows, paths, directories)
+        root, scanned_ns = str(self.vault.root), self._scanned_ns
+        changed = sorted(
+            path
+            for path, stat in stats.items()
+            if (row := rows.get(path)) is None
+            or (row[0], row[1], row[7], row[8]) != stat
+            or (stat[0] >= scanned_ns and not _same_content(root, path, row[2]))
+        )
+        return changed, gone
+
     def is_stale(self) -> bool:
         """Whether the index misses a change to the files (or must be rebuilt).
 
@@ -769,12 +784,13 @@ class VaultIndex:
     def index_writes(self, *, lock_timeout: float | None = None) -> SyncReport | None:
         """Write-through: index exactly the paths this process's Vault wrote since this index
         last took them (creates, updates, moves, deletes), without a walk. None: nothing new."""
-        log = getattr(self.vault.touched, "log", None)
-        if log is None or self._writes_at >= len(log):
+        touched = self.vault.touched
+        log = getattr(touched, "log", None)
+        if log is None or touched.indexed >= len(log):
             return None
-        paths = sorted(set(log[self._writes_at :]))
-        report = self.sync(paths=paths, lock_timeout=lock_timeout)
-        self._writes_at = len(log)
+        end = len(log)
+        report = self.sync(paths=sorted(set(log[touched.indexed : end])), lock_timeout=lock_timeout)
+        touched.indexed = max(touched.indexed, end)
         return report
 
     def ensure_fresh(self, *, lock_timeout: float | None = None) -> str:

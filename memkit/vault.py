@@ -237,6 +237,8 @@ class TouchedPaths(set[str]):
     def __init__(self) -> None:
         super().__init__()
         self.log: list[str] = []
+        # How much of `log` is in the index (on disk, so shared by every index of this vault).
+        self.indexed = 0
 
     def add(self, path: str) -> None:
         super().add(path)
