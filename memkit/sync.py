@@ -786,8 +786,8 @@ class VaultIndex:
         last took them (creates, updates, moves, deletes), without a walk. None: nothing new."""
         touched = self.vault.touched
         log = getattr(touched, "log", None)
-        if log is None or touched.indexed >= len(log):
-            return None
+        if log is None or touched.indexed >= len(log) or self._batches:
+            return None  # nothing new, or inside a batch: indexed once at its end
         end = len(log)
         report = self.sync(paths=sorted(set(log[touched.indexed : end])), lock_timeout=lock_timeout)
         touched.indexed = max(touched.indexed, end)
@@ -846,7 +846,10 @@ class VaultIndex:
         finally:
             self._batches -= 1
         if not self._batches:
-            self.index_writes()
+            # Another process holding the index for long: the writes stand, and the next
+            # freshness check (or the watcher) indexes them.
+            with contextlib.suppress(LockTimeout):
+                self.index_writes()
 
     @staticmethod
     def _folder_identity(index: SearchIndex) -> tuple[int, int] | None:
