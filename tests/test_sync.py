@@ -1019,3 +1019,74 @@ def test_an_edit_that_keeps_size_and_mtime_is_seen_by_ctime_and_inode(
     assert vault_index.is_stale()
     assert [h.path for h in vault_index.search("melons")[0].hits] == [f"{LONG_TERM}/a.md"]
     assert not vault_index.search("grapes")[0].hits
+
+
+# --- write-through and one freshness check (issue 12) -------------------------------------------
+
+
+def journal_lines(vault: Vault) -> int:
+    path = vault.state_dir / "manifest.journal"
+    return len(path.read_bytes().splitlines()) if path.exists() else 0
+
+
+def test_what_memkit_writes_is_indexed_at_once_by_path(run: Runner, vault: Vault) -> None:
+    from memkit import Memory
+
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    memory = Memory(vault)
+    try:
+        fact = memory.remember("the kettle is in the left cupboard")
+        other = VaultIndex(vault)
+        try:
+            # Indexed by the write itself: nothing left for another process to find by a walk.
+            assert not other.is_stale()
+            hits = other.search("kettle", sync=False)[0].hits
+            assert [h.record_id for h in hits] == [fact.id]
+            memory.forget(fact.id)
+            assert not other.is_stale() and not other.search("kettle", sync=False)[0].hits
+        finally:
+            other.close()
+    finally:
+        memory.close()
+    # A command too: what it wrote is in the index when it returns.
+    assert run.run("remember", "the bike lock code is in the drawer").exit_code == 0
+    other = VaultIndex(vault)
+    try:
+        assert not other.is_stale()
+        assert other.search("bike lock", sync=False)[0].hits
+    finally:
+        other.close()
+
+
+def test_expire_promotes_a_batch_with_one_index_commit_and_dedupes_within_it(
+    tmp_path: Path,
+) -> None:
+    from datetime import timedelta
+
+    from memkit import Memory
+    from memkit.timeutil import utcnow
+
+    vault = Vault.init(tmp_path / "v")
+    memory = Memory(vault)
+    try:
+        for n in range(12):
+            memory.remember(f"important item number {n}", type="short-term", importance=0.9)
+        memory.remember("the same vital fact twice", type="short-term", importance=0.9)
+        memory.remember("the same vital fact twice", type="short-term", importance=0.9)
+        before = journal_lines(vault)
+        report = memory.expire(now=utcnow() + timedelta(days=30))
+        # One sync appended one journal line: one index commit for the whole batch.
+        assert journal_lines(vault) == before + 1
+        assert len(report.expired) == 14 and len(report.promoted) == 14
+        facts = vault.scan(["long-term"]).records
+        assert sorted(f.body.strip() for f in facts) == sorted(
+            [f"important item number {n}" for n in range(12)] + ["the same vital fact twice"]
+        )
+        other = VaultIndex(vault)
+        try:
+            assert not other.is_stale()
+            assert len(other.search("vital fact", sync=False)[0].hits) == 1
+        finally:
+            other.close()
+    finally:
+        memory.close()
