@@ -41,13 +41,13 @@ def refresh(
     vault_index: VaultIndex | None = None,
 ) -> SyncReport:
     """Sync the index with the files, finalise approvals that arrived by moving a file, and
-    sync again so the index shows the finalised entries."""
+    index the finalised entries by path (write-through: no second walk)."""
     own_index = vault_index is None
     index = vault_index or VaultIndex(vault)
     try:
         report = index.sync(full=full, progress=progress)
         if report.proposals_in_stores and finalise_moved_proposals(vault, report):
-            again = index.sync()
+            again = index.index_writes() or SyncReport()
             report.changed = sorted(set(report.changed) | set(again.changed) | set(again.added))
             unfinalised = [p for p in report.problems if p.path in again.proposals_in_stores]
             report.problems = again.problems + unfinalised
@@ -136,8 +136,8 @@ def watch_vault(
     index = VaultIndex(vault)
 
     def after_sync(report: SyncReport) -> None:
-        if report.proposals_in_stores:
-            finalise_moved_proposals(vault, report)
+        if report.proposals_in_stores and finalise_moved_proposals(vault, report):
+            index.index_writes()  # write-through: searchable now, not after the next event
         if on_sync is not None:
             on_sync(report)
 
