@@ -235,12 +235,15 @@ class Memory:
         """A live long-term fact saying the same thing (same words, or nearly)."""
         wanted = normalise(text)
         threshold = self.vault.settings.memory.long_term.duplicate_similarity
+        for fact in self._batch_facts or ():
+            # Written in this batch, so not in the index yet: compared in memory (re-read only
+            # when it matches, to merge into what is on disk now).
+            if normalise(fact.body) == wanted or similarity(fact.body, text) >= threshold:
+                with contextlib.suppress(MemkitError, OSError):
+                    return self.vault.read_record(str(fact.path))
         result, _stale = self.index.search(text, k=8, types=["long-term"])
         seen: set[str] = set()
-        candidates = [hit.path for hit in result.hits]
-        if self._batch_facts:
-            candidates = [str(r.path) for r in self._batch_facts] + candidates
-        for path in candidates:
+        for path in (hit.path for hit in result.hits):
             if path in seen:
                 continue
             seen.add(path)

@@ -372,7 +372,10 @@ class Watcher:
 
     def _deliver(self, report: SyncReport) -> None:
         """Hand a sync report to `on_sync`; a failing callback is reported, never fatal."""
-        if self.on_sync is None or not report.touched:
+        # A proposal in a store folder is handed on even when this sync changed nothing: another
+        # process asking this watcher may have synced the move itself, and only the watcher's
+        # callback finalises approvals.
+        if self.on_sync is None or not (report.touched or report.proposals_in_stores):
             return
         try:
             self.on_sync(report)
