@@ -45,7 +45,16 @@ def refresh(
     own_index = vault_index is None
     index = vault_index or VaultIndex(vault)
     try:
-        report = index.sync(full=full, progress=progress)
+        answer = None if full else ask_watcher(vault.state_dir)
+        if answer is not None:
+            # A healthy watcher vouches for every file it does not name: no walk.
+            report = index.sync(
+                paths=answer.paths, directories=answer.directories, progress=progress
+            )
+            report.checked_by = "watcher"
+        else:
+            report = index.sync(full=full, progress=progress)
+            report.checked_by = "walk"
         if report.proposals_in_stores and finalise_moved_proposals(vault, report):
             again = index.index_writes() or SyncReport()
             report.changed = sorted(set(report.changed) | set(again.changed) | set(again.added))

@@ -108,6 +108,7 @@ class SyncReport:
     proposals_in_stores: list[str] = field(default_factory=list)
     rebuilt: bool = False
     seconds: float = 0.0
+    checked_by: str = ""  # who said what changed: "watcher", "walk" ("" when not recorded)
 
     @property
     def touched(self) -> int:
@@ -124,6 +125,7 @@ class SyncReport:
             "problems": [p.to_json() for p in self.problems],
             "proposals_in_stores": self.proposals_in_stores,
             "seconds": round(self.seconds, 3),
+            "checked_by": self.checked_by,
         }
 
 
