@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,25 +31,32 @@ from memkit.vault import (
     walk_record_files,
 )
 
-MANIFEST_VERSION = 3  # 3: ctime and inode columns; older manifests are rebuilt from the files
+# The manifest: one SQLite file (WAL) under `.memkit/`, a row per file. A sync saves what it
+# changed in one transaction after its index commit, so a `kill -9` leaves either the old rows or
+# the new ones. Its `user_version` is MANIFEST_VERSION: another version (or the JSON manifest,
+# journal and pending list of earlier releases) means a rebuild from the files, never an error.
+MANIFEST_FILE = "manifest.db"
+MANIFEST_VERSION = 4  # 4: SQLite, with ctime and inode
+OLD_MANIFEST_FILES = ("manifest.json", "manifest.journal", "pending.json")
 WATCHER_FILE = "watcher.json"
-# Changes since the manifest was last written whole: one JSON line per sync, appended (and
-# fsync'd) after the index commit, so a sync that touched one file writes one line instead of
-# the whole manifest. Its first line names the manifest it extends (by the token written into
-# it); a journal of another manifest is ignored. Folded into the manifest by a rebuild, or by
-# the save that makes it longer than JOURNAL_SHARE of the manifest (at least JOURNAL_MIN_BYTES).
-JOURNAL_FILE = "manifest.journal"
-JOURNAL_MIN_BYTES = 256 * 1024
-JOURNAL_SHARE = 16
-# The manifest on disk holds one array per column, in this order (`files` holds the paths):
-# a tenth of the objects a mapping of path -> list has, and ~2.5x quicker to load.
+# The manifest's columns after the path, in this order (a Row holds them in the same order).
 COLUMNS = ("mtime_ns", "size", "sha256", "record_id", "type", "problem", "line", "ctime_ns", "ino")
 # One file's manifest entry, as kept in memory: the columns above, in that order.
 Row = tuple[int, int, str, str, str, str, int, int, int]
-# Paths a sync is about to add to the index, written before the index commit and removed
-# after the manifest is saved: a sync killed in between leaves documents the manifest does not
-# know, and this list lets the next sync find (and drop) them if their files are gone.
-PENDING_FILE = "pending.json"
+_CREATE = """
+CREATE TABLE files (
+    path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, record_id TEXT NOT NULL, type TEXT NOT NULL, problem TEXT NOT NULL,
+    line INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+_UPSERT = "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# How many syncs saved changes (each after its one index commit): for `status` and tests.
+_COUNT_SAVE = (
+    "INSERT INTO meta VALUES ('saves', '1') "
+    "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+)
 # A file whose mtime is at or after the moment a sync began looking at the files may have been
 # changed again within one tick of the file system's clock without its mtime or size changing
 # ("racily clean", as git calls it): the next sync compares its content, not just its stat.
@@ -231,12 +239,6 @@ def _in_store(path: str, row: Row) -> bool:
     return row[4] == "proposal" and path.rpartition("/")[0] in STORE_FOLDERS
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 @dataclass(frozen=True)
 class WatcherAnswer:
     """What a healthy watcher vouches for: every file not named here is in the index as it is
@@ -299,10 +301,6 @@ def ask_watcher(state_dir: Path, timeout: float = WATCHER_ANSWER_SECONDS) -> Wat
         return None
 
 
-class _DamagedManifest(Exception):
-    """The manifest or its journal cannot be read: the next sync rebuilds."""
-
-
 class VaultIndex:
     """The vault's search index and manifest, kept in line with the files under `.memkit/`."""
 
@@ -311,15 +309,14 @@ class VaultIndex:
         self.lock_timeout = lock_timeout
         self._index: SearchIndex | None = None
         self._index_folder: tuple[int, int] | None = None
-        # The manifest as last read or written (base + journal): never changed in place, only
-        # replaced, so a caller may hold on to it.
+        # The manifest as last read or written: never changed in place, only replaced, so a
+        # caller may hold on to it. Valid while the database's `data_version` is `_version`.
         self._rows: dict[str, Row] | None = None
-        self._base_key: tuple[int, int, int] | None = None  # (inode, mtime, size) it came from
-        self._base_token = ""  # "" when the base cannot take a journal (none, or an old format)
-        self._base_size = 0
-        # (inode, bytes read) of the journal applied to `_rows`; None: no journal of this base.
-        self._journal_at: tuple[int, int] | None = None
+        self._version = -1
         self._scanned_ns = 0
+        # The open manifest database, and the (device, inode) of the file it opened.
+        self._db: sqlite3.Connection | None = None
+        self._db_identity: tuple[int, int] | None = None
         # The rows `_marked` last answered for, and its answer.
         self._marks: tuple[dict[str, Row], set[str], set[str]] | None = None
         # Inside `operation()`: whether its one freshness check was made (None: outside one).
@@ -333,11 +330,7 @@ class VaultIndex:
 
     @property
     def manifest_path(self) -> Path:
-        return self.vault.state_dir / "manifest.json"
-
-    @property
-    def journal_path(self) -> Path:
-        return self.vault.state_dir / JOURNAL_FILE
+        return self.vault.state_dir / MANIFEST_FILE
 
     @property
     def index(self) -> SearchIndex:
@@ -355,10 +348,14 @@ class VaultIndex:
         if self._index is not None:
             self._index.close()
             self._index = None
+        self._close_db()
 
-    @property
-    def pending_path(self) -> Path:
-        return self.vault.state_dir / PENDING_FILE
+    def _close_db(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db, self._db_identity = None, None
+        self._forget_manifest()
 
     def load_manifest(self) -> dict[str, FileState]:
         """The manifest (path -> FileState), paths pending from a killed sync included.
@@ -371,175 +368,145 @@ class VaultIndex:
     def _current_rows(self) -> dict[str, Row]:
         """The manifest as rows, with the paths pending from a killed sync as UNKNOWN_ROW.
         Do not change it: it may be the cached one."""
-        pending = self._load_pending()
-        if pending is None:
-            return {}  # a damaged list of pending paths: only a rebuild is sure to be right
-        return self._with_pending(self._manifest_rows(), pending)
-
-    @staticmethod
-    def _with_pending(rows: dict[str, Row], pending: Sequence[str]) -> dict[str, Row]:
-        if not pending:
-            return rows
-        rows = dict(rows)
-        for path in pending:
-            rows.setdefault(path, UNKNOWN_ROW)
-        return rows
+        return self._manifest_rows()
 
     def _forget_manifest(self) -> None:
-        self._rows, self._base_key, self._journal_at = None, None, None
-        self._base_token, self._base_size, self._scanned_ns = "", 0, 0
+        self._rows, self._version, self._scanned_ns = None, -1, 0
+
+    def _connect(self) -> sqlite3.Connection:
+        """The manifest database, opened again when its file was deleted or replaced (a
+        `rm -rf .memkit`, say). A damaged file is removed (derived state: a rebuild follows)."""
+        path = self.manifest_path
+        try:
+            stat = os.stat(path)
+            identity: tuple[int, int] | None = (stat.st_dev, stat.st_ino)
+        except FileNotFoundError:
+            identity = None
+        if self._db is not None and identity == self._db_identity:
+            return self._db
+        self._close_db()
+        for name in OLD_MANIFEST_FILES:  # an earlier release's manifest: rebuilt, never read
+            with contextlib.suppress(OSError):
+                (self.vault.state_dir / name).unlink()
+        for attempt in range(2):
+            try:
+                db = sqlite3.connect(
+                    path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False
+                )
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("PRAGMA synchronous=NORMAL")  # WAL: a kill -9 loses nothing
+                    db.execute("PRAGMA user_version").fetchone()
+                except sqlite3.Error:
+                    db.close()
+                    raise
+                break
+            except sqlite3.DatabaseError:
+                if attempt:
+                    raise
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"{path}{suffix}")
+        stat = os.stat(path)
+        self._db, self._db_identity = db, (stat.st_dev, stat.st_ino)
+        return db
+
+    @staticmethod
+    def _schema_ok(db: sqlite3.Connection) -> bool:
+        """Whether the manifest was written by this version for this index schema."""
+        if db.execute("PRAGMA user_version").fetchone()[0] != MANIFEST_VERSION:
+            return False
+        tables = db.execute("SELECT count(*) FROM sqlite_master WHERE name IN ('files', 'meta')")
+        if tables.fetchone()[0] != 2:
+            return False
+        row = db.execute("SELECT value FROM meta WHERE key = 'index_schema'").fetchone()
+        return row is not None and str(row[0]) == str(SCHEMA_VERSION)
 
     def _manifest_rows(self) -> dict[str, Row]:
-        """The manifest on disk (base + journal), without pending paths; cached while the files
-        are unchanged, and only the journal's new lines read when just it grew. Do not change
-        the dict returned."""
-        for _attempt in range(3):
+        """The manifest on disk, paths pending from a killed sync included (as UNKNOWN_ROW);
+        cached while no other process changed it. Do not change the dict returned."""
+        try:
+            db = self._connect()
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            if self._rows is not None and version == self._version:
+                return self._rows
+            db.execute("BEGIN")  # one snapshot for meta and rows
             try:
-                stat = os.stat(self.manifest_path)
-            except FileNotFoundError:
-                self._forget_manifest()
-                return {}
-            # Inode too, not just mtime: another process replaces the file, and two writes may
-            # fall within one tick of a coarse file system clock.
-            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            try:
-                if self._rows is None or key != self._base_key:
-                    self._forget_manifest()
-                    self._read_base(key)
-                self._read_journal()
-            except _DamagedManifest:
-                # Derived state: the next sync rebuilds from the files.
-                self._forget_manifest()
-                return {}
-            # Read without the index lock (is_stale, status): if another process folded the
-            # journal into a new manifest meanwhile, what was read may mix the two; read again.
-            try:
-                again = os.stat(self.manifest_path)
-            except FileNotFoundError:
-                continue
-            if (again.st_ino, again.st_mtime_ns, again.st_size) == key:
-                break
-        return self._rows if self._rows is not None else {}
+                if not self._schema_ok(db):
+                    rows: dict[str, Row] = {}
+                    scanned_ns = 0
+                else:
+                    value = db.execute("SELECT value FROM meta WHERE key = 'scanned_ns'").fetchone()
+                    scanned_ns = int(value[0]) if value else 0
+                    rows = {row[0]: row[1:] for row in db.execute("SELECT * FROM files")}
+            finally:
+                db.execute("COMMIT")
+        except (sqlite3.Error, OSError, ValueError):
+            # Unreadable (a read-only `.memkit`, a damaged file): the next sync rebuilds.
+            self._close_db()
+            return {}
+        self._rows, self._version, self._scanned_ns = rows, version, scanned_ns
+        return rows
 
-    def _read_base(self, key: tuple[int, int, int]) -> None:
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the manifest (under the index lock). A manifest of another
+        version is replaced by an empty one first (the sync writing is then a rebuild)."""
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
         try:
-            data = json.loads(self.manifest_path.read_bytes())
-            version = data.get("version")
-            if data.get("index_schema") != SCHEMA_VERSION or version != MANIFEST_VERSION:
-                # An older format (no ctime and inode): rebuilt from the files, never an error.
-                raise _DamagedManifest
-            scanned_ns = int(data.get("scanned_ns", 0))
-            paths = data["files"]
-            columns = [data[name] for name in COLUMNS]
-            if not isinstance(paths, list) or any(
-                not isinstance(column, list) or len(column) != len(paths) for column in columns
-            ):
-                raise _DamagedManifest
-            # Cheap type checks (a few ms at 100k): sums of numbers, joins of strings.
-            for column in (columns[0], columns[1], columns[6], columns[7], columns[8]):
-                sum(column)
-            for column in (paths, *columns[2:6]):
-                "".join(column)
-            rows: dict[str, Row] = dict(zip(paths, zip(*columns, strict=True), strict=True))
-            token = str(data["token"])
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OSError):
-            raise _DamagedManifest from None
-        self._rows, self._base_key, self._base_token = rows, key, token
-        self._base_size, self._scanned_ns, self._journal_at = key[2], scanned_ns, None
+            if not self._schema_ok(db):
+                db.execute("DROP TABLE IF EXISTS files")
+                db.execute("DROP TABLE IF EXISTS meta")
+                for statement in _CREATE.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {MANIFEST_VERSION}")
+                db.execute("INSERT INTO meta VALUES ('index_schema', ?)", (str(SCHEMA_VERSION),))
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self._forget_manifest()
+            raise
 
-    def _read_journal(self) -> None:
-        """Apply the journal's lines not applied yet to the cached rows (a copy of them)."""
-        if not self._base_token:
-            return  # an old-format base has no journal (its first save writes a new base)
+    def saves(self) -> int:
+        """How many syncs have saved changes to this manifest (each after one index commit)."""
         try:
-            handle = open(self.journal_path, "rb")  # noqa: SIM115 (closed below)
-        except FileNotFoundError:
-            self._journal_at = None
-            return
-        with handle:
-            stat = os.fstat(handle.fileno())
-            at = self._journal_at
-            start = at[1] if at is not None and at[0] == stat.st_ino else 0
-            if start == stat.st_size:
-                return  # nothing new
-            if start > stat.st_size:
-                start = 0  # cut short by a sync that found a torn line: read it all again
-                # (lines are only appended: what was read before is still there)
-            handle.seek(start)
-            data = handle.read()
-        end = data.rfind(b"\n") + 1  # a last line without its newline is still being written
-        lines = data[:end].splitlines()
-        assert self._rows is not None
-        rows = dict(self._rows)
-        scanned_ns = self._scanned_ns
-        try:
-            if start == 0:
-                if not lines:
-                    return
-                header = json.loads(lines.pop(0))
-                if header.get("base") != self._base_token:
-                    # The journal of an earlier manifest (a kill between writing a manifest
-                    # and removing its journal): all it says is in the manifest already.
-                    self._journal_at = None
-                    return
-            for line in lines:
-                entry = json.loads(line)
-                for path, row in entry.get("set", {}).items():
-                    if len(row) != len(COLUMNS):
-                        raise _DamagedManifest
-                    rows[str(path)] = tuple(row)
-                for path in entry.get("del", ()):
-                    rows.pop(path, None)
-                if "scanned_ns" in entry:
-                    scanned_ns = int(entry["scanned_ns"])
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
-            raise _DamagedManifest from None
-        self._rows, self._scanned_ns = rows, scanned_ns
-        self._journal_at = (stat.st_ino, start + end)
+            row = self._connect().execute("SELECT value FROM meta WHERE key = 'saves'").fetchone()
+        except sqlite3.Error:
+            return 0
+        return int(row[0]) if row else 0
 
-    def _load_pending(self) -> list[str] | None:
-        try:
-            data = json.loads(self.pending_path.read_bytes())
-            return [str(path) for path in data["paths"]]
-        except FileNotFoundError:
-            return []
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            return None
+    def _load_pending(self) -> list[str]:
+        """Paths pending from a killed sync: in the manifest itself now (as UNKNOWN_ROW)."""
+        return []
 
     def _save_pending(self, paths: Sequence[str]) -> None:
-        temp = self.pending_path.with_suffix(".json.tmp")
-        temp.write_text(json.dumps({"paths": sorted(paths)}), "utf-8")
-        os.replace(temp, self.pending_path)
+        """Before the index learns of paths the manifest does not list, list them (as
+        UNKNOWN_ROW): if this process dies between the index commit and the manifest save,
+        the next sync still looks at them (and drops their documents when the files are gone)."""
+        with self._writing() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((path, *UNKNOWN_ROW) for path in paths),
+            )
+        # This process's cache leaves them out: the save after the commit writes their rows.
+        self._version = self._connect().execute("PRAGMA data_version").fetchone()[0]
 
     def _save_manifest(self, files: dict[str, FileState], scanned_ns: int) -> None:
-        """Write the whole manifest (and drop the journal)."""
+        """Write the whole manifest."""
         self._write_base({path: state.to_row() for path, state in files.items()}, scanned_ns)
 
     def _write_base(self, rows: dict[str, Row], scanned_ns: int) -> None:
-        """Write the whole manifest, then remove the journal it takes in. Under the lock."""
-        token = os.urandom(8).hex()
-        paths = list(rows)
-        columns = list(zip(*rows.values(), strict=True)) or [()] * len(COLUMNS)
-        data: dict[str, Any] = {
-            "version": MANIFEST_VERSION,
-            "index_schema": SCHEMA_VERSION,
-            "scanned_ns": scanned_ns,
-            "token": token,
-            "files": paths,
-        }
-        data.update(zip(COLUMNS, columns, strict=True))
-        temp = self.manifest_path.with_suffix(".json.tmp")
-        with open(temp, "wb") as handle:
-            handle.write(json.dumps(data, separators=(",", ":")).encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, self.manifest_path)
-        # Killed here, the journal left names another manifest's token: it is ignored.
-        self.journal_path.unlink(missing_ok=True)
-        stat = self.manifest_path.stat()
-        self._rows, self._base_key = rows, (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        self._base_token, self._base_size = token, stat.st_size
-        self._journal_at, self._scanned_ns = None, scanned_ns
+        """Replace the whole manifest, in one transaction. Under the lock."""
+        with self._writing() as db:
+            db.execute("DELETE FROM files")
+            db.executemany(_UPSERT, ((path, *row) for path, row in rows.items()))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('scanned_ns', ?)", (str(scanned_ns),))
+            db.execute(_COUNT_SAVE)
+        self._rows, self._scanned_ns = rows, scanned_ns
 
     def _save_changes(
         self,
@@ -549,56 +516,21 @@ class VaultIndex:
         scanned_ns: int,
     ) -> None:
         """Save `rows`, the manifest read at the start of this sync (under the lock) with
-        `changed` and `deleted`: one line appended to the journal, or the whole manifest when
-        the journal has grown too long (or the manifest on disk cannot take one)."""
-        entry: dict[str, Any] = {}
-        if scanned_ns != self._scanned_ns:
-            entry["scanned_ns"] = scanned_ns
-        if changed:
-            entry["set"] = changed
-        if deleted:
-            entry["del"] = list(deleted)
-        if not entry and self._rows is not None and self._base_token:
+        `changed` and `deleted`: just those rows, in one transaction."""
+        if (
+            not changed
+            and not deleted
+            and scanned_ns == self._scanned_ns
+            and self._rows is not None
+        ):
             self._rows = rows
             return  # the manifest on disk says it all already
-        line = json.dumps(entry, separators=(",", ":")).encode() + b"\n"
-        at = self._journal_at
-        journal = at[1] if at is not None else 0
-        if not self._base_token or journal + len(line) > max(
-            JOURNAL_MIN_BYTES, self._base_size // JOURNAL_SHARE
-        ):
-            self._write_base(rows, scanned_ns)
-            return
-        if at is None:
-            # A new journal, whole or not at all: header and line in a file renamed into place.
-            data = json.dumps({"base": self._base_token}).encode() + b"\n" + line
-            temp = self.journal_path.with_suffix(".tmp")
-            with open(temp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.journal_path)
-            inode, size = os.stat(self.journal_path).st_ino, len(data)
-        else:
-            try:
-                fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND)
-            except FileNotFoundError:  # removed under us (a `rm -rf .memkit`, say)
-                self._write_base(rows, scanned_ns)
-                return
-            try:
-                stat = os.fstat(fd)
-                if stat.st_ino == at[0]:
-                    if stat.st_size != at[1]:
-                        os.ftruncate(fd, at[1])  # a torn line left by a killed sync
-                    _write_all(fd, line)
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            if stat.st_ino != at[0]:  # replaced under us: write it all
-                self._write_base(rows, scanned_ns)
-                return
-            inode, size = at[0], at[1] + len(line)
-        self._rows, self._journal_at, self._scanned_ns = rows, (inode, size), scanned_ns
+        with self._writing() as db:
+            db.executemany(_UPSERT, ((path, *row) for path, row in changed.items()))
+            db.executemany("DELETE FROM files WHERE path = ?", ((path,) for path in deleted))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('scanned_ns', ?)", (str(scanned_ns),))
+            db.execute(_COUNT_SAVE)
+        self._rows, self._scanned_ns = rows, scanned_ns
 
     @contextlib.contextmanager
     def lock(self, timeout: float | None = None) -> Iterator[None]:
@@ -954,9 +886,8 @@ class VaultIndex:
             index = self.index
             # Read under the lock: the manifest on disk (`on_disk`), and with the paths a
             # killed sync left pending (`manifest`; both the cached dicts: never changed here).
-            pending = self._load_pending()
-            on_disk = self._manifest_rows() if pending is not None else {}
-            manifest = self._with_pending(on_disk, pending or ())
+            # (Paths pending from a killed sync are in it, as UNKNOWN_ROW.)
+            on_disk = manifest = self._manifest_rows()
             scanned_ns = self._scanned_ns
             if index.rebuilt or not manifest:
                 full = True
@@ -983,7 +914,7 @@ class VaultIndex:
                 # pending list below).
                 fresh = {p for p in to_read if p not in on_disk}
                 if fresh:
-                    self._save_pending(sorted(fresh | set(pending or ())))
+                    self._save_pending(sorted(fresh))
                 parsed: list[Parsed] = []
                 index.replace_all(self._stream_documents(to_read, progress, parsed))
             else:
@@ -1028,39 +959,29 @@ class VaultIndex:
             # (Paths still pending from an earlier crash stay listed until the manifest is saved.)
             new_paths = {p for p in reindexed if p not in manifest}
             if new_paths and not full:  # (a rebuild listed them before it began)
-                self._save_pending(sorted(new_paths | set(self._load_pending() or ())))
+                self._save_pending(sorted(new_paths))
             if full:
                 pass  # the rebuild's documents went to the index above, while parsing
             elif upserts or report.deleted or reindexed:
                 # The searchable moment: the commit (and the reader's reload) comes first,
                 # the manifest after it.
                 index.update(upserts, [*report.deleted, *reindexed])
-            try:
-                if full:
-                    self._write_base(new_manifest, scanned_ns)
-                    self.pending_path.unlink(missing_ok=True)
-                elif parsed or report.deleted:
-                    # (Nothing read and nothing gone: the manifest on disk is right as it is.)
-                    # What differs from the manifest on disk: the files read or gone, and paths
-                    # still pending from a killed sync (saved as UNKNOWN_ROW until they are seen).
-                    looked_at = parsed_paths.union(gone, vanished, pending or ())
-                    changed_rows = {
-                        path: row
-                        for path in sorted(looked_at)
-                        if (row := new_manifest.get(path)) is not None and on_disk.get(path) != row
-                    }
-                    deleted_rows = sorted(
-                        path for path in looked_at if path not in new_manifest and path in on_disk
-                    )
-                    self._save_changes(new_manifest, changed_rows, deleted_rows, scanned_ns)
-                    # The manifest now lists all the index holds: the pending list did its job.
-                    self.pending_path.unlink(missing_ok=True)
-            except FileNotFoundError:
-                if not self._index_missing():
-                    raise
-                # `.memkit` was deleted under this sync (its commit went to a folder that is
-                # gone): nothing to save; the next sync rebuilds.
-                self._forget_manifest()
+            if full:
+                self._write_base(new_manifest, scanned_ns)
+            elif parsed or report.deleted:
+                # (Nothing read and nothing gone: the manifest on disk is right as it is.)
+                # What differs from the manifest on disk: the files read or gone (paths pending
+                # from a killed sync are rows of their own, replaced or deleted here when seen).
+                looked_at = parsed_paths.union(gone, vanished)
+                changed_rows = {
+                    path: row
+                    for path in sorted(looked_at)
+                    if (row := new_manifest.get(path)) is not None and on_disk.get(path) != row
+                }
+                deleted_rows = sorted(
+                    path for path in looked_at if path not in new_manifest and path in on_disk
+                )
+                self._save_changes(new_manifest, changed_rows, deleted_rows, scanned_ns)
             index.rebuilt = False
         problems, proposals = self._marked(
             new_manifest, manifest, parsed_paths.union(gone, vanished)

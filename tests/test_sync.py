@@ -7,13 +7,13 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -144,8 +144,9 @@ def test_the_manifest_holds_mtime_size_and_content_hash(
     assert (state.mtime_ns, state.size) == (stat.st_mtime_ns, stat.st_size)
     assert state.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert state.type == "long-term" and state.record_id.startswith("01TEST")
-    on_disk = json.loads(vault_index.manifest_path.read_text("utf-8"))
-    assert set(on_disk["files"]) == {f"{LONG_TERM}/a.md"}
+    with sqlite3.connect(vault_index.manifest_path) as db:
+        rows = db.execute("SELECT path, sha256, ctime_ns, ino FROM files").fetchall()
+    assert rows == [(f"{LONG_TERM}/a.md", state.sha256, stat.st_ctime_ns, stat.st_ino)]
 
 
 def test_a_touched_file_is_not_reindexed(vault: Vault, vault_index: VaultIndex) -> None:
@@ -296,41 +297,20 @@ def test_the_walk_lists_file_symlinks_without_following_them_and_skips_folder_sy
     )
 
 
-# --- the manifest and its journal ---------------------------------------------------------------
+# --- the manifest (SQLite) ----------------------------------------------------------------------
 
 
-def read_journal(vault: Vault) -> list[dict[str, Any]]:
-    path = vault.state_dir / "manifest.journal"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_bytes().splitlines()]
-
-
-def test_a_small_sync_appends_to_the_journal_instead_of_rewriting_the_manifest(
+def test_a_sync_saves_just_what_it_changed_and_other_processes_read_it(
     vault: Vault, vault_index: VaultIndex
 ) -> None:
     write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
     write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
     vault_index.sync()  # a rebuild writes the whole manifest
-    base = vault.state_dir / "manifest.json"
-    token = json.loads(base.read_text())["token"]
-    before = base.stat()
-    assert read_journal(vault) == []
-
     write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apricots")
     vault_index.sync(paths=[f"{LONG_TERM}/a.md"])
     (vault.root / LONG_TERM / "b.md").unlink()
     write_record(vault, f"{LONG_TERM}/c.md", "Charlie", "cherries")
     vault_index.sync()
-
-    after = base.stat()
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    header, first, second = read_journal(vault)
-    assert header == {"base": token}
-    assert set(first["set"]) == {f"{LONG_TERM}/a.md"}
-    assert second["del"] == [f"{LONG_TERM}/b.md"] and "scanned_ns" in second
-    assert set(second["set"]) == {f"{LONG_TERM}/c.md"}
-    # Another process reads manifest + journal as one manifest, the same as this one holds.
     expected = {f"{LONG_TERM}/a.md", f"{LONG_TERM}/c.md"}
     other = VaultIndex(vault)
     try:
@@ -343,19 +323,24 @@ def test_a_small_sync_appends_to_the_journal_instead_of_rewriting_the_manifest(
     assert vault_index.load_manifest()[f"{LONG_TERM}/a.md"] == FileState(
         *manifest_on_disk(vault)[f"{LONG_TERM}/a.md"]  # type: ignore[arg-type]
     )
+    # One file, in WAL mode: no JSON manifest, journal or pending list any more.
+    assert {p.name for p in vault.state_dir.iterdir()} >= {"manifest.db"}
+    assert not {"manifest.json", "manifest.journal", "pending.json"} & {
+        p.name for p in vault.state_dir.iterdir()
+    }
+    with sqlite3.connect(vault_index.manifest_path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_a_process_sees_what_another_appended_to_the_journal(
-    vault: Vault, vault_index: VaultIndex
-) -> None:
+def test_a_process_sees_what_another_saved(vault: Vault, vault_index: VaultIndex) -> None:
     write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
     vault_index.sync()
     other = VaultIndex(vault)
     try:
-        assert not other.is_stale()  # reads (and caches) manifest and journal
+        assert not other.is_stale()  # reads (and caches) the manifest
         write_record(vault, f"{LONG_TERM}/b.md", "Bravo")
         vault_index.sync(paths=[f"{LONG_TERM}/b.md"])
-        assert not other.is_stale()  # just the new line read
+        assert not other.is_stale()  # the other process's save is seen
         assert set(other.load_manifest()) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"}
         write_record(vault, f"{LONG_TERM}/c.md", "Charlie")
         assert other.sync().added == [f"{LONG_TERM}/c.md"]
@@ -364,127 +349,46 @@ def test_a_process_sees_what_another_appended_to_the_journal(
         other.close()
 
 
-def test_the_journal_is_folded_into_the_manifest_when_it_grows(
-    vault: Vault, vault_index: VaultIndex, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(sync_module, "JOURNAL_MIN_BYTES", 2000)
-    write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
-    vault_index.sync()
-    base = vault.state_dir / "manifest.json"
-    token = json.loads(base.read_text())["token"]
-    journal = vault.state_dir / "manifest.journal"
-    i = 0
-    while json.loads(base.read_text())["token"] == token:
-        i += 1
-        write_record(vault, f"{LONG_TERM}/a.md", f"Alpha {i}")
-        vault_index.sync(paths=[f"{LONG_TERM}/a.md"])
-        assert not journal.exists() or journal.stat().st_size <= 2000
-        assert i < 100
-    assert i > 3
-    assert not journal.exists()  # folded in: the new manifest says it all
-    assert titles(vault_index) == {f"{LONG_TERM}/a.md": f"Alpha {i}"}
-    other = VaultIndex(vault)
-    try:
-        assert other.load_manifest() == vault_index.load_manifest()
-        assert not other.is_stale()
-    finally:
-        other.close()
-
-
-def test_a_torn_journal_line_is_ignored_and_cut_off_by_the_next_save(
-    vault: Vault, vault_index: VaultIndex
-) -> None:
-    # A sync killed while appending leaves part of a line: the index commit came first, so
-    # the files it describes differ from the manifest and are read again (new ones are in
-    # pending.json).
-    write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
-    vault_index.sync()
-    write_record(vault, f"{LONG_TERM}/b.md", "Bravo")
-    vault_index.sync(paths=[f"{LONG_TERM}/b.md"])
-    journal = vault.state_dir / "manifest.journal"
-    good = journal.read_bytes()
-    with journal.open("ab") as handle:
-        handle.write(b'{"set":{"memory/long-term/zz.md":[1,2,')
-    other = VaultIndex(vault)
-    try:
-        assert set(other.load_manifest()) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"}
-        write_record(vault, f"{LONG_TERM}/c.md", "Charlie")
-        assert other.sync().added == [f"{LONG_TERM}/c.md"]
-        data = journal.read_bytes()
-        assert data.startswith(good) and b"zz.md" not in data
-        assert [json.loads(line) for line in data.splitlines()]  # every line whole
-    finally:
-        other.close()
-    assert not vault_index.sync().touched
-
-
-def test_a_journal_of_an_earlier_manifest_is_ignored(vault: Vault, vault_index: VaultIndex) -> None:
-    # Killed between writing a new manifest and removing the journal it took in.
-    write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
-    vault_index.sync()
-    write_record(vault, f"{LONG_TERM}/b.md", "Bravo")
-    vault_index.sync(paths=[f"{LONG_TERM}/b.md"])
-    journal = vault.state_dir / "manifest.journal"
-    stale = journal.read_bytes().replace(b"\n", b"\n", 1)
-    (vault.root / LONG_TERM / "b.md").unlink()
-    vault_index.sync(full=True)
-    assert not journal.exists()
-    journal.write_bytes(stale)  # says b.md exists
-    other = VaultIndex(vault)
-    try:
-        assert set(other.load_manifest()) == {f"{LONG_TERM}/a.md"}
-        assert not other.is_stale()
-        write_record(vault, f"{LONG_TERM}/c.md", "Charlie")
-        assert other.sync().added == [f"{LONG_TERM}/c.md"]
-    finally:
-        other.close()
-    assert set(manifest_on_disk(vault)) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/c.md"}
-
-
-def test_a_damaged_journal_line_means_a_rebuild(run: Runner, vault: Vault) -> None:
+def test_a_damaged_manifest_means_a_rebuild(run: Runner, vault: Vault) -> None:
     write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
     assert run.run("sync").exit_code == 0
     write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
     assert run.run("sync").exit_code == 0
-    journal = vault.state_dir / "manifest.journal"
-    journal.write_bytes(journal.read_bytes() + b"not json\n")
+    for suffix in ("-wal", "-shm"):
+        (vault.state_dir / f"manifest.db{suffix}").unlink(missing_ok=True)
+    (vault.state_dir / "manifest.db").write_bytes(b"not a database at all" * 100)
     report = json.loads(run.run("sync", "--json").stdout)
     assert report["rebuilt"] is True
     assert sorted(report["added"]) == [f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"]
+    assert json.loads(run.run("search", "bananas", "--json").stdout)["hits"]
 
 
 def test_a_manifest_of_an_older_format_means_a_rebuild_never_an_error(
-    vault: Vault, vault_index: VaultIndex
+    run: Runner, vault: Vault
 ) -> None:
     write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
     write_record(vault, f"{LONG_TERM}/b.md", "Bravo")
-    vault_index.sync()
-    rows = manifest_on_disk(vault)
-    base = vault.state_dir / "manifest.json"
-    data = json.loads(base.read_text())
-    # Version 2 had no ctime and inode columns: its rows cannot vouch for a file.
-    old = {
-        "version": 2,
-        "index_schema": data["index_schema"],
-        "scanned_ns": data["scanned_ns"],
-        "token": "0123456789abcdef",
-        "files": list(rows),
-        **{
-            name: [row[i] for row in rows.values()]
-            for i, name in enumerate(sync_module.COLUMNS[:7])
-        },
-    }
-    base.write_text(json.dumps(old))
-    other = VaultIndex(vault)
-    try:
-        assert other.is_stale()
-        report = other.sync()
-        assert report.rebuilt and not report.problems
-        assert not other.is_stale()
-    finally:
-        other.close()
-    assert json.loads(base.read_text())["version"] == sync_module.MANIFEST_VERSION
+    assert run.run("sync").exit_code == 0
+    # An earlier release's state: a JSON manifest, its journal and pending list, no database.
+    for suffix in ("", "-wal", "-shm"):
+        (vault.state_dir / f"manifest.db{suffix}").unlink(missing_ok=True)
+    old = {"version": 2, "index_schema": 2, "scanned_ns": 0, "token": "t", "files": []}
+    (vault.state_dir / "manifest.json").write_text(json.dumps(old))
+    (vault.state_dir / "manifest.journal").write_text('{"base": "t"}\n')
+    (vault.state_dir / "pending.json").write_text('{"paths": []}')
+    result = run.run("sync", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["rebuilt"] and not report["problems"]
+    names = {p.name for p in vault.state_dir.iterdir()}
+    assert "manifest.db" in names
+    assert not names & {"manifest.json", "manifest.journal", "pending.json"}
     assert set(manifest_on_disk(vault)) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"}
+    # A manifest of another version (its user_version) is rebuilt too.
+    with sqlite3.connect(vault.state_dir / "manifest.db") as db:
+        db.execute("PRAGMA user_version = 3")
+    db.close()
+    assert json.loads(run.run("sync", "--json").stdout)["rebuilt"] is True
 
 
 def test_is_stale_agrees_with_freshness(vault: Vault, vault_index: VaultIndex) -> None:
@@ -544,23 +448,35 @@ def test_cli_sync_and_reindex(run: Runner, vault: Vault) -> None:
 
 
 def manifest_on_disk(vault: Vault) -> dict[str, tuple[object, ...]]:
-    """The manifest as saved (manifest.json and its journal), without pending paths."""
-    return dict(VaultIndex(vault)._manifest_rows())
+    """The manifest as saved (paths pending from a killed sync included, as UNKNOWN_ROW)."""
+    index = VaultIndex(vault)
+    try:
+        return dict(index._manifest_rows())
+    finally:
+        index.close()
+
+
+def pending_in_manifest(vault: Vault) -> set[str]:
+    """Paths a killed sync left pending: rows saved before its index commit, not after it."""
+    return {path for path, row in manifest_on_disk(vault).items() if row == sync_module.UNKNOWN_ROW}
 
 
 def damage_other_schema(vault: Vault) -> None:
-    manifest = vault.state_dir / "manifest.json"
-    data = json.loads(manifest.read_text())
-    data["index_schema"] = 999
-    manifest.write_text(json.dumps(data))
+    with sqlite3.connect(vault.state_dir / "manifest.db") as db:
+        db.execute("UPDATE meta SET value = '999' WHERE key = 'index_schema'")
+    db.close()
 
 
 def damage_manifest_bytes(vault: Vault) -> None:
-    (vault.state_dir / "manifest.json").write_bytes(b'{"version": 1, "files": {"memory/\xff')
+    for suffix in ("-wal", "-shm"):
+        (vault.state_dir / f"manifest.db{suffix}").unlink(missing_ok=True)
+    (vault.state_dir / "manifest.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
 
 
 def damage_manifest_shape(vault: Vault) -> None:
-    (vault.state_dir / "manifest.json").write_text('{"version": 1, "index_schema": 2, "files": []}')
+    with sqlite3.connect(vault.state_dir / "manifest.db") as db:
+        db.execute("DROP TABLE files")
+    db.close()
 
 
 def delete_state_folder(vault: Vault) -> None:
@@ -759,7 +675,6 @@ def test_a_sync_killed_between_index_commit_and_manifest_save_leaves_no_orphans(
     write_many(vault, 200)
     VaultIndex(vault).sync()
     meta = next((vault.state_dir / "index").glob("v*/meta.json"))
-    pending = vault.state_dir / "pending.json"
     for attempt in range(5):
         new = write_many(vault, 1500, start=10_000 * (attempt + 1), word="beta")
         committed = meta.stat().st_mtime_ns
@@ -776,14 +691,12 @@ def test_a_sync_killed_between_index_commit_and_manifest_save_leaves_no_orphans(
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
         child.wait()
-        manifest = manifest_on_disk(vault)
-        caught = not set(new) <= set(manifest)
+        caught = bool(pending_in_manifest(vault) & set(new))
         # The new documents are in the index but the manifest does not know them; the files
         # of half of them go before the next sync.
         for relpath in list(new)[::2]:
             (vault.root / relpath).unlink()
         if caught:
-            assert pending.exists()
             break
     index = VaultIndex(vault)
     try:
@@ -791,7 +704,7 @@ def test_a_sync_killed_between_index_commit_and_manifest_save_leaves_no_orphans(
         assert indexed(index) == rebuilt_from_scratch(vault, tmp_path / "scratch")
     finally:
         index.close()
-    assert not pending.exists()
+    assert not pending_in_manifest(vault)
     assert caught, "never killed the sync between its commit and its manifest save"
 
 
@@ -1024,9 +937,13 @@ def test_an_edit_that_keeps_size_and_mtime_is_seen_by_ctime_and_inode(
 # --- write-through and one freshness check (issue 12) -------------------------------------------
 
 
-def journal_lines(vault: Vault) -> int:
-    path = vault.state_dir / "manifest.journal"
-    return len(path.read_bytes().splitlines()) if path.exists() else 0
+def saves(vault: Vault) -> int:
+    """How many syncs saved changes to the manifest (each after its one index commit)."""
+    index = VaultIndex(vault)
+    try:
+        return index.saves()
+    finally:
+        index.close()
 
 
 def test_what_memkit_writes_is_indexed_at_once_by_path(run: Runner, vault: Vault) -> None:
@@ -1073,10 +990,10 @@ def test_expire_promotes_a_batch_with_one_index_commit_and_dedupes_within_it(
             memory.remember(f"important item number {n}", type="short-term", importance=0.9)
         memory.remember("the same vital fact twice", type="short-term", importance=0.9)
         memory.remember("the same vital fact twice", type="short-term", importance=0.9)
-        before = journal_lines(vault)
+        before = saves(vault)
         report = memory.expire(now=utcnow() + timedelta(days=30))
-        # One sync appended one journal line: one index commit for the whole batch.
-        assert journal_lines(vault) == before + 1
+        # One sync saved: one index commit for the whole batch.
+        assert saves(vault) == before + 1
         assert len(report.expired) == 14 and len(report.promoted) == 14
         facts = vault.scan(["long-term"]).records
         assert sorted(f.body.strip() for f in facts) == sorted(
