@@ -426,11 +426,11 @@ class Vault:
         # Slow path: a person renamed the file, or it is an entity/episodic file.
         for relpath in self.record_paths():
             try:
-                with self.safe_path(relpath).open("rb") as handle:
-                    head = handle.read(4096)
-            except OSError:
+                # Never `open` a path the walk found: it may be a FIFO (which would hang).
+                data, _stat = read_regular(self.root, str(self.safe_path(relpath)))
+            except (OSError, NotRegularFile, PathOutsideVault, InvalidRecord):
                 continue
-            if record_id.encode() not in head:
+            if record_id.encode() not in data[:4096]:
                 continue
             with contextlib.suppress(InvalidRecord, RecordNotFound, PathOutsideVault):
                 if self.read_record(relpath).id == record_id:

@@ -842,6 +842,8 @@ def test_special_files_are_per_file_problems_and_every_good_record_is_indexed(
     for path in made:
         assert path in listed
     assert run.run("list").exit_code == 0
+    # Looking a record up by id reads candidate files: never the FIFO (it would hang).
+    assert run.run("show", "01TESTNOSUCHRECORD0000000000").exit_code == 1
     found = json.loads(run.run("search", "ordinaryword", "--json").stdout)
     assert [hit["path"] for hit in found["hits"]] == [f"{LONG_TERM}/good.md"]
     assert json.loads(run.run("search", "lastword", "--json").stdout)["hits"]
