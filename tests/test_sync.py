@@ -25,6 +25,7 @@ from memkit.sync import FileState, VaultIndex
 from memkit.vault import is_record_path, is_temporary_name
 
 from .conftest import REPO, Runner
+from .llm_server import ScriptedLLMServer
 
 LONG_TERM = "memory/long-term"
 INSIGHTS = "learning/insights"
@@ -1009,3 +1010,32 @@ def test_expire_promotes_a_batch_with_one_index_commit_and_dedupes_within_it(
             other.close()
     finally:
         memory.close()
+
+
+def test_an_agent_turn_indexes_its_writes_in_one_commit(
+    tmp_path: Path, llm_server: ScriptedLLMServer
+) -> None:
+    from memkit import Agent
+    from memkit.llm import LLMConfig
+
+    config = LLMConfig(
+        model="test-model",
+        base_url=llm_server.base_url,
+        api_key=None,
+        timeout_seconds=5,
+        max_retries=0,
+    )
+    root = tmp_path / "vault"
+    with Agent("Be brief.", vault=root, memory=True, llm=config) as agent:
+        llm_server.reply_text("Noted.")
+        agent.run("The boiler manual is in the blue folder.")
+        before = saves(agent.vault)
+        llm_server.reply_text("In the blue folder.")
+        agent.run("Where is the boiler manual?")
+        # The day file and two short-term items, all indexed by one sync (one index commit).
+        assert saves(agent.vault) == before + 1
+        other = VaultIndex(agent.vault)
+        try:
+            assert not other.is_stale()
+        finally:
+            other.close()
