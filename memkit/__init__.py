@@ -20,6 +20,13 @@ _EXPORTS = {
     "Record": "memkit.records",
     "RECORD_TYPES": "memkit.records",
     "Memory": "memkit.memory",
+    "Episodes": "memkit.conversations",
+    "parse_conversation": "memkit.conversations",
+    "Entities": "memkit.entities",
+    "build_context": "memkit.context",
+    "Learning": "memkit.learning",
+    "LLMClient": "memkit.llm",
+    "resolve_llm_config": "memkit.llm",
     "Settings": "memkit.settings",
     "load_settings": "memkit.settings",
     "find_secrets": "memkit.secret_guard",
@@ -44,10 +51,14 @@ __all__ = [
     "Agent",
     "AgentReply",
     "ConflictError",
+    "Entities",
+    "Episodes",
     "ImportFormatError",
     "InvalidRecord",
+    "LLMClient",
     "LLMError",
     "LearnConfig",
+    "Learning",
     "LockTimeout",
     "MemkitError",
     "Memory",
@@ -64,15 +75,21 @@ __all__ = [
     "VaultError",
     "VaultNotFound",
     "__version__",
+    "build_context",
     "check_text",
     "find_secrets",
     "find_vault_root",
     "load_settings",
+    "parse_conversation",
     "redact_secrets",
+    "resolve_llm_config",
 ]
 
 if TYPE_CHECKING:
     from memkit.agent import Agent, AgentReply, LearnConfig, MemoryConfig
+    from memkit.context import build_context
+    from memkit.conversations import Episodes, parse_conversation
+    from memkit.entities import Entities
     from memkit.errors import (
         ConflictError,
         ImportFormatError,
@@ -88,6 +105,8 @@ if TYPE_CHECKING:
         VaultError,
         VaultNotFound,
     )
+    from memkit.learning import Learning
+    from memkit.llm import LLMClient, resolve_llm_config
     from memkit.memory import Memory
     from memkit.records import RECORD_TYPES, Record
     from memkit.secret_guard import check_text, find_secrets, redact_secrets

@@ -21,8 +21,39 @@ from memkit.vault import Problem, Vault, find_vault_root
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# Never offered as "did you mean": a typo must not lead anyone to a command that deletes.
+DESTRUCTIVE_COMMANDS = frozenset({"forget", "expire", "reject"})
+# Words people type from other tools, and the memkit command that does that.
+COMMAND_HINTS = {
+    "get": "show",
+    "cat": "show",
+    "view": "show",
+    "open": "edit",
+    "ls": "list",
+    "export": "list --json",
+    "find": "search",
+    "query": "recall",
+    "add": "remember",
+    "new": "remember",
+}
+
+
 class MemkitGroup(click.Group):
     """Translates library errors into one clear line on stderr and exit status 1."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as error:
+            name = error.command_name
+            if name in COMMAND_HINTS:
+                raise click.UsageError(
+                    f"No such command {name!r}. Did you mean `memkit {COMMAND_HINTS[name]}`?", ctx
+                ) from None
+            safe = [n for n in self.commands if n not in DESTRUCTIVE_COMMANDS]
+            raise click.exceptions.NoSuchCommand(name, possibilities=safe, ctx=ctx) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -52,8 +83,19 @@ def warn(message: str) -> None:
 
 
 def warn_problems(problems: Iterable[Problem]) -> None:
+    from memkit.notes import NOT_ADOPTED
+
+    waiting = 0
     for problem in problems:
+        # A person's note without memkit front-matter is not broken: it waits for `adopt`.
+        if problem.path.split("/", 1)[0] not in ("memory", "learning") and (
+            problem.message.startswith(NOT_ADOPTED)
+        ):
+            waiting += 1
+            continue
         warn(f"skipped {problem}")
+    if waiting:
+        warn(f"{waiting} notes are not adopted yet (not searchable): run `memkit adopt`")
 
 
 def open_vault(ctx: click.Context) -> Vault:
@@ -143,6 +185,8 @@ def record_line(record: Record) -> str:
 def cli(ctx: click.Context, vault_path: Path | None) -> None:
     """memkit: memory and learning for AI agents, kept as Markdown files in a vault."""
     ctx.obj = {"vault_path": vault_path}
+    if os.environ.get("NO_COLOR"):  # https://no-color.org: set and not empty means no colour
+        ctx.color = False
 
 
 @cli.command()
@@ -288,15 +332,29 @@ def list_(vault: Vault, types: tuple[str, ...], json_: bool) -> None:
         click.echo(record_line(record))
 
 
+def dry_run_option(function: F) -> F:
+    return click.option(
+        "--dry-run", is_flag=True, help="Print what would change and change nothing."
+    )(function)
+
+
 @cli.command()
 @click.argument("ref", metavar="ID_OR_PATH")
+@dry_run_option
 @json_option
 @commit_option
 @pass_vault
-def forget(vault: Vault, ref: str, json_: bool) -> str:
+def forget(vault: Vault, ref: str, dry_run: bool, json_: bool) -> str | None:
     """Delete a record (git keeps its history)."""
     from memkit.memory import Memory
 
+    if dry_run:
+        record = vault.get(ref, cwd=Path.cwd())
+        if json_:
+            emit_json({"forgotten": record.id, "path": record.path, "dry_run": True})
+        else:
+            click.echo(f"Would forget {record.id} ({record.path}); nothing was changed")
+        return None
     record = Memory(vault).forget(vault.resolve(ref, cwd=Path.cwd()))
     if json_:
         emit_json({"forgotten": record.id, "path": record.path})
@@ -305,31 +363,214 @@ def forget(vault: Vault, ref: str, json_: bool) -> str:
     return f"memkit: forget {record.type} {quoted(record.title)}"
 
 
+def check_warnings(vault: Vault, result: Any) -> tuple[list[Problem], list[Problem]]:
+    """(problems, warnings) of a check: notes waiting for `adopt`, tags Obsidian refuses,
+    `[[links]]` to no file and entity files not named after their entity are warnings."""
+    from memkit.links import LinkResolver, dangling_links, planned_renames
+    from memkit.notes import is_unadopted_problem
+    from memkit.records import tag_warnings
+
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    for problem in result.problems:
+        if is_unadopted_problem(vault, problem.path, problem.message):
+            warnings.append(
+                Problem(
+                    problem.path,
+                    problem.line,
+                    "not adopted yet: run `memkit adopt` to "
+                    "give it memkit front-matter (and make it searchable)",
+                )
+            )
+        else:
+            problems.append(problem)
+    for record in result.records:
+        warnings += [Problem(record.path, line, m) for line, m in tag_warnings(record)]
+    warnings += dangling_links(result.records, LinkResolver.of_vault(vault))
+    checked = {r.path for r in result.records}
+    for record, new in planned_renames(vault):
+        if record.path in checked:
+            warnings.append(
+                Problem(
+                    str(record.path),
+                    1,
+                    f"Obsidian resolves [[{record.meta['name']}]] by "
+                    f"file name: run `memkit check --fix` to rename it to {new}",
+                )
+            )
+    return problems, sorted(warnings, key=lambda w: (w.path, w.line))
+
+
 @cli.command()
 @click.argument("paths", nargs=-1)
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Rename entity files after their entity (with `git mv` in a git vault).",
+)
 @json_option
 @pass_vault
-def check(vault: Vault, paths: tuple[str, ...], json_: bool) -> None:
-    """Validate record files; print each problem as path:line: message."""
+def check(vault: Vault, paths: tuple[str, ...], fix: bool, json_: bool) -> None:
+    """Validate record files; print each problem as path:line: message (warnings too)."""
+    renames: list[Any] = []
+    if fix:
+        from memkit.links import rename_entity_files
+
+        renames = rename_entity_files(vault)
     result = vault.check(paths or None, cwd=Path.cwd())
     checked = len(result.records) + len(
         {p.path for p in result.problems} - {r.path for r in result.records}
     )
+    problems, warnings = check_warnings(vault, result)
     if json_:
         emit_json(
             {
-                "ok": not result.problems,
+                "ok": not problems,
                 "checked": checked,
-                "problems": [p.to_json() for p in result.problems],
+                "problems": [p.to_json() for p in problems],
+                "warnings": [w.to_json() for w in warnings],
+                "renamed": [r.to_json() for r in renames],
             }
         )
     else:
-        for problem in result.problems:
+        for rename in renames:
+            how = "git mv" if rename.git else "renamed"
+            click.echo(f"{how} {rename.old} -> {rename.new}")
+        for problem in problems:
             click.echo(str(problem))
-        summary = f"{checked} files checked, {len(result.problems)} problems"
+        for warning in warnings:
+            click.echo(f"{warning.path}:{warning.line}: warning: {warning.message}")
+        summary = f"{checked} files checked, {len(problems)} problems, {len(warnings)} warnings"
+        if renames:
+            summary += f", {len(renames)} entity files renamed"
         click.echo(summary, err=True)
-    if result.problems:
+    if problems:
         sys.exit(1)
+
+
+# --- a person's editor and notes: edit, adopt, completion --------------------------------------
+
+
+def resolve_ref(vault: Vault, ref: str) -> str:
+    """A record by id or path, else an entity by name or alias."""
+    from memkit.errors import RecordNotFound
+
+    try:
+        return vault.resolve(ref, cwd=Path.cwd())
+    except RecordNotFound:
+        from memkit.entities import Entities
+
+        found = Entities(vault).find(ref)
+        if found is None or found.path is None:
+            raise
+        return found.path
+
+
+@cli.command()
+@click.argument("ref", metavar="ID_PATH_OR_NAME")
+@json_option
+@pass_vault
+def edit(vault: Vault, ref: str, json_: bool) -> None:
+    """Open a record in $VISUAL or $EDITOR, then check it and update the index."""
+    from memkit.sync import VaultIndex
+
+    relpath = resolve_ref(vault, ref)
+    full = vault.safe_path(relpath)
+    before = full.read_bytes()
+    # click runs "$VISUAL" (else "$EDITOR", else vi) through the shell, so `code --wait` works.
+    click.edit(filename=str(full))
+    changed = full.exists() and full.read_bytes() != before
+    result = vault.check([str(full)])
+    problems, warnings = check_warnings(vault, result)
+    warnings = [w for w in warnings if w.path == relpath]
+    index = VaultIndex(vault)
+    try:
+        report = index.sync(paths=[relpath])
+    finally:
+        index.close()
+    indexed = relpath in (*report.added, *report.changed)
+    if json_:
+        emit_json(
+            {
+                "path": relpath,
+                "changed": changed,
+                "ok": not problems,
+                "indexed": indexed,
+                "problems": [p.to_json() for p in problems],
+                "warnings": [w.to_json() for w in warnings],
+            }
+        )
+    else:
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        for warning in warnings:
+            click.echo(f"{warning.path}:{warning.line}: warning: {warning.message}", err=True)
+        state = "saved" if changed else "unchanged"
+        verdict = f"{len(problems)} problems" if problems else "ok"
+        click.echo(f"{relpath}: {state}, {verdict}" + (", indexed" if indexed else ""))
+    if problems:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1)
+@dry_run_option
+@json_option
+@commit_option
+@pass_vault
+def adopt(vault: Vault, paths: tuple[str, ...], dry_run: bool, json_: bool) -> str | None:
+    """Give your own Markdown notes memkit front-matter (id, type, title, dates), keeping
+    their text and properties; no PATHS: every notes folder."""
+    from memkit.notes import adopt as adopt_notes
+    from memkit.sync import VaultIndex
+
+    report = adopt_notes(vault, paths, cwd=Path.cwd(), dry_run=dry_run)
+    if report.adopted and not dry_run:
+        index = VaultIndex(vault)
+        try:
+            index.sync(paths=report.adopted)
+        finally:
+            index.close()
+    if json_:
+        emit_json({**report.to_json(), "dry_run": dry_run})
+    else:
+        verb = "would adopt" if dry_run else "adopted"
+        for path in report.adopted:
+            click.echo(f"{verb} {path}")
+        for skipped in report.skipped:
+            warn(f"not adopted: {skipped.path}: {skipped.reason}")
+        click.echo(
+            f"{len(report.adopted)} notes {verb}, {len(report.skipped)} skipped, "
+            f"{report.already} already memkit records"
+            + ("; nothing was changed" if dry_run else ""),
+            err=True,
+        )
+    if dry_run or not report.adopted:
+        return None
+    return f"memkit: adopt {len(report.adopted)} notes"
+
+
+COMPLETION_INSTALL = {
+    "bash": 'add to ~/.bashrc:  eval "$(memkit completion bash)"',
+    "zsh": 'add to ~/.zshrc:  eval "$(memkit completion zsh)"',
+    "fish": "memkit completion fish > ~/.config/fish/completions/memkit.fish",
+}
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(sorted(COMPLETION_INSTALL)))
+@json_option
+def completion(shell: str, json_: bool) -> None:
+    """Print the shell completion script for bash, zsh or fish."""
+    from click.shell_completion import get_completion_class
+
+    completer = get_completion_class(shell)
+    assert completer is not None
+    script = completer(cli, {}, "memkit", "_MEMKIT_COMPLETE").source()
+    if json_:
+        emit_json({"shell": shell, "script": script, "install": COMPLETION_INSTALL[shell]})
+    else:
+        click.echo(script)
 
 
 def read_conversation(file: Any) -> tuple[str, str]:
@@ -411,18 +652,35 @@ def entity(
 
 
 @cli.command()
+@dry_run_option
 @json_option
 @commit_option
 @pass_vault
-def expire(vault: Vault, json_: bool) -> str:
+def expire(vault: Vault, dry_run: bool, json_: bool) -> str | None:
     """Drop expired short-term items (promoting important ones) and old episodic days."""
     from memkit.memory import Memory
 
     memory = Memory(vault)
     try:
-        report = memory.expire()
+        report = memory.expire(dry_run=dry_run)
     finally:
         memory.close()
+    if dry_run:
+        if json_:
+            emit_json({**report.to_json(), "dry_run": True})
+            return None
+        promoted = {old for old, _new in report.promoted}
+        for record_id in report.expired:
+            verb = "promote to long-term" if record_id in promoted else "expire"
+            click.echo(f"would {verb}: {record_id}")
+        for path in report.episodic_removed:
+            click.echo(f"would remove: {path}")
+        click.echo(
+            f"Would expire {len(report.expired)} short-term items ({len(report.promoted)} "
+            f"promoted) and remove {len(report.episodic_removed)} episodic days; nothing was "
+            "changed.",
+        )
+        return None
     message = (
         f"memkit: expire {len(report.expired)} short-term items "
         f"({len(report.promoted)} promoted), {len(report.episodic_removed)} episodic days"
@@ -1052,8 +1310,13 @@ def history(vault: Vault, ref: str, json_: bool) -> None:
 def status(vault: Vault, json_: bool) -> None:
     """Record counts, index freshness, files that failed to parse, watcher."""
     from memkit.maintenance import vault_status
+    from memkit.notes import unadopted
 
     info = vault_status(vault)
+    # Notes without memkit front-matter are not broken files: they wait for `memkit adopt`.
+    # Read from the files, not the last sync, so a note just saved is listed at once.
+    info["unadopted"] = unadopted(vault)
+    info["problems"] = [p for p in info["problems"] if p["path"] not in info["unadopted"]]
     if json_:
         emit_json(info)
         return
@@ -1073,6 +1336,15 @@ def status(vault: Vault, json_: bool) -> None:
     )
     for problem in info["problems"]:
         click.echo(f"problem: {problem['path']}:{problem['line']}: {problem['message']}")
+    if info["unadopted"]:
+        click.echo(
+            f"notes not adopted yet: {len(info['unadopted'])} (not searchable until you run "
+            "`memkit adopt`)"
+        )
+        for path in info["unadopted"][:20]:
+            click.echo(f"  {path}")
+        if len(info["unadopted"]) > 20:
+            click.echo(f"  ... and {len(info['unadopted']) - 20} more")
 
 
 # --- agents: chat, mcp --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -89,7 +90,7 @@ class EntityChange:
 
 
 class Entities:
-    """People, places, organisations, projects, things: `memory/entities/<slug>.md`."""
+    """People, places, organisations, projects, things: `memory/entities/<Name>.md`."""
 
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
@@ -101,7 +102,7 @@ class Entities:
         """The entity whose name or any alias matches, case-insensitively."""
         wanted = name.strip().casefold()
         for record in self.all():
-            names = [record.meta.get("name", ""), *list(record.meta.get("aliases") or [])]
+            names = [record.meta.get("name", ""), *record.aliases]
             if any(str(n).strip().casefold() == wanted for n in names):
                 return record
         return None
@@ -154,16 +155,30 @@ class Entities:
                     )
                 except ConflictError:
                     continue  # a person saved the file meanwhile: merge into their version
-        raise ConflictError(f"{ENTITY_FOLDER}/{ids.slugify(name)}.md", "it kept changing")
+        raise ConflictError(f"{ENTITY_FOLDER}/{ids.entity_stem(name)}.md", "it kept changing")
 
     def _relpath_for(self, name: str) -> str:
-        slug = ids.slugify(name)
-        relpath = f"{ENTITY_FOLDER}/{slug}.md"
-        number = 2
-        while self.vault.safe_path(relpath).exists():
-            relpath = f"{ENTITY_FOLDER}/{slug}-{number}.md"
+        """`memory/entities/<Name>.md`: Obsidian resolves `[[Name]]` by file name. A name
+        another file already has, as a case-insensitive file system compares names, gets
+        ` 2`, ` 3`... (the link then needs the suffix; the id stays the identity)."""
+        return f"{ENTITY_FOLDER}/{self.free_stem(ids.entity_stem(name))}.md"
+
+    def free_stem(self, stem: str, exclude: str | None = None) -> str:
+        """`stem`, or `stem 2`, `stem 3`... whichever no other entity file uses."""
+        folder = self.vault.safe_path(ENTITY_FOLDER)
+        try:
+            taken = {
+                ids.name_key(entry.name)
+                for entry in os.scandir(folder)
+                if f"{ENTITY_FOLDER}/{entry.name}" != exclude
+            }
+        except FileNotFoundError:
+            taken = set()
+        candidate, number = stem, 2
+        while ids.name_key(f"{candidate}.md") in taken:
+            candidate = f"{stem} {number}"
             number += 1
-        return relpath
+        return candidate
 
     def _create(
         self,
@@ -221,7 +236,7 @@ class Entities:
             current[key] = value
         if current != (meta.get("attributes") or {}):
             meta["attributes"] = current
-        known = [str(a) for a in meta.get("aliases") or []]
+        known = record.aliases
         folded = {a.casefold() for a in known} | {str(meta.get("name", "")).casefold()}
         new_aliases = [a for a in dict.fromkeys(aliases) if a.casefold() not in folded]
         if new_aliases:

@@ -67,3 +67,30 @@ def id_suffix(record_id: str) -> str:
 def file_stem(title_or_text: str, record_id: str) -> str:
     first_line = title_or_text.strip().splitlines()[0] if title_or_text.strip() else ""
     return f"{slugify(first_line)}-{id_suffix(record_id)}"
+
+
+# Characters Windows, macOS or Obsidian refuse in a file name, or that break a `[[link]]`
+# (`#` starts a heading, `^` a block, `|` an alias, `[ ]` end the link).
+_UNSAFE_IN_NAME = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*#^\[\]]')
+_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?\Z", re.IGNORECASE)
+MAX_NAME_LENGTH = 120
+
+
+def entity_stem(name: str) -> str:
+    """A file name (without `.md`) for an entity, as close to its name as every file system
+    allows: Obsidian resolves `[[Priya Raman]]` to `Priya Raman.md` by file name."""
+    stem = " ".join(unicodedata.normalize("NFC", name).split())  # tabs, newlines: one space
+    stem = _UNSAFE_IN_NAME.sub("-", stem)
+    if len(stem) > MAX_NAME_LENGTH:
+        cut = stem[: MAX_NAME_LENGTH + 1]
+        stem = cut.rsplit(" ", 1)[0] if " " in cut else stem[:MAX_NAME_LENGTH]
+    # Windows drops trailing dots and spaces; a leading dot hides the file (and memkit skips it).
+    stem = stem.strip(" .").lstrip(".")
+    if _WINDOWS_RESERVED.match(stem):
+        stem += "_"
+    return stem or "entity"
+
+
+def name_key(file_name: str) -> str:
+    """How a case-insensitive, normalising file system (macOS, Windows) compares two names."""
+    return unicodedata.normalize("NFC", file_name).casefold()

@@ -282,8 +282,13 @@ class Memory:
 
     # --- the short-term buffer and retention --------------------------------------------------
 
-    def _promote_or_drop(self, record: Record, report: ExpireReport) -> None:
+    def _promote_or_drop(self, record: Record, report: ExpireReport, dry_run: bool = False) -> None:
         threshold = self.vault.settings.memory.short_term.promote_threshold
+        if dry_run:  # say what would happen; the long-term id is not known before it is written
+            if (record.importance or 0) >= threshold:
+                report.promoted.append((record.id, ""))
+            report.expired.append(record.id)
+            return
         if (record.importance or 0) >= threshold:
             promoted = self.remember(
                 record.body,
@@ -300,10 +305,16 @@ class Memory:
         self.vault.delete(record)
         report.expired.append(record.id)
 
-    def _promote_or_drop_all(self, records: list[Record], report: ExpireReport) -> None:
+    def _promote_or_drop_all(
+        self, records: list[Record], report: ExpireReport, dry_run: bool = False
+    ) -> None:
         """Promote or drop many items against one fresh index: one freshness check, one index
         commit at the end, and the batch's own new facts compared in memory."""
         if not records:
+            return
+        if dry_run:
+            for record in records:
+                self._promote_or_drop(record, report, dry_run)
             return
         outer = self._batch_facts is not None
         if not outer:
@@ -316,7 +327,7 @@ class Memory:
             if not outer:
                 self._batch_facts = None
 
-    def _enforce_capacity(self) -> ExpireReport:
+    def _enforce_capacity(self, dry_run: bool = False) -> ExpireReport:
         report = ExpireReport()
         capacity = self.vault.settings.memory.short_term.capacity
         with self.vault.write_lock():
@@ -324,30 +335,36 @@ class Memory:
                 self.vault.scan(["short-term"]).records,
                 key=lambda r: (str(r.meta.get("created")), r.id),
             )
-            self._promote_or_drop_all(items[: max(0, len(items) - capacity)], report)
+            self._promote_or_drop_all(items[: max(0, len(items) - capacity)], report, dry_run)
         return report
 
-    def expire(self, now: datetime | None = None) -> ExpireReport:
-        """Remove expired short-term items (promoting important ones) and old day files."""
+    def expire(self, now: datetime | None = None, *, dry_run: bool = False) -> ExpireReport:
+        """Remove expired short-term items (promoting important ones) and old day files;
+        `dry_run` reports what would go and changes nothing."""
         now = now or utcnow()
+        if dry_run:
+            return self._expire(now, dry_run)
         with self.index.batch():  # every removal and promotion indexed in one commit at the end
-            return self._expire(now)
+            return self._expire(now, dry_run)
 
-    def _expire(self, now: datetime) -> ExpireReport:
-        report = self._enforce_capacity()
+    def _expire(self, now: datetime, dry_run: bool) -> ExpireReport:
+        report = self._enforce_capacity(dry_run)
         with self.vault.write_lock():
             expired = []
             for record in self.vault.scan(["short-term"]).records:
+                if record.id in report.expired:
+                    continue  # a dry run's capacity pass named it already
                 expires = parse_time(record.meta.get("expires"))
                 if expires is not None and expires <= now:
                     expired.append(record)
-            self._promote_or_drop_all(expired, report)
+            self._promote_or_drop_all(expired, report, dry_run)
             retention = self.vault.settings.memory.episodic.retention_days
             if retention > 0:
                 cutoff = (now - timedelta(days=retention)).date().isoformat()
                 for record in self.vault.scan(["episodic"]).records:
                     if str(record.meta.get("date", "9999")) < cutoff:
-                        self.vault.delete(record)
+                        if not dry_run:
+                            self.vault.delete(record)
                         report.episodic_removed.append(str(record.path))
         return report
 

@@ -24,10 +24,14 @@ TYPE_FOLDERS: dict[str, str] = {
     "feedback": "learning/feedback",
     "improvement": "learning/improvements",
     "proposal": "learning/proposals",
+    # A person's own notes (and any folders memkit.yaml's `notes.folders` lists).
+    "note": "notes",
 }
 REJECTED_FOLDER = "learning/rejected"
+NOTES_FOLDER = TYPE_FOLDERS["note"]
 RECORD_TYPES = tuple(TYPE_FOLDERS)
-MEMORY_TYPES = ("short-term", "long-term", "entity", "episodic")
+# What recall and context search by default: memory, and the notes a person wrote.
+MEMORY_TYPES = ("short-term", "long-term", "entity", "episodic", "note")
 # Learning store folder name -> entry type.
 STORE_TYPES: dict[str, str] = {
     "persona": "persona",
@@ -59,12 +63,51 @@ def type_for_folder(folder: str) -> str | None:
     """The record type a vault-relative folder holds (episodic day files sit in subfolders)."""
     for record_type, type_folder in TYPE_FOLDERS.items():
         if folder == type_folder or (
-            record_type == "episodic" and folder.startswith(type_folder + "/")
+            record_type in ("episodic", "note") and folder.startswith(type_folder + "/")
         ):
             return record_type
     if folder == REJECTED_FOLDER:
         return "proposal"
     return None
+
+
+def as_list(value: Any, *, split_commas: bool = False) -> list[str]:
+    """`tags`/`aliases` as a list: Obsidian writes one value as a plain string (`tags: rust`)
+    and reads `tags: a, b` as two tags (an alias may hold a comma: `Smith, John`)."""
+    if value is None or value == "":
+        return []
+    items = value if isinstance(value, list) else [value]
+    if split_commas and not isinstance(value, list):
+        items = str(value).split(",")
+    return [text for item in items if (text := str(item).strip())]
+
+
+# Obsidian refuses tags with spaces and tags made only of digits (`#2026`); these are the
+# characters it allows (letters and digits of any script, `_ - /`).
+_OBSIDIAN_TAG = re.compile(r"^#?[\w/-]+\Z", re.UNICODE)
+
+
+def tag_warnings(record: Record) -> list[tuple[int, str]]:
+    """(line, message) for each tag Obsidian would not accept as a tag."""
+    found: list[tuple[int, str]] = []
+    for tag in as_list(record.meta.get("tags"), split_commas=True):
+        if not _OBSIDIAN_TAG.match(tag):
+            found.append(
+                (
+                    record.line_of("tags"),
+                    f"tag {tag!r}: Obsidian does not accept spaces or "
+                    "punctuation in a tag (use - or _)",
+                )
+            )
+        elif tag.lstrip("#").isdigit():
+            found.append(
+                (
+                    record.line_of("tags"),
+                    f"tag {tag!r}: Obsidian needs a letter in a tag "
+                    "(a tag of only digits is not a tag)",
+                )
+            )
+    return found
 
 
 # --- the record -------------------------------------------------------------------------------
@@ -106,8 +149,11 @@ class Record:
 
     @property
     def tags(self) -> list[str]:
-        tags = self.meta.get("tags") or []
-        return [str(tag) for tag in tags] if isinstance(tags, list) else []
+        return as_list(self.meta.get("tags"), split_commas=True)
+
+    @property
+    def aliases(self) -> list[str]:
+        return as_list(self.meta.get("aliases"))
 
     @property
     def importance(self) -> float | None:
@@ -315,7 +361,15 @@ def _scalar(value: Any) -> str:
         and _reads_back_as(text)
     ):
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return _UNSAFE_IN_QUOTES.sub(
+        lambda m: f"\\u{ord(m.group()):04x}", json.dumps(text, ensure_ascii=False)
+    )
+
+
+# Characters a YAML reader refuses (DEL, C1 controls, U+FFFE/FFFF) or reads as a line break
+# inside quotes (NEL, U+2028, U+2029), which JSON leaves as they are: escaped as `\uXXXX`,
+# which both read back as the character.
+_UNSAFE_IN_QUOTES = re.compile("[\x7f-\x9f\u2028\u2029\ufffe\uffff]")
 
 
 def _is_scalar(value: Any) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,6 @@ from memkit.records import STORE_TYPES
 from memkit.yaml_reader import load_yaml_fast, load_yaml_slow
 
 SETTINGS_FILE = "memkit.yaml"
-# What memkit.yaml read as, when the YAML loader was needed for it (derived state, safe to
-# delete): kept with the text it came from, so that any edit, however quick, misses the cache.
-SETTINGS_CACHE = ".memkit/settings.cache.json"
-_CACHE_VERSION = 1
 LEARNING_MODES = ("agentic", "propose", "disabled")
 DEFAULT_STORES = {
     "persona": True,
@@ -89,6 +84,13 @@ class GitSettings:
 
 
 @dataclass(frozen=True)
+class NotesSettings:
+    # Vault-relative folders of a person's own notes, besides `notes/` (an Obsidian vault's
+    # folders): their Markdown files are records of type `note` once `memkit adopt` ran.
+    folders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     version: int = 1
     memory: MemorySettings = field(default_factory=MemorySettings)
@@ -96,6 +98,7 @@ class Settings:
     learning: LearningSettings = field(default_factory=LearningSettings)
     llm: LLMSettings = field(default_factory=LLMSettings)
     git: GitSettings = field(default_factory=GitSettings)
+    notes: NotesSettings = field(default_factory=NotesSettings)
 
 
 DEFAULT_SETTINGS_TEXT = """\
@@ -119,8 +122,14 @@ search:
 
 learning:
   mode: agentic             # agentic (write entries) | propose (write proposals) | disabled
-  stores: {persona: true, insights: true, threads: true, patterns: false, decisions: false,
-           feedback: false, improvements: false}
+  stores:                   # which stores the learner writes (entries you add yourself are always kept)
+    persona: true
+    insights: true
+    threads: true
+    patterns: false
+    decisions: false
+    feedback: false
+    improvements: false
 
 llm:
   model: gpt-4o-mini        # any model your OpenAI-compatible server offers (MEMKIT_MODEL overrides)
@@ -129,6 +138,9 @@ llm:
 
 git:
   autocommit: false         # commit each memkit write to the vault's git repository
+
+notes:
+  folders: []               # your own Markdown folders besides notes/, e.g. [Projects, Journal]
 """
 
 
@@ -200,6 +212,8 @@ def _build(cls: Any, data: Any, path: list[str], text: str, file: Path) -> Any:
         try:
             if is_dataclass(default):
                 values[key] = _build(type(default), value, [*path, key], text, file)
+            elif key == "folders" and cls is NotesSettings:
+                values[key] = _notes_folders(value, ".".join([*path, key]))
             elif key == "stores" and isinstance(default, dict):
                 values[key] = _stores(value, ".".join([*path, key]))
             else:
@@ -231,6 +245,31 @@ def _stores(value: Any, where: str) -> dict[str, bool]:
     return stores
 
 
+def _notes_folders(value: Any, where: str) -> tuple[str, ...]:
+    """Vault-relative folders, never memkit's own (memory/, learning/) nor hidden ones."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"{where} must be a list of folder names, like [Projects, Journal]")
+    folders: list[str] = []
+    for given in value:
+        folder = given.strip().replace("\\", "/").strip("/")
+        parts = folder.split("/")
+        if (
+            not folder
+            or folder == "."
+            or given.strip().startswith("/")
+            or any(part in ("", ".", "..") or part.startswith(".") for part in parts)
+        ):
+            raise ValueError(
+                f"{where}: {given!r} must be a folder inside the vault, not hidden, not '.'"
+            )
+        if parts[0] in ("memory", "learning", "notes"):
+            raise ValueError(f"{where}: {given!r} is one of memkit's own folders")
+        folders.append(folder)
+    return tuple(dict.fromkeys(folders))
+
+
 def _load_with_yaml(text: str, file: Path) -> Any:
     import yaml
 
@@ -245,54 +284,15 @@ def _load_with_yaml(text: str, file: Path) -> Any:
         raise SettingsError(file, 1, f"invalid YAML: {error}") from None
 
 
-_MISSING = object()
+def parse_settings(text: str, file: Path) -> Settings:
+    """Settings from memkit.yaml's `text`.
 
-
-def _read_cache(cache: Path, text: str) -> Any:
-    """The data cached for exactly this `text`, else _MISSING."""
-    import json
-
-    try:
-        with open(cache, encoding="utf-8") as handle:
-            cached = json.load(handle)
-    except (OSError, ValueError):
-        return _MISSING
-    if (
-        isinstance(cached, dict)
-        and cached.get("version") == _CACHE_VERSION
-        and cached.get("text") == text
-        and "data" in cached
-    ):
-        return cached["data"]
-    return _MISSING
-
-
-def _write_cache(cache: Path, text: str, data: Any) -> None:
-    """Keep what the YAML loader read; quietly skipped when it cannot be kept exactly."""
-    import json
-
-    try:
-        if not cache.parent.is_dir():
-            return  # no .memkit/ yet: memkit never creates it just for this
-        encoded = json.dumps({"version": _CACHE_VERSION, "text": text, "data": data})
-        if json.loads(encoded)["data"] != data:
-            return  # non-string keys and the like: JSON would not give them back
-        temporary = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-        temporary.write_text(encoded, "utf-8")
-        os.replace(temporary, cache)
-    except (OSError, TypeError, ValueError):
-        return
-
-
-def parse_settings(text: str, file: Path, *, cache: Path | None = None) -> Settings:
-    """Settings from memkit.yaml's `text`; `cache` may keep what the YAML loader read."""
+    memkit's own memkit.yaml is in the shape the fast reader handles; a file a person rewrote
+    in richer YAML (anchors, block scalars...) goes through the YAML loader instead.
+    """
     data: Any = load_yaml_fast(text)
     if data is None:
-        data = _MISSING if cache is None else _read_cache(cache, text)
-        if data is _MISSING:
-            data = _load_with_yaml(text, file)
-            if cache is not None:
-                _write_cache(cache, text, data)
+        data = _load_with_yaml(text, file)
     settings: Settings = _build(Settings, data, [], text, file)
     return settings
 
@@ -305,4 +305,4 @@ def load_settings(vault_root: Path) -> Settings:
         return Settings()
     except UnicodeDecodeError:
         raise SettingsError(file, 1, "not UTF-8 text; save memkit.yaml as UTF-8") from None
-    return parse_settings(text, file, cache=vault_root / SETTINGS_CACHE)
+    return parse_settings(text, file)

@@ -22,6 +22,7 @@ from memkit.errors import InvalidRecord, LockTimeout
 from memkit.index import SCHEMA_VERSION, Hit, IndexDoc, RankWeights, SearchIndex, SearchResult
 from memkit.records import STORE_TYPES, TYPE_FOLDERS, parse_record
 from memkit.vault import (
+    RECORD_ROOTS,
     FileStat,
     NotRegularFile,
     Problem,
@@ -566,7 +567,7 @@ class VaultIndex:
         """path -> (mtime_ns, size, ctime_ns, inode) of every entry that may be a record file
         (`is_record_path`), from the vault's one walk (lstat: special files included, as
         per-file problems; nothing followed, nothing opened)."""
-        return walk_record_files(self.vault.root)
+        return walk_record_files(self.vault.root, RECORD_ROOTS, self.vault.notes_folders)
 
     def _is_racy(self, state: FileState) -> bool:
         return state.mtime_ns >= self._scanned_ns
@@ -645,7 +646,7 @@ class VaultIndex:
         stats: dict[str, FileStat] = {}
         root = str(self.vault.root)
         for relpath in candidates:
-            if not is_record_path(relpath):
+            if not is_record_path(relpath, self.vault.notes_folders):
                 continue
             try:
                 stat = os.lstat(os.path.join(root, relpath))

@@ -15,7 +15,8 @@ def utcnow() -> datetime:
 def format_time(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: glibc's %Y does not pad years before 1000 to four digits.
+    return moment.astimezone(timezone.utc).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def now_iso() -> str:
@@ -51,11 +52,15 @@ def parse_time(value: object) -> datetime | None:
 def parse_when(text: str, now: datetime | None = None) -> datetime | None:
     """Dates a person types on the command line: ISO dates/times, 'today', 'yesterday', '7d', '2w'."""
     now = now or utcnow()
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    now = now.astimezone(timezone.utc)
     lowered = text.strip().lower()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     if lowered == "today":
-        return now.replace(hour=0, minute=0, second=0)
+        return midnight
     if lowered == "yesterday":
-        return now.replace(hour=0, minute=0, second=0) - timedelta(days=1)
+        return midnight - timedelta(days=1)
     match = re.fullmatch(r"(\d+)\s*([hdw])", lowered)
     if match:
         amount = int(match.group(1))

@@ -101,6 +101,7 @@ class Watcher:
     ) -> None:
         self.vault_index = vault_index
         self.root = vault_index.vault.root
+        self._notes = vault_index.vault.notes_folders
         self.heartbeat_path = str(vault_index.vault.state_dir / WATCHER_FILE)
         self.heartbeat_seconds = heartbeat_seconds
         self.quiet_seconds = quiet_seconds
@@ -143,7 +144,7 @@ class Watcher:
         parts = relpath.split("/")
         return (
             bool(parts)
-            and parts[0] in RECORD_ROOTS
+            and (parts[0] in RECORD_ROOTS or any(relpath.startswith(f + "/") for f in self._notes))
             and not any(part.startswith(".") and part != "." for part in parts[:-1])
         )
 

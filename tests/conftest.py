@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from memkit import Vault
 from memkit.cli import cli
@@ -16,6 +19,22 @@ from .llm_server import ScriptedLLMServer, llm_server  # noqa: F401 - a fixture 
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_VAULT = REPO / "sample_vault"
+
+# Hypothesis: thorough in CI (CI=true), quick on a developer's machine; HYPOTHESIS_PROFILE
+# picks one explicitly. Tests that set max_examples scale it with `examples(n)`.
+hypothesis_settings.register_profile(
+    "ci", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.register_profile(
+    "dev", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+hypothesis_settings.load_profile(PROFILE)
+
+
+def examples(thorough: int) -> int:
+    """A test's example count: `thorough` in CI, a quarter of it (at least 10) locally."""
+    return thorough if PROFILE == "ci" else max(10, thorough // 4)
 
 
 @pytest.fixture(autouse=True)

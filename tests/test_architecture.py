@@ -17,6 +17,7 @@ THIRD_PARTY_OWNERS = {
     "watchdog": "watcher",
     "openai": "llm",
     "mcp": "mcp_server",
+    "frontmatter": "notes",
 }
 
 

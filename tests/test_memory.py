@@ -137,7 +137,7 @@ def test_entity_upsert_merges_with_history_and_relations(vault: Vault) -> None:
         aliases=["Priya"],
         relations=[("works_at", "Northwind Labs")],
     )
-    assert made.created and made.record.path == "memory/entities/priya-raman.md"
+    assert made.created and made.record.path == "memory/entities/Priya Raman.md"
     again = entities.upsert(
         "priya",
         attributes={"role": "tech lead", "city": "Berlin"},

@@ -15,6 +15,8 @@ from memkit.errors import InvalidRecord
 from memkit.records import Record, edit_front_matter, parse_record, render_record
 from memkit.yaml_reader import load_yaml
 
+from .conftest import examples
+
 GOOD = b"""---
 id: 01JC8Y2M4K7P9R3T5V6W8X0Z1A
 type: long-term   # a fact
@@ -145,7 +147,7 @@ meta_values = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     title=safe_text,
     tags=st.lists(safe_text.filter(lambda t: t.strip() != ""), max_size=4),
@@ -171,7 +173,7 @@ def test_round_trip_any_record(
     assert back.body == body
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     old=st.dictionaries(st.from_regex(r"k[a-z]{0,5}", fullmatch=True), meta_values, max_size=5),
     new=st.dictionaries(st.from_regex(r"k[a-z]{0,5}", fullmatch=True), meta_values, max_size=5),
@@ -401,13 +403,13 @@ def front_matter_text(draw: st.DrawFn, clean: bool = False) -> str:
     return "\n".join(lines) + draw(st.sampled_from(["\n", "", "\n\n"]))
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(text=front_matter_text() | front_matter_text(clean=True))
 def test_fast_path_matches_the_yaml_loader(text: str) -> None:
     _check_fast_path(text)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(value=scalar_text | flow_text())
 def test_fast_path_matches_the_yaml_loader_on_single_values(value: str) -> None:
     _check_fast_path(f"k: {value}\n")
@@ -481,34 +483,36 @@ def test_loaded_meta_is_an_independent_copy() -> None:
     assert record.loaded_meta["attributes"] == {"role": "x"}
 
 
-def test_settings_read_by_yaml_are_cached_with_their_text(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.parametrize("source", ["default", "sample_vault"])
+def test_memkits_own_settings_files_take_the_fast_path(source: str) -> None:
     from memkit import settings as settings_module
 
+    if source == "default":
+        text = settings_module.DEFAULT_SETTINGS_TEXT
+    else:
+        text = (Path(__file__).parent.parent / "sample_vault" / "memkit.yaml").read_text("utf-8")
+    fast = yaml_reader.load_yaml_fast(text)
+    # No cache is needed when memkit's own files never need the (slow) YAML loader.
+    assert fast is not None
+    assert fast == yaml_reader.load_yaml_slow(text)
+
+
+def test_settings_in_richer_yaml_still_load(tmp_path: Path) -> None:
+    from memkit import settings as settings_module
+
+    # A flow mapping over two lines is beyond the fast reader: the YAML loader reads it.
+    text = "learning:\n  stores: {persona: true,\n    patterns: true}\n"
+    assert yaml_reader.load_yaml_fast(text) is None
+    (tmp_path / "memkit.yaml").write_text(text, "utf-8")
+    loaded = settings_module.load_settings(tmp_path)
+    assert loaded.learning.stores["patterns"] is True
+    # An old vault's cache file is ignored (it was derived state).
     (tmp_path / ".memkit").mkdir()
-    # The default text has a flow mapping over two lines: the fast path leaves it to YAML.
-    (tmp_path / "memkit.yaml").write_text(settings_module.DEFAULT_SETTINGS_TEXT, "utf-8")
-    assert yaml_reader.load_yaml_fast(settings_module.DEFAULT_SETTINGS_TEXT) is None
-    first = settings_module.load_settings(tmp_path)
-    cache = tmp_path / settings_module.SETTINGS_CACHE
-    assert cache.exists()
-
-    def no_yaml(text: str) -> object:
-        raise AssertionError("the YAML loader was used despite the cache")
-
-    monkeypatch.setattr(settings_module, "load_yaml_slow", no_yaml)
-    assert settings_module.load_settings(tmp_path) == first
-    # An edit (same size, same second) misses the cache: it is keyed by the text itself.
-    edited = settings_module.DEFAULT_SETTINGS_TEXT.replace("capacity: 50", "capacity: 51")
-    (tmp_path / "memkit.yaml").write_text(edited, "utf-8")
-    monkeypatch.undo()
-    assert settings_module.load_settings(tmp_path).memory.short_term.capacity == 51
-    cache.write_text("{not json", "utf-8")  # a damaged cache is ignored
-    assert settings_module.load_settings(tmp_path).memory.short_term.capacity == 51
+    (tmp_path / ".memkit" / "settings.cache.json").write_text("{not json", "utf-8")
+    assert settings_module.load_settings(tmp_path) == loaded
 
 
-def test_settings_errors_keep_their_lines_without_the_cache(tmp_path: Path) -> None:
+def test_settings_errors_name_their_lines(tmp_path: Path) -> None:
     from memkit import settings as settings_module
     from memkit.errors import SettingsError
 
