@@ -693,6 +693,12 @@ class VaultIndex:
         no file unless all stats agree."""
         if self.index.rebuilt:
             return True
+        answer = ask_watcher(self.vault.state_dir)
+        if answer is not None:  # a healthy watcher names what may differ: no walk
+            self.last_check = "watcher"
+            changed, gone = self.freshness_of(answer.paths, answer.directories)
+            return bool(changed or gone)
+        self.last_check = "walk"
         return self._differs(self.stat_files())
 
     def _differs(self, stats: Mapping[str, FileStat]) -> bool:
