@@ -12,7 +12,9 @@ from memkit.sync import Progress, SyncReport, VaultIndex, ask_watcher
 from memkit.vault import Problem, Vault
 
 
-def finalise_moved_proposals(vault: Vault, report: SyncReport) -> list[str]:
+def finalise_moved_proposals(
+    vault: Vault, report: SyncReport, vault_index: VaultIndex | None = None
+) -> list[str]:
     """Proposals a person moved into a store folder are approvals: finalise them.
 
     One that cannot be finalised (wrong store folder, its target changed) stays exactly as it
@@ -20,7 +22,7 @@ def finalise_moved_proposals(vault: Vault, report: SyncReport) -> list[str]:
     """
     if not report.proposals_in_stores:
         return []
-    learning = Learning(vault)
+    learning = Learning(vault, index=vault_index)  # the caller's open index, when it has one
     finalised = []
     for path in report.proposals_in_stores:
         try:
@@ -55,7 +57,7 @@ def refresh(
         else:
             report = index.sync(full=full, progress=progress)
             report.checked_by = "walk"
-        if report.proposals_in_stores and finalise_moved_proposals(vault, report):
+        if report.proposals_in_stores and finalise_moved_proposals(vault, report, index):
             again = index.index_writes() or SyncReport()
             report.changed = sorted(set(report.changed) | set(again.changed) | set(again.added))
             unfinalised = [p for p in report.problems if p.path in again.proposals_in_stores]
@@ -145,7 +147,7 @@ def watch_vault(
     index = VaultIndex(vault)
 
     def after_sync(report: SyncReport) -> None:
-        if report.proposals_in_stores and finalise_moved_proposals(vault, report):
+        if report.proposals_in_stores and finalise_moved_proposals(vault, report, index):
             index.index_writes()  # write-through: searchable now, not after the next event
         if on_sync is not None:
             on_sync(report)
