@@ -37,22 +37,33 @@ from memkit.vault import (
 # the new ones. Its `user_version` is MANIFEST_VERSION: another version (or the JSON manifest,
 # journal and pending list of earlier releases) means a rebuild from the files, never an error.
 MANIFEST_FILE = "manifest.db"
-MANIFEST_VERSION = 4  # 4: SQLite, with ctime and inode
+MANIFEST_VERSION = 5  # 4: SQLite, with ctime and inode; 5: rows and tombstones carry a save number
 OLD_MANIFEST_FILES = ("manifest.json", "manifest.journal", "pending.json")
 WATCHER_FILE = "watcher.json"
 # The manifest's columns after the path, in this order (a Row holds them in the same order).
 COLUMNS = ("mtime_ns", "size", "sha256", "record_id", "type", "problem", "line", "ctime_ns", "ino")
 # One file's manifest entry, as kept in memory: the columns above, in that order.
 Row = tuple[int, int, str, str, str, str, int, int, int]
+# Every save has a number (`seq` in meta); each row it writes, and each path it deletes (a
+# tombstone in `gone`), carries it. A process holding the rows of save N reads just what saves
+# after N changed (a watcher's one-file sync: one row), not 100k rows; a rebuild starts a new
+# `generation`, and tombstones are pruned past TOMBSTONES (then older readers load it all).
 _CREATE = """
 CREATE TABLE files (
     path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL,
     sha256 TEXT NOT NULL, record_id TEXT NOT NULL, type TEXT NOT NULL, problem TEXT NOT NULL,
-    line INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL
+    line INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, seq INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX files_seq ON files (seq);
+CREATE TABLE gone (path TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX gone_seq ON gone (seq);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
-_UPSERT = "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SELECT = "SELECT path, " + ", ".join(COLUMNS) + " FROM files"
+_UPSERT = "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SET_META = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
+_UPSERT_GONE = "INSERT OR REPLACE INTO gone VALUES (?, ?)"
+TOMBSTONES = 20_000
 # How many syncs saved changes (each after its one index commit): for `status` and tests.
 _COUNT_SAVE = (
     "INSERT INTO meta VALUES ('saves', '1') "
@@ -315,6 +326,9 @@ class VaultIndex:
         self._rows: dict[str, Row] | None = None
         self._version = -1
         self._scanned_ns = 0
+        # The save (generation, number) `_rows` reflects: later saves are read as changes.
+        self._generation = ""
+        self._seq = 0
         # The open manifest database, and the (device, inode) of the file it opened.
         self._db: sqlite3.Connection | None = None
         self._db_identity: tuple[int, int] | None = None
@@ -373,6 +387,7 @@ class VaultIndex:
 
     def _forget_manifest(self) -> None:
         self._rows, self._version, self._scanned_ns = None, -1, 0
+        self._generation, self._seq = "", 0
 
     def _connect(self) -> sqlite3.Connection:
         """The manifest database, opened again when its file was deleted or replaced (a
@@ -417,8 +432,10 @@ class VaultIndex:
         """Whether the manifest was written by this version for this index schema."""
         if db.execute("PRAGMA user_version").fetchone()[0] != MANIFEST_VERSION:
             return False
-        tables = db.execute("SELECT count(*) FROM sqlite_master WHERE name IN ('files', 'meta')")
-        if tables.fetchone()[0] != 2:
+        tables = db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('files', 'gone', 'meta')"
+        )
+        if tables.fetchone()[0] != 3:
             return False
         row = db.execute("SELECT value FROM meta WHERE key = 'index_schema'").fetchone()
         return row is not None and str(row[0]) == str(SCHEMA_VERSION)
@@ -433,13 +450,30 @@ class VaultIndex:
                 return self._rows
             db.execute("BEGIN")  # one snapshot for meta and rows
             try:
+                generation, seq = "", 0
                 if not self._schema_ok(db):
                     rows: dict[str, Row] = {}
                     scanned_ns = 0
                 else:
-                    value = db.execute("SELECT value FROM meta WHERE key = 'scanned_ns'").fetchone()
-                    scanned_ns = int(value[0]) if value else 0
-                    rows = {row[0]: row[1:] for row in db.execute("SELECT * FROM files")}
+                    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+                    scanned_ns = int(meta.get("scanned_ns", 0))
+                    generation, seq = str(meta.get("generation", "")), int(meta.get("seq", 0))
+                    pruned = int(meta.get("pruned", 0))
+                    if (
+                        self._rows is not None
+                        and generation == self._generation
+                        and pruned <= self._seq <= seq
+                    ):
+                        # Just what later saves changed (a copy: the old dict stays as it was).
+                        rows = dict(self._rows)
+                        for row in db.execute(_SELECT + " WHERE seq > ?", (self._seq,)):
+                            rows[row[0]] = row[1:]
+                        for (path,) in db.execute(
+                            "SELECT path FROM gone WHERE seq > ?", (self._seq,)
+                        ):
+                            rows.pop(path, None)
+                    else:
+                        rows = {row[0]: row[1:] for row in db.execute(_SELECT)}
             finally:
                 db.execute("COMMIT")
         except (sqlite3.Error, OSError, ValueError):
@@ -447,7 +481,16 @@ class VaultIndex:
             self._close_db()
             return {}
         self._rows, self._version, self._scanned_ns = rows, version, scanned_ns
+        self._generation, self._seq = generation, seq
         return rows
+
+    def _next_save(self, db: sqlite3.Connection) -> int:
+        """Start a save: its number, recorded in meta (inside the write transaction)."""
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        seq = int(meta.get("seq", 0)) + 1
+        db.execute(_SET_META, ("seq", str(seq)))
+        self._generation = str(meta.get("generation", ""))
+        return seq
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
@@ -457,8 +500,8 @@ class VaultIndex:
         db.execute("BEGIN IMMEDIATE")
         try:
             if not self._schema_ok(db):
-                db.execute("DROP TABLE IF EXISTS files")
-                db.execute("DROP TABLE IF EXISTS meta")
+                for table in ("files", "gone", "meta"):
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
                 for statement in _CREATE.split(";"):
                     if statement.strip():
                         db.execute(statement)
@@ -489,12 +532,15 @@ class VaultIndex:
         UNKNOWN_ROW): if this process dies between the index commit and the manifest save,
         the next sync still looks at them (and drops their documents when the files are gone)."""
         with self._writing() as db:
+            seq = self._next_save(db)
             db.executemany(
-                "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((path, *UNKNOWN_ROW) for path in paths),
+                "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((path, *UNKNOWN_ROW, seq) for path in paths),
             )
-        # This process's cache leaves them out: the save after the commit writes their rows.
-        self._version = self._connect().execute("PRAGMA data_version").fetchone()[0]
+            db.executemany("DELETE FROM gone WHERE path = ?", ((path,) for path in paths))
+        # This process's cache leaves them out (the save after the commit writes their rows);
+        # should that save never come (an error in between), the next read takes them in.
+        self._version = -1
 
     def _save_manifest(self, files: dict[str, FileState], scanned_ns: int) -> None:
         """Write the whole manifest."""
@@ -502,12 +548,23 @@ class VaultIndex:
 
     def _write_base(self, rows: dict[str, Row], scanned_ns: int) -> None:
         """Replace the whole manifest, in one transaction. Under the lock."""
+        generation = os.urandom(8).hex()
         with self._writing() as db:
+            seq = self._next_save(db)
             db.execute("DELETE FROM files")
-            db.executemany(_UPSERT, ((path, *row) for path, row in rows.items()))
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('scanned_ns', ?)", (str(scanned_ns),))
+            db.execute("DELETE FROM gone")
+            db.executemany(_UPSERT, ((path, *row, seq) for path, row in rows.items()))
+            db.executemany(
+                _SET_META,
+                [
+                    ("scanned_ns", str(scanned_ns)),
+                    ("generation", generation),
+                    ("pruned", str(seq)),
+                ],
+            )
             db.execute(_COUNT_SAVE)
         self._rows, self._scanned_ns = rows, scanned_ns
+        self._generation, self._seq = generation, seq
 
     def _save_changes(
         self,
@@ -527,11 +584,17 @@ class VaultIndex:
             self._rows = rows
             return  # the manifest on disk says it all already
         with self._writing() as db:
-            db.executemany(_UPSERT, ((path, *row) for path, row in changed.items()))
+            seq = self._next_save(db)
+            db.executemany(_UPSERT, ((path, *row, seq) for path, row in changed.items()))
+            db.executemany("DELETE FROM gone WHERE path = ?", ((path,) for path in changed))
             db.executemany("DELETE FROM files WHERE path = ?", ((path,) for path in deleted))
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('scanned_ns', ?)", (str(scanned_ns),))
+            db.executemany(_UPSERT_GONE, ((path, seq) for path in deleted))
+            db.execute(_SET_META, ("scanned_ns", str(scanned_ns)))
+            if db.execute("SELECT count(*) FROM gone").fetchone()[0] > TOMBSTONES:
+                db.execute("DELETE FROM gone")
+                db.execute(_SET_META, ("pruned", str(seq)))
             db.execute(_COUNT_SAVE)
-        self._rows, self._scanned_ns = rows, scanned_ns
+        self._rows, self._scanned_ns, self._seq = rows, scanned_ns, seq
 
     @contextlib.contextmanager
     def lock(self, timeout: float | None = None) -> Iterator[None]:
@@ -887,6 +950,13 @@ class VaultIndex:
         reused instead of walking again.
         """
         started = time.monotonic()
+        if not full and paths is not None and not paths and not directories:
+            # Nothing to look at (a watcher vouched for every file): the report from the
+            # manifest's own queries, without loading its rows into this process.
+            quick = self._nothing_to_sync(lock_timeout)
+            if quick is not None:
+                quick.seconds = time.monotonic() - started
+                return quick
         with self.lock(lock_timeout):
             report = SyncReport()
             # One handle for the whole sync (reopened here if its folder was deleted).
@@ -999,6 +1069,38 @@ class VaultIndex:
         )
         report.proposals_in_stores = sorted(proposals)
         report.seconds = time.monotonic() - started
+        return report
+
+    def _nothing_to_sync(self, lock_timeout: float | None) -> SyncReport | None:
+        """The report of a sync asked to look at nothing, or None when the manifest's rows are
+        in this process already (the plain path is as quick) or a rebuild is due."""
+        if self._rows is not None:
+            return None
+        with self.lock(lock_timeout):
+            if self.index.rebuilt:
+                return None
+            try:
+                db = self._connect()
+                db.execute("BEGIN")
+                try:
+                    if not self._schema_ok(db):
+                        return None
+                    total = db.execute("SELECT count(*) FROM files").fetchone()[0]
+                    problems = db.execute(
+                        "SELECT path, line, problem FROM files WHERE problem != '' ORDER BY path"
+                    ).fetchall()
+                    proposals = db.execute(
+                        "SELECT path FROM files WHERE type = 'proposal' ORDER BY path"
+                    ).fetchall()
+                finally:
+                    db.execute("COMMIT")
+            except sqlite3.Error:
+                return None
+        report = SyncReport(unchanged=int(total))
+        report.problems = [Problem(str(p), int(line), str(m)) for p, line, m in problems]
+        report.proposals_in_stores = [
+            str(path) for (path,) in proposals if str(path).rpartition("/")[0] in STORE_FOLDERS
+        ]
         return report
 
     def _marked(

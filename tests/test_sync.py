@@ -1039,3 +1039,37 @@ def test_an_agent_turn_indexes_its_writes_in_one_commit(
             assert not other.is_stale()
         finally:
             other.close()
+
+
+def test_a_process_reads_just_the_saves_it_missed_and_agrees_with_a_fresh_read(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync_module, "TOMBSTONES", 3)  # prune often: older readers load it all
+    rng = random.Random(7)
+    first, second = VaultIndex(vault), VaultIndex(vault)
+    try:
+        for step in range(40):
+            name = f"{LONG_TERM}/n{rng.randrange(8)}.md"
+            path = vault.root / name
+            if path.exists() and rng.random() < 0.4:
+                path.unlink()
+            else:
+                write_record(vault, name, f"Note {step}")
+            writer = rng.choice((first, second))
+            if step % 13 == 12:
+                writer.sync(full=True)  # a new generation
+            else:
+                writer.sync(paths=[name])
+            fresh = VaultIndex(vault)
+            try:
+                expected = fresh.load_manifest()
+            finally:
+                fresh.close()
+            assert first.load_manifest() == expected, step
+            assert second.load_manifest() == expected, step
+            assert set(expected) == {
+                f"{LONG_TERM}/{p.name}" for p in (vault.root / LONG_TERM).glob("*.md")
+            }
+    finally:
+        first.close()
+        second.close()

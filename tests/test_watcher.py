@@ -714,3 +714,26 @@ def test_a_watcher_due_to_reconcile_or_polling_sends_others_to_walk(vault: Vault
         assert ask_watcher(vault.state_dir) is None  # seconds behind: a walk is quicker
     finally:
         stop_watching(watching)
+
+
+def test_memkit_sync_with_a_healthy_watcher_reports_without_a_walk(vault: Vault) -> None:
+    from memkit.maintenance import refresh
+
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    (vault.root / LONG_TERM / "bad.md").write_text("---\ntitle: Re: x\n---\n")
+    watching = start_watching(vault)
+    try:
+        report = refresh(vault)  # a fresh process's view: no rows in memory
+        assert report.checked_by == "watcher"
+        assert report.touched == 0 and report.unchanged == 2
+        assert [p.path for p in report.problems] == [f"{LONG_TERM}/bad.md"]
+        write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
+        report = refresh(vault)
+        assert report.checked_by == "watcher"
+        # Named by the watcher, synced by this process (or by the watcher first): indexed.
+        assert f"{LONG_TERM}/b.md" in titles(watching.index)
+        assert [p.path for p in report.problems] == [f"{LONG_TERM}/bad.md"]
+    finally:
+        stop_watching(watching)
+    report = refresh(vault)
+    assert report.checked_by == "walk" and report.touched == 0 and report.unchanged == 3
