@@ -1066,7 +1066,7 @@ def _start_watch(vault_root: Path) -> subprocess.Popen[bytes]:
 def _stop_watch(process: subprocess.Popen[bytes]) -> None:
     import signal
 
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGTERM)  # `memkit watch` stops as cleanly as on Ctrl-C
     try:
         process.wait(timeout=60)
     except subprocess.TimeoutExpired:
