@@ -1041,7 +1041,186 @@ def child_watch(vault_root: Path, seed: int, **_unused: Any) -> dict[str, Any]:
     }
 
 
+def _median_ms(times: Sequence[float]) -> float:
+    return statistics.median(times) * 1000
+
+
+def _start_watch(vault_root: Path) -> subprocess.Popen[bytes]:
+    """`memkit watch` as a person runs it, returned once it vouches for the index."""
+    from memkit.sync import ask_watcher
+
+    process = subprocess.Popen(
+        [*memkit_command(), "--vault", str(vault_root), "watch"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 600
+    while ask_watcher(vault_root / ".memkit") is None:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("memkit watch did not start answering")
+        time.sleep(0.1)
+    return process
+
+
+def _stop_watch(process: subprocess.Popen[bytes]) -> None:
+    import signal
+
+    process.send_signal(signal.SIGTERM)  # `memkit watch` stops as cleanly as on Ctrl-C
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _agent_turns(vault: Vault, runs: int) -> tuple[list[float], float]:
+    """(the Agent's own time per turn, model time per turn): memory on, a model answering at once."""
+    from memkit.agent import Agent
+    from memkit.llm import LLMClient, LLMConfig
+
+    class InstantModel(LLMClient):
+        calls = 0.0
+
+        def chat(self, messages: list[dict[str, str]], *, temperature: float | None = None) -> str:
+            started = time.perf_counter()
+            answer = "Noted."
+            InstantModel.calls += time.perf_counter() - started
+            return answer
+
+    agent = Agent(
+        vault=vault,
+        memory=True,
+        llm=InstantModel(LLMConfig(base_url="http://127.0.0.1:9", api_key="none", model="instant")),
+    )
+    rng = random.Random(SEED)
+    words = CONTENT_WORDS[:200]
+    times: list[float] = []
+    try:
+        for turn in range(runs + 1):
+            text = " ".join(rng.choice(words) for _ in range(8)) + "?"
+            started = time.perf_counter()
+            agent.run(text)
+            if turn:  # the first turn opens the index: not a turn's own cost
+                times.append(time.perf_counter() - started)
+    finally:
+        agent.close()
+    return times, InstantModel.calls / (runs + 1)
+
+
+def _expire_batch(vault: Vault, count: int) -> tuple[float, float]:
+    """(seconds for `Memory.expire` promoting `count` expired important items, seconds to write
+    those items and index them by path: the file work alone, the baseline)."""
+    from memkit.memory import Memory
+
+    past = (datetime.now(timezone.utc) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rng = random.Random(SEED + 7)
+    maker = TextMaker(rng)
+    writer = VaultIndex(vault)
+    started = time.perf_counter()
+    for _ in range(count):
+        vault.create("short-term", maker.prose(30), importance=0.9, extra={"expires": past})
+    writer.index_writes()
+    baseline = time.perf_counter() - started
+    writer.close()
+    memory = Memory(vault)
+    started = time.perf_counter()
+    report = memory.expire()
+    seconds = time.perf_counter() - started
+    memory.close()
+    if len(report.promoted) < count:
+        raise RuntimeError(f"expire promoted {len(report.promoted)} of {count}")
+    return seconds, baseline
+
+
+def _approval_by_move(vault_root: Path, runs: int) -> tuple[list[float], list[float]]:
+    """(mv -> the entry searchable in its store folder, with `memkit watch` running; the same
+    by hand: mv then `refresh` in this process), one proposal each."""
+    from memkit.learning import Learning
+    from memkit.maintenance import refresh
+
+    vault = Vault(vault_root)
+    learning = Learning(vault)
+    searcher = VaultIndex(vault)
+    watched: list[float] = []
+    manual: list[float] = []
+    try:
+        for run in range(2 * runs):
+            word = f"approvalword{run}x{random.Random(run).randrange(10**6)}"
+            proposal = learning.propose("insights", f"Use {word} when deploying.", title=word)
+            searcher.index_writes()
+            assert proposal.path is not None
+            target = vault_root / "learning/insights" / Path(proposal.path).name
+            with_watcher = run < runs
+            if not with_watcher and run == runs:
+                _stop_watch(_WATCH[0])
+            started = time.perf_counter()
+            os.rename(vault_root / proposal.path, target)
+            if not with_watcher:
+                refresh(vault, vault_index=searcher)
+            deadline = started + 10
+            while time.perf_counter() < deadline:
+                hits = searcher.search(word, types=["insight"])[0].hits
+                if any(h.path.startswith("learning/insights/") for h in hits):
+                    break
+                time.sleep(0.005)
+            (watched if with_watcher else manual).append(time.perf_counter() - started)
+    finally:
+        searcher.close()
+        learning.close()
+    return watched, manual
+
+
+_WATCH: list[subprocess.Popen[bytes]] = []
+
+
+def child_scale(vault_root: Path, queries: list[str], **_unused: Any) -> dict[str, Any]:
+    """Issue 12's rows: what a command, an Agent turn, an expire and an approval cost, with
+    and without `memkit watch`, each beside a baseline taken here and now."""
+    vault = Vault(vault_root)
+    fresh = VaultIndex(vault)
+    fresh.sync()
+    fresh.close()
+    memkit = memkit_command()
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "0"}
+    picks = [q for q in queries if '"' not in q][:CLI_RUNS]
+    search = [[*memkit, "--vault", str(vault_root), "search", q, "--json"] for q in picks]
+    sync = [[*memkit, "--vault", str(vault_root), "sync", "--json"]] * NOOP_RUNS
+    out: dict[str, Any] = {"uptime": os.getloadavg()}
+    out["floor_ms"] = _median_ms(wall_times([[sys.executable, "-c", "pass"]] * CLI_RUNS, env))
+    out["walk_ms"] = _median_ms([_timed(lambda: stat_walk(vault_root)) for _ in range(NOOP_RUNS)])
+    wall_times(search[:1], env)  # warm
+    out["search_ms"] = _median_ms(wall_times(search, env))
+    out["sync_ms"] = _median_ms(wall_times(sync, env))
+    turns, model = _agent_turns(vault, 30)
+    out["agent_ms"], out["agent_model_ms"] = _median_ms(turns), model * 1000
+    _WATCH.append(_start_watch(vault_root))
+    try:
+        wall_times(search[:1], env)
+        out["watch_search_ms"] = _median_ms(wall_times(search, env))
+        out["watch_sync_ms"] = _median_ms(wall_times(sync, env))
+        turns, model = _agent_turns(vault, 30)
+        out["watch_agent_ms"] = _median_ms(turns)
+        seconds, baseline = _expire_batch(vault, 150)
+        out["expire_seconds"], out["expire_baseline_seconds"] = seconds, baseline
+        watched, manual = _approval_by_move(vault_root, 5)  # stops the watcher half-way
+        out["approval_ms"] = _median_ms(watched)
+        out["approval_manual_ms"] = _median_ms(manual)
+    finally:
+        if _WATCH[0].poll() is None:
+            _stop_watch(_WATCH[0])
+    out["uptime_after"] = os.getloadavg()
+    return out
+
+
+def _timed(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
 CHILDREN: dict[str, Callable[..., dict[str, Any]]] = {
+    "scale": child_scale,
     "reindex": child_reindex,
     "fts_build": child_fts_build,
     "noop": child_noop,
@@ -1071,6 +1250,7 @@ def run_child(phase: str, work: Path, seed: int) -> dict[str, Any]:
 
 
 def child_main(phase: str, work: Path, seed: int) -> None:
+    """Run one phase in this (child) process and print its result as one JSON line."""
     info = json.loads((work / "queries.json").read_text())
     result = CHILDREN[phase](
         vault_root=work / "vault",
@@ -1193,6 +1373,8 @@ def run_size(count: int, seed: int, keep: bool, log: Callable[[str], None]) -> d
         log(
             f"{count}: watcher p50 {out['watch']['p50_ms']:.0f} ms, p95 {out['watch']['p95_ms']:.0f} ms"
         )
+        out["scale"] = run_child("scale", work, seed)
+        log(f"{count}: with memkit watch: {json.dumps(out['scale'])}")
         out["load_after"] = os.getloadavg()[0]
         return out
     finally:
@@ -1345,6 +1527,7 @@ def rows_for(result: dict[str, Any]) -> list[Row]:
             300.0,
             big,
         ),
+        *scale_rows(result),
         Row(
             "peak RSS, reindex",
             n,
@@ -1373,6 +1556,77 @@ def rows_for(result: dict[str, Any]) -> list[Row]:
             result["fts_search"]["rss_mb"],
             "FTS5 search",
             500.0,
+            big,
+        ),
+    ]
+
+
+def scale_rows(result: dict[str, Any]) -> list[Row]:
+    """Issue 12's rows: cost follows what changed (with `memkit watch` running, and without)."""
+    if "scale" not in result:
+        return []
+    n, c, big = result["size"], result["scale"], 100000
+    floor = c["floor_ms"] / 1000
+    walk_target = (1.2 * c["walk_ms"] + 100) / 1000
+    return [
+        Row(
+            "`memkit search` command, watcher running",
+            n,
+            c["watch_search_ms"] / 1000,
+            "s",
+            c["search_ms"] / 1000,
+            "same, no watcher",
+            0.120,
+            big,
+        ),
+        Row(
+            "no-op `memkit sync` command, watcher running",
+            n,
+            c["watch_sync_ms"] / 1000,
+            "s",
+            floor,
+            "`python -c pass`",
+            0.100,
+            big,
+        ),
+        Row(
+            "no-op `memkit sync` command, no watcher",
+            n,
+            c["sync_ms"] / 1000,
+            "s",
+            c["walk_ms"] / 1000,
+            "bare stat walk",
+            walk_target if n == big else None,
+            big,
+        ),
+        Row(
+            "Agent turn's own cost p50, watcher running",
+            n,
+            c["watch_agent_ms"],
+            "ms",
+            c["agent_ms"],
+            "same, no watcher",
+            30.0,
+            big,
+        ),
+        Row(
+            "`expire` promoting 150 important items",
+            n,
+            c["expire_seconds"],
+            "s",
+            c["expire_baseline_seconds"],
+            "writing them + one sync by path",
+            2.0,
+            big,
+        ),
+        Row(
+            "approval by mv -> searchable, watcher running",
+            n,
+            c["approval_ms"],
+            "ms",
+            c["approval_manual_ms"],
+            "mv + refresh by hand",
+            300.0,
             big,
         ),
     ]
@@ -1411,6 +1665,16 @@ def markdown(results: list[dict[str, Any]]) -> str:
             f"median query matches {result['search']['median_total']:.0f} documents; "
             f"1-min load average {result['load_before']:.1f} before, {result['load_after']:.1f} after."
         )
+        if "scale" in result:
+            c = result["scale"]
+            notes.append(
+                f"- {_size(result['size'])}, issue-12 rows: load average (1/5/15 min) "
+                f"{'/'.join(f'{x:.1f}' for x in c['uptime'])} before, "
+                f"{'/'.join(f'{x:.1f}' for x in c['uptime_after'])} after; bare stat walk "
+                f"{c['walk_ms']:.0f} ms (no-op sync target 1.2x that + 100 ms = "
+                f"{1.2 * c['walk_ms'] + 100:.0f} ms); `python -c pass` {c['floor_ms']:.0f} ms; "
+                f"the instant model's own time {c['agent_model_ms']:.2f} ms a turn."
+            )
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 

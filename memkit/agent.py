@@ -398,7 +398,8 @@ class Agent:
             if self._closed:
                 raise UsageError("this agent is closed; create a new Agent")
             errors: list[str] = []
-            system, used = self._system_prompt(text, errors)
+            with self.memory.index.operation():  # one freshness check for the turn's recall
+                system, used = self._system_prompt(text, errors)
             messages = [{"role": "system", "content": system}] if system else []
             messages += self._history[-2 * self.history_turns :] if self.history_turns else []
             messages.append({"role": "user", "content": text})
@@ -407,7 +408,8 @@ class Agent:
                 {"role": "user", "content": text},
                 {"role": "assistant", "content": answer},
             ]
-            turn = self._record(text, answer, errors)
+            with self.memory.index.batch():  # the turn's writes indexed in one commit
+                turn = self._record(text, answer, errors)
             reply = AgentReply(
                 answer, self.session, [m.message_id for m in turn], used, errors=errors
             )

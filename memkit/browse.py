@@ -21,7 +21,14 @@ from memkit.errors import (
 from memkit.ids import ULID_PATTERN
 from memkit.records import RECORD_TYPES, REJECTED_FOLDER, Record, folder_for_type
 from memkit.timeutil import parse_time, parse_when
-from memkit.vault import RECORD_ROOTS, Problem, Vault, is_temporary_name
+from memkit.vault import (
+    RECORD_ROOTS,
+    NotRegularFile,
+    Problem,
+    Vault,
+    is_temporary_name,
+    read_regular,
+)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -58,10 +65,11 @@ def records_named(vault: Vault, name: str) -> list[Record]:
     found: list[Record] = []
     for relpath in vault.record_paths():
         try:
-            full = vault.safe_path(relpath)
-            data = full.read_bytes()
-        except (OSError, PathOutsideVault):
-            continue  # vanished while we walked, or a symlink leading out: not ours
+            data, _stat = read_regular(vault.root, str(vault.safe_path(relpath)))
+        except (OSError, PathOutsideVault, NotRegularFile):
+            # Vanished while we walked, a symlink leading out, a FIFO (never opened: it would
+            # hang): not a record to name; `memkit check` reports the special ones.
+            continue
         if not _may_name(data, words):
             continue
         try:

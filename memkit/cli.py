@@ -165,6 +165,9 @@ def commit_option(function: F) -> F:
                 )
                 git = None
         message = function(*args, **kwargs)
+        from memkit.maintenance import index_own_writes
+
+        index_own_writes(vault)  # write-through: what the command wrote is searchable now
         if git is not None and vault.touched:
             message = message or f"memkit: {ctx.info_name}"
             sha = git.commit(vault.touched, message)
@@ -1413,7 +1416,7 @@ def status(vault: Vault, json_: bool) -> None:
         if index["fresh"]
         else (f"stale: {index['changed']} changed, {index['deleted']} deleted since the last sync")
     )
-    click.echo(f"index: {index['documents']} documents, {freshness}")
+    click.echo(f"index: {index['documents']} documents, {freshness} (checked by {index['checked_by']})")
     watcher = info["watcher"]
     click.echo(
         "watcher: " + (f"running (pid {watcher['pid']})" if watcher["running"] else "not running")

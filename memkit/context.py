@@ -48,6 +48,13 @@ def build_context(
     query, then relevant memory; lines are added while they fit the token budget.
     """
     mem = memory_obj or Memory(vault)
+    with mem.index.operation():  # one freshness check for the three searches
+        return _build_context(mem, query, budget, memory, learning)
+
+
+def _build_context(
+    mem: Memory, query: str, budget: int, memory: bool, learning: bool
+) -> ContextBlock:
     sections: list[tuple[str, list[tuple[str, str]]]] = []
     if learning:
         persona = mem.index.search("", k=20, types=["persona"])[0].hits

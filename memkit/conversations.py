@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -323,8 +324,17 @@ class Episodes:
         year, month, _ = day.split("-")
         return f"{EPISODIC_FOLDER}/{year}/{month}/{day}.md"
 
-    def known_message_ids(self) -> set[str]:
+    def known_message_ids(self, days: Iterable[str] | None = None) -> set[str]:
+        """Ids of the messages recorded (on just these days, when given)."""
         found: set[str] = set()
+        if days is not None:
+            for day in days:
+                for number in range(1, self._last_part(day) + 1):  # a day's part files too
+                    with contextlib.suppress(RecordNotFound, InvalidRecord):
+                        found |= message_ids(
+                            self.vault.read_record(self.part_path(day, number)).body
+                        )
+            return found
         for record in self.vault.scan(["episodic"]).records:
             found |= message_ids(record.body)
         return found
@@ -380,7 +390,12 @@ class Episodes:
         if not prepared:
             return report
         with self.vault.write_lock():
-            known = self.known_message_ids()
+            # Messages that carry their own time (an agent's turn) can only be recorded on their
+            # days: look at those day files, not every one (unbounded with retention 0).
+            dated = all(m.time is not None for m in messages)
+            known = self.known_message_ids(
+                {m.time.date().isoformat() for m in prepared if m.time} if dated else None
+            )
             groups: dict[tuple[str, str], list[ConversationMessage]] = {}
             for message in prepared:
                 if message.message_id in known:

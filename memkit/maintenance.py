@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from memkit.errors import MemkitError
+from memkit.errors import LockTimeout, MemkitError
 from memkit.learning import Learning
-from memkit.sync import Progress, SyncReport, VaultIndex
+from memkit.sync import Progress, SyncReport, VaultIndex, ask_watcher
 from memkit.vault import Problem, Vault
 
 
-def finalise_moved_proposals(vault: Vault, report: SyncReport) -> list[str]:
+def finalise_moved_proposals(
+    vault: Vault, report: SyncReport, vault_index: VaultIndex | None = None
+) -> list[str]:
     """Proposals a person moved into a store folder are approvals: finalise them.
 
     One that cannot be finalised (wrong store folder, its target changed) stays exactly as it
@@ -19,7 +22,7 @@ def finalise_moved_proposals(vault: Vault, report: SyncReport) -> list[str]:
     """
     if not report.proposals_in_stores:
         return []
-    learning = Learning(vault)
+    learning = Learning(vault, index=vault_index)  # the caller's open index, when it has one
     finalised = []
     for path in report.proposals_in_stores:
         try:
@@ -40,13 +43,22 @@ def refresh(
     vault_index: VaultIndex | None = None,
 ) -> SyncReport:
     """Sync the index with the files, finalise approvals that arrived by moving a file, and
-    sync again so the index shows the finalised entries."""
+    index the finalised entries by path (write-through: no second walk)."""
     own_index = vault_index is None
     index = vault_index or VaultIndex(vault)
     try:
-        report = index.sync(full=full, progress=progress)
-        if report.proposals_in_stores and finalise_moved_proposals(vault, report):
-            again = index.sync()
+        answer = None if full else ask_watcher(vault.state_dir)
+        if answer is not None:
+            # A healthy watcher vouches for every file it does not name: no walk.
+            report = index.sync(
+                paths=answer.paths, directories=answer.directories, progress=progress
+            )
+            report.checked_by = "watcher"
+        else:
+            report = index.sync(full=full, progress=progress)
+            report.checked_by = "walk"
+        if report.proposals_in_stores and finalise_moved_proposals(vault, report, index):
+            again = index.index_writes() or SyncReport()
             report.changed = sorted(set(report.changed) | set(again.changed) | set(again.added))
             unfinalised = [p for p in report.problems if p.path in again.proposals_in_stores]
             report.problems = again.problems + unfinalised
@@ -57,20 +69,46 @@ def refresh(
             index.close()
 
 
+def index_own_writes(vault: Vault) -> None:
+    """Write-through for a command: index exactly the paths it wrote (not yet indexed by the
+    Memory or Learning object that wrote them), without a walk."""
+    touched = vault.touched
+    if touched.indexed >= len(touched.log):
+        return
+    index = VaultIndex(vault)
+    try:
+        with contextlib.suppress(LockTimeout):  # the next freshness check (or watcher) has it
+            index.index_writes()
+    finally:
+        index.close()
+
+
 def vault_status(vault: Vault) -> dict[str, Any]:
     """Counts by type, index freshness, files that failed to parse, the watcher. Read-only:
     counts and problems are those of the last sync; `fresh` says whether files changed since
-    (or the index must be rebuilt)."""
+    (or the index must be rebuilt); `checked_by` says who answered that: a running watcher
+    ("watcher") or a walk of the files ("walk")."""
     index = VaultIndex(vault)
     try:
         rebuild_needed = index.index.rebuilt
-        stats, manifest, changed, gone = index.freshness()
+        answer = ask_watcher(vault.state_dir)
+        changed: list[str]
+        gone: list[str]
+        if answer is not None:
+            manifest = index.load_manifest()
+            files = len(manifest)  # the watcher vouches that the manifest lists them all
+            changed, gone = index.freshness_of(answer.paths, answer.directories)
+            checked_by = "watcher"
+        else:
+            stats, manifest, changed, gone = index.freshness()
+            files = len(stats)
+            checked_by = "walk"
         counts: dict[str, int] = {}
         for state in manifest.values():
             if state.type:
                 counts[state.type] = counts.get(state.type, 0) + 1
         watcher = index.watcher_info()
-        fresh = not (changed or gone or rebuild_needed) and bool(manifest or not stats)
+        fresh = not (changed or gone or rebuild_needed) and bool(manifest or not files)
         copies = vault.conflict_copies()
         return {
             "vault": str(vault.root),
@@ -81,7 +119,8 @@ def vault_status(vault: Vault) -> dict[str, Any]:
                 "fresh": fresh,
                 "changed": len(changed),
                 "deleted": len(gone),
-                "files": len(stats),
+                "files": files,
+                "checked_by": checked_by,
             },
             "problems": [
                 p.to_json() for p in [*index.problems(manifest), *vault.conflict_problems(copies)]
@@ -108,8 +147,8 @@ def watch_vault(
     index = VaultIndex(vault)
 
     def after_sync(report: SyncReport) -> None:
-        if report.proposals_in_stores:
-            finalise_moved_proposals(vault, report)
+        if report.proposals_in_stores and finalise_moved_proposals(vault, report, index):
+            index.index_writes()  # write-through: searchable now, not after the next event
         if on_sync is not None:
             on_sync(report)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from memkit.errors import MemkitError, UsageError
+from memkit.errors import LockTimeout, MemkitError, UsageError
 from memkit.index import Hit
 from memkit.records import MEMORY_TYPES, RECORD_TYPES, Record
 from memkit.secret_guard import check_fields
@@ -83,6 +84,9 @@ class Memory:
     def __init__(self, vault: Vault, index: VaultIndex | None = None) -> None:
         self.vault = vault
         self._index = index
+        # Facts written inside a batch of promotions: the index does not hold them until the
+        # batch ends (one commit), so `find_duplicate` also compares with these.
+        self._batch_facts: list[Record] | None = None
 
     @property
     def index(self) -> VaultIndex:
@@ -132,7 +136,7 @@ class Memory:
         fields = {"text": text, "title": title, "tags": tags, "subject": subject, "source": source}
         check_fields(fields, allow_secrets=allow_secrets)
         if type == "long-term":
-            return self._remember_fact(
+            record = self._remember_fact(
                 text,
                 title=title,
                 tags=tags,
@@ -142,6 +146,7 @@ class Memory:
                 subject=subject,
                 allow_secrets=allow_secrets,
             )
+            return self._indexed(record)
         extra: dict[str, Any] = {}
         if type == "short-term":
             ttl = timedelta(hours=self.vault.settings.memory.short_term.ttl_hours)
@@ -160,7 +165,7 @@ class Memory:
         )
         if type == "short-term":
             self._enforce_capacity()
-        return record
+        return self._indexed(record)
 
     def _remember_fact(
         self,
@@ -236,14 +241,20 @@ class Memory:
         """A live long-term fact saying the same thing (same words, or nearly)."""
         wanted = normalise(text)
         threshold = self.vault.settings.memory.long_term.duplicate_similarity
+        for fact in self._batch_facts or ():
+            # Written in this batch, so not in the index yet: compared in memory (re-read only
+            # when it matches, to merge into what is on disk now).
+            if normalise(fact.body) == wanted or similarity(fact.body, text) >= threshold:
+                with contextlib.suppress(MemkitError, OSError):
+                    return self.vault.read_record(str(fact.path))
         result, _stale = self.index.search(text, k=8, types=["long-term"])
         seen: set[str] = set()
-        for hit in result.hits:
-            if hit.path in seen:
+        for path in (hit.path for hit in result.hits):
+            if path in seen:
                 continue
-            seen.add(hit.path)
+            seen.add(path)
             try:
-                record = self.vault.read_record(hit.path)
+                record = self.vault.read_record(path)
             except (MemkitError, OSError):
                 continue  # a file that vanished or broke is simply not a match
             if record.meta.get("superseded_by"):
@@ -264,7 +275,16 @@ class Memory:
 
     def forget(self, ref: str) -> Record:
         """Delete a record's file; git keeps its history. Nothing else ever deletes a fact."""
-        return self.vault.delete(ref)
+        return self._indexed(self.vault.delete(ref))
+
+    def _indexed(self, record: Record) -> Record:
+        """Write-through: index what this call wrote, by path, at once (never by a walk)."""
+        if self._batch_facts is None:
+            # Another process holding the index for long: the write stands, and the next
+            # freshness check (or the watcher) indexes it.
+            with contextlib.suppress(LockTimeout):
+                self.index.index_writes()
+        return record
 
     # --- the short-term buffer and retention --------------------------------------------------
 
@@ -286,8 +306,32 @@ class Memory:
                 allow_secrets=True,  # it was already accepted once (or allowed) when written
             )
             report.promoted.append((record.id, promoted.id))
+            if self._batch_facts is not None and promoted.type == "long-term":
+                self._batch_facts.append(promoted)
         self.vault.delete(record)
         report.expired.append(record.id)
+
+    def _promote_or_drop_all(
+        self, records: list[Record], report: ExpireReport, dry_run: bool = False
+    ) -> None:
+        """Promote or drop many items against one fresh index: one freshness check, one index
+        commit at the end, and the batch's own new facts compared in memory."""
+        if not records:
+            return
+        if dry_run:
+            for record in records:
+                self._promote_or_drop(record, report, dry_run)
+            return
+        outer = self._batch_facts is not None
+        if not outer:
+            self._batch_facts = []
+        try:
+            with self.index.batch():
+                for record in records:
+                    self._promote_or_drop(record, report)
+        finally:
+            if not outer:
+                self._batch_facts = None
 
     def _enforce_capacity(self, dry_run: bool = False) -> ExpireReport:
         report = ExpireReport()
@@ -297,22 +341,29 @@ class Memory:
                 self.vault.scan(["short-term"]).records,
                 key=lambda r: (str(r.meta.get("created")), r.id),
             )
-            for record in items[: max(0, len(items) - capacity)]:
-                self._promote_or_drop(record, report, dry_run)
+            self._promote_or_drop_all(items[: max(0, len(items) - capacity)], report, dry_run)
         return report
 
     def expire(self, now: datetime | None = None, *, dry_run: bool = False) -> ExpireReport:
         """Remove expired short-term items (promoting important ones) and old day files;
         `dry_run` reports what would go and changes nothing."""
         now = now or utcnow()
+        if dry_run:
+            return self._expire(now, dry_run)
+        with self.index.batch():  # every removal and promotion indexed in one commit at the end
+            return self._expire(now, dry_run)
+
+    def _expire(self, now: datetime, dry_run: bool) -> ExpireReport:
         report = self._enforce_capacity(dry_run)
         with self.vault.write_lock():
+            expired = []
             for record in self.vault.scan(["short-term"]).records:
                 if record.id in report.expired:
                     continue  # a dry run's capacity pass named it already
                 expires = parse_time(record.meta.get("expires"))
                 if expires is not None and expires <= now:
-                    self._promote_or_drop(record, report, dry_run)
+                    expired.append(record)
+            self._promote_or_drop_all(expired, report, dry_run)
             retention = self.vault.settings.memory.episodic.retention_days
             if retention > 0:
                 cutoff = (now - timedelta(days=retention)).date().isoformat()
@@ -341,9 +392,10 @@ class Memory:
         unknown = [t for t in wanted if t not in RECORD_TYPES]
         if unknown:
             raise UsageError(f"unknown type {unknown[0]!r}; choose from {', '.join(RECORD_TYPES)}")
-        result, _stale = self.index.search(
-            query, k=k, types=wanted, include_hidden=include_hidden, since=since, until=until
-        )
+        with self.index.operation():  # one freshness check for the whole recall
+            result, _stale = self.index.search(
+                query, k=k, types=wanted, include_hidden=include_hidden, since=since, until=until
+            )
         hits = [RecallHit(hit) for hit in result.hits]
         if neighbours:
             self._add_neighbours(hits, neighbours)

@@ -196,7 +196,9 @@ def _load_front_matter_yaml(front_matter_text: str, path: str) -> Any:
     import yaml
 
     try:
-        return yaml.load(front_matter_text, Loader=front_matter_loader())
+        loaded = yaml.load(front_matter_text, Loader=front_matter_loader())
+    except RecursionError:
+        raise InvalidRecord(path, 2, "front-matter nests too deep to read") from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = 2 + (mark.line if mark else 0)
@@ -207,6 +209,39 @@ def _load_front_matter_yaml(front_matter_text: str, path: str) -> Any:
         raise InvalidRecord(path, line, f"invalid YAML in front-matter: {problem}{hint}") from None
     except yaml.YAMLError as error:
         raise InvalidRecord(path, 2, f"invalid YAML in front-matter: {error}") from None
+    shape = _shape_problem(loaded)
+    if shape:
+        raise InvalidRecord(path, 2, f"front-matter {shape}")
+    return loaded
+
+
+# Front-matter is a handful of keys; these bounds only stop hostile files (an alias inside its
+# own anchor, "billion laughs" aliases, thousands of nested lists) from hanging or crashing
+# every command that reads the vault.
+MAX_FRONT_MATTER_DEPTH = 32
+MAX_FRONT_MATTER_NODES = 10_000
+
+
+def _shape_problem(value: Any) -> str | None:
+    """Why a loaded YAML value is no front-matter memkit can handle, or None."""
+    nodes = 0
+    # (value, depth, containers on the path to it): iterative, so no recursion limit applies.
+    stack: list[tuple[Any, int, frozenset[int]]] = [(value, 0, frozenset())]
+    while stack:
+        item, depth, ancestors = stack.pop()
+        nodes += 1
+        if nodes > MAX_FRONT_MATTER_NODES:
+            return f"holds more than {MAX_FRONT_MATTER_NODES:,} values (aliases expanding?)"
+        if not isinstance(item, (dict, list)):
+            continue
+        if id(item) in ancestors:
+            return "refers to itself (a YAML alias inside its own anchor)"
+        if depth >= MAX_FRONT_MATTER_DEPTH:
+            return f"nests deeper than {MAX_FRONT_MATTER_DEPTH} levels"
+        inner = ancestors | {id(item)}
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1, inner) for child in children)
+    return None
 
 
 _IMMUTABLE_TYPES = (str, int, float, bool, type(None), bytes)
@@ -312,6 +347,14 @@ def parse_record(data: bytes, path: str) -> Record:
             raise InvalidRecord(
                 path, closing + 1, f"front-matter is missing required field {key!r}"
             )
+    if not isinstance(meta["type"], str):
+        # `type: [long-term]` or a mapping: one bad file, never a TypeError for the whole vault.
+        raise InvalidRecord(
+            path,
+            record.line_of("type"),
+            f"type must be one word, not {meta['type']!r}; expected one of: "
+            f"{', '.join(RECORD_TYPES)}",
+        )
     if meta["type"] not in TYPE_FOLDERS:
         raise InvalidRecord(
             path,

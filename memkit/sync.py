@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,27 +20,54 @@ from memkit.documents import documents_for
 from memkit.errors import InvalidRecord, LockTimeout
 from memkit.index import SCHEMA_VERSION, Hit, IndexDoc, RankWeights, SearchIndex, SearchResult
 from memkit.records import STORE_TYPES, TYPE_FOLDERS, parse_record
-from memkit.vault import RECORD_ROOTS, Problem, Vault, is_record_path, is_temporary_name
+from memkit.vault import (
+    RECORD_ROOTS,
+    FileStat,
+    NotRegularFile,
+    Problem,
+    Vault,
+    is_record_path,
+    read_regular,
+    walk_record_files,
+)
 
-MANIFEST_VERSION = 2
+# The manifest: one SQLite file (WAL) under `.memkit/`, a row per file. A sync saves what it
+# changed in one transaction after its index commit, so a `kill -9` leaves either the old rows or
+# the new ones. Its `user_version` is MANIFEST_VERSION: another version (or the JSON manifest,
+# journal and pending list of earlier releases) means a rebuild from the files, never an error.
+MANIFEST_FILE = "manifest.db"
+MANIFEST_VERSION = 5  # 4: SQLite, with ctime and inode; 5: rows and tombstones carry a save number
+OLD_MANIFEST_FILES = ("manifest.json", "manifest.journal", "pending.json")
 WATCHER_FILE = "watcher.json"
-# Changes since the manifest was last written whole: one JSON line per sync, appended (and
-# fsync'd) after the index commit, so a sync that touched one file writes one line instead of
-# the whole manifest. Its first line names the manifest it extends (by the token written into
-# it); a journal of another manifest is ignored. Folded into the manifest by a rebuild, or by
-# the save that makes it longer than JOURNAL_SHARE of the manifest (at least JOURNAL_MIN_BYTES).
-JOURNAL_FILE = "manifest.journal"
-JOURNAL_MIN_BYTES = 256 * 1024
-JOURNAL_SHARE = 16
-# The manifest on disk holds one array per column, in this order (`files` holds the paths):
-# a tenth of the objects a mapping of path -> list has, and ~2.5x quicker to load.
-COLUMNS = ("mtime_ns", "size", "sha256", "record_id", "type", "problem", "line")
+# The manifest's columns after the path, in this order (a Row holds them in the same order).
+COLUMNS = ("mtime_ns", "size", "sha256", "record_id", "type", "problem", "line", "ctime_ns", "ino")
 # One file's manifest entry, as kept in memory: the columns above, in that order.
-Row = tuple[int, int, str, str, str, str, int]
-# Paths a sync is about to add to the index, written before the index commit and removed
-# after the manifest is saved: a sync killed in between leaves documents the manifest does not
-# know, and this list lets the next sync find (and drop) them if their files are gone.
-PENDING_FILE = "pending.json"
+Row = tuple[int, int, str, str, str, str, int, int, int]
+# Every save has a number (`seq` in meta); each row it writes, and each path it deletes (a
+# tombstone in `gone`), carries it. A process holding the rows of save N reads just what saves
+# after N changed (a watcher's one-file sync: one row), not 100k rows; a rebuild starts a new
+# `generation`, and tombstones are pruned past TOMBSTONES (then older readers load it all).
+_CREATE = """
+CREATE TABLE files (
+    path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, record_id TEXT NOT NULL, type TEXT NOT NULL, problem TEXT NOT NULL,
+    line INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX files_seq ON files (seq);
+CREATE TABLE gone (path TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX gone_seq ON gone (seq);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+_SELECT = "SELECT path, " + ", ".join(COLUMNS) + " FROM files"
+_UPSERT = "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SET_META = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
+_UPSERT_GONE = "INSERT OR REPLACE INTO gone VALUES (?, ?)"
+TOMBSTONES = 20_000
+# How many syncs saved changes (each after its one index commit): for `status` and tests.
+_COUNT_SAVE = (
+    "INSERT INTO meta VALUES ('saves', '1') "
+    "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+)
 # A file whose mtime is at or after the moment a sync began looking at the files may have been
 # changed again within one tick of the file system's clock without its mtime or size changing
 # ("racily clean", as git calls it): the next sync compares its content, not just its stat.
@@ -66,6 +94,8 @@ class FileState:
     type: str = ""
     problem: str = ""  # "line: message" when the file is not a valid record
     line: int = 0
+    ctime_ns: int = 0
+    ino: int = 0
 
     def to_row(self) -> Row:
         """The manifest's form: the fields in declaration order (what `from_row` reads back)."""
@@ -77,6 +107,8 @@ class FileState:
             self.type,
             self.problem,
             self.line,
+            self.ctime_ns,
+            self.ino,
         )
 
     @classmethod
@@ -95,6 +127,7 @@ class SyncReport:
     proposals_in_stores: list[str] = field(default_factory=list)
     rebuilt: bool = False
     seconds: float = 0.0
+    checked_by: str = ""  # who said what changed: "watcher", "walk" ("" when not recorded)
 
     @property
     def touched(self) -> int:
@@ -111,6 +144,7 @@ class SyncReport:
             "problems": [p.to_json() for p in self.problems],
             "proposals_in_stores": self.proposals_in_stores,
             "seconds": round(self.seconds, 3),
+            "checked_by": self.checked_by,
         }
 
 
@@ -129,12 +163,36 @@ def _parse_file(root: str, relpath: str, known: FileState | None = None) -> Pars
     """
     full = os.path.join(root, relpath)
     try:
-        with open(full, "rb") as handle:
-            data = handle.read()
-            stat = os.fstat(handle.fileno())
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        data, stat = read_regular(Path(root), full)
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    state = FileState(stat.st_mtime_ns, stat.st_size, hashlib.sha256(data).hexdigest())
+    except NotRegularFile as error:
+        # A FIFO, socket, device, symlink or unreadable file: a per-file problem, never opened
+        # (a FIFO would hang the read) and never indexed (a symlink may lead out of the vault).
+        try:
+            info = os.lstat(full)
+        except OSError:
+            return None
+        # Its own "hash": never equal to another file's, so never taken for a move.
+        state = FileState(
+            info.st_mtime_ns,
+            info.st_size,
+            f"!{relpath}",
+            "",
+            "",
+            str(error),
+            1,
+            info.st_ctime_ns,
+            info.st_ino,
+        )
+        return Parsed(relpath, state, [])
+    state = FileState(
+        stat.st_mtime_ns,
+        stat.st_size,
+        hashlib.sha256(data).hexdigest(),
+        ctime_ns=stat.st_ctime_ns,
+        ino=stat.st_ino,
+    )
     if known is not None and known.sha256 == state.sha256:
         state.record_id, state.type = known.record_id, known.type
         state.problem, state.line = known.problem, known.line
@@ -169,15 +227,17 @@ def _worker_processes_are_safe() -> bool:
 def _same_content(root: str, relpath: str, sha256: str) -> bool:
     """Whether the file still hashes as the manifest says (False when it is gone)."""
     try:
-        with open(os.path.join(root, relpath), "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest() == sha256
+        data, _stat = read_regular(Path(root), os.path.join(root, relpath))
+    except NotRegularFile:
+        return sha256 == f"!{relpath}"
     except OSError:
         return False
+    return hashlib.sha256(data).hexdigest() == sha256
 
 
 # Manifest entry of a path whose documents may be in the index after a killed sync: matches no
 # file, so the next sync reads the file again or, when it is gone, deletes its documents.
-UNKNOWN_ROW: Row = (-1, -1, "", "", "", "", 0)
+UNKNOWN_ROW: Row = (-1, -1, "", "", "", "", 0, -1, -1)
 
 
 def _unknown_state() -> FileState:
@@ -190,14 +250,66 @@ def _in_store(path: str, row: Row) -> bool:
     return row[4] == "proposal" and path.rpartition("/")[0] in STORE_FOLDERS
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+@dataclass(frozen=True)
+class WatcherAnswer:
+    """What a healthy watcher vouches for: every file not named here is in the index as it is
+    on disk; these paths (and folders) changed and its sync has not committed them yet."""
+
+    paths: list[str]
+    directories: list[str]
 
 
-class _DamagedManifest(Exception):
-    """The manifest or its journal cannot be read: the next sync rebuilds."""
+# How long a process waits for the watcher's answer before it walks the vault itself.
+WATCHER_ANSWER_SECONDS = 0.5
+
+
+def watcher_address(state_dir: Path) -> str:
+    """Where the watcher of the vault with this state folder listens: a Unix socket in it, or
+    (when that path is too long for a socket) an abstract Linux socket named after it, written
+    with a leading "@"."""
+    path = str(state_dir / "watch.sock")
+    if len(os.fsencode(path)) < 100:
+        return path
+    return "@memkit-watch-" + hashlib.sha256(os.fsencode(path)).hexdigest()[:24]
+
+
+def socket_address(address: str) -> str | bytes:
+    """The address to bind or connect to for one from `watcher_address`."""
+    return b"\0" + address[1:].encode() if address.startswith("@") else address
+
+
+def ask_watcher(state_dir: Path, timeout: float = WATCHER_ANSWER_SECONDS) -> WatcherAnswer | None:
+    """Ask the vault's running watcher what changed that its index does not hold yet (it first
+    makes sure it has seen every file event up to now: see memkit/watcher.py). None when no
+    healthy watcher answers in time (absent, starting, overflowed, polling, slow): walk then."""
+    try:
+        info = json.loads((state_dir / WATCHER_FILE).read_bytes())
+        address = str(info["socket"])
+        if time.time() - float(info.get("heartbeat", 0)) > WATCHER_STALE_SECONDS:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(timeout)
+            client.connect(socket_address(address))
+            client.sendall(b'{"ask": "changes"}\n')
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = client.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        reply = json.loads(data)
+        if reply.get("ok") is not True:
+            return None
+        return WatcherAnswer(
+            [str(p) for p in reply["paths"]], [str(d) for d in reply["directories"]]
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 class VaultIndex:
@@ -208,27 +320,31 @@ class VaultIndex:
         self.lock_timeout = lock_timeout
         self._index: SearchIndex | None = None
         self._index_folder: tuple[int, int] | None = None
-        # The manifest as last read or written (base + journal): never changed in place, only
-        # replaced, so a caller may hold on to it.
+        # The manifest as last read or written: never changed in place, only replaced, so a
+        # caller may hold on to it. Valid while the database's `data_version` is `_version`.
         self._rows: dict[str, Row] | None = None
-        self._base_key: tuple[int, int, int] | None = None  # (inode, mtime, size) it came from
-        self._base_token = ""  # "" when the base cannot take a journal (none, or an old format)
-        self._base_size = 0
-        # (inode, bytes read) of the journal applied to `_rows`; None: no journal of this base.
-        self._journal_at: tuple[int, int] | None = None
+        self._version = -1
         self._scanned_ns = 0
+        # The save (generation, number) `_rows` reflects: later saves are read as changes.
+        self._generation = ""
+        self._seq = 0
+        # The open manifest database, and the (device, inode) of the file it opened.
+        self._db: sqlite3.Connection | None = None
+        self._db_identity: tuple[int, int] | None = None
         # The rows `_marked` last answered for, and its answer.
         self._marks: tuple[dict[str, Row], set[str], set[str]] | None = None
+        # Inside `operation()`: whether its one freshness check was made (None: outside one).
+        self._checked: bool | None = None
+        # Which way the last freshness check answered ("watcher", "walk", "rebuilt", "").
+        self.last_check = ""
+        # Inside `batch()`: this process's writes wait to be indexed in one commit at its end.
+        self._batches = 0
 
     # --- state files ---------------------------------------------------------------------
 
     @property
     def manifest_path(self) -> Path:
-        return self.vault.state_dir / "manifest.json"
-
-    @property
-    def journal_path(self) -> Path:
-        return self.vault.state_dir / JOURNAL_FILE
+        return self.vault.state_dir / MANIFEST_FILE
 
     @property
     def index(self) -> SearchIndex:
@@ -246,10 +362,14 @@ class VaultIndex:
         if self._index is not None:
             self._index.close()
             self._index = None
+        self._close_db()
 
-    @property
-    def pending_path(self) -> Path:
-        return self.vault.state_dir / PENDING_FILE
+    def _close_db(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db, self._db_identity = None, None
+        self._forget_manifest()
 
     def load_manifest(self) -> dict[str, FileState]:
         """The manifest (path -> FileState), paths pending from a killed sync included.
@@ -262,182 +382,188 @@ class VaultIndex:
     def _current_rows(self) -> dict[str, Row]:
         """The manifest as rows, with the paths pending from a killed sync as UNKNOWN_ROW.
         Do not change it: it may be the cached one."""
-        pending = self._load_pending()
-        if pending is None:
-            return {}  # a damaged list of pending paths: only a rebuild is sure to be right
-        return self._with_pending(self._manifest_rows(), pending)
-
-    @staticmethod
-    def _with_pending(rows: dict[str, Row], pending: Sequence[str]) -> dict[str, Row]:
-        if not pending:
-            return rows
-        rows = dict(rows)
-        for path in pending:
-            rows.setdefault(path, UNKNOWN_ROW)
-        return rows
+        return self._manifest_rows()
 
     def _forget_manifest(self) -> None:
-        self._rows, self._base_key, self._journal_at = None, None, None
-        self._base_token, self._base_size, self._scanned_ns = "", 0, 0
+        self._rows, self._version, self._scanned_ns = None, -1, 0
+        self._generation, self._seq = "", 0
+
+    def _connect(self) -> sqlite3.Connection:
+        """The manifest database, opened again when its file was deleted or replaced (a
+        `rm -rf .memkit`, say). A damaged file is removed (derived state: a rebuild follows)."""
+        path = self.manifest_path
+        try:
+            stat = os.stat(path)
+            identity: tuple[int, int] | None = (stat.st_dev, stat.st_ino)
+        except FileNotFoundError:
+            identity = None
+        if self._db is not None and identity == self._db_identity:
+            return self._db
+        self._close_db()
+        for name in OLD_MANIFEST_FILES:  # an earlier release's manifest: rebuilt, never read
+            with contextlib.suppress(OSError):
+                (self.vault.state_dir / name).unlink()
+        for attempt in range(2):
+            try:
+                db = sqlite3.connect(
+                    path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False
+                )
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("PRAGMA synchronous=NORMAL")  # WAL: a kill -9 loses nothing
+                    db.execute("PRAGMA user_version").fetchone()
+                except sqlite3.Error:
+                    db.close()
+                    raise
+                break
+            except sqlite3.DatabaseError:
+                if attempt:
+                    raise
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"{path}{suffix}")
+        stat = os.stat(path)
+        self._db, self._db_identity = db, (stat.st_dev, stat.st_ino)
+        return db
+
+    @staticmethod
+    def _schema_ok(db: sqlite3.Connection) -> bool:
+        """Whether the manifest was written by this version for this index schema."""
+        if db.execute("PRAGMA user_version").fetchone()[0] != MANIFEST_VERSION:
+            return False
+        tables = db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('files', 'gone', 'meta')"
+        )
+        if tables.fetchone()[0] != 3:
+            return False
+        row = db.execute("SELECT value FROM meta WHERE key = 'index_schema'").fetchone()
+        return row is not None and str(row[0]) == str(SCHEMA_VERSION)
 
     def _manifest_rows(self) -> dict[str, Row]:
-        """The manifest on disk (base + journal), without pending paths; cached while the files
-        are unchanged, and only the journal's new lines read when just it grew. Do not change
-        the dict returned."""
-        for _attempt in range(3):
+        """The manifest on disk, paths pending from a killed sync included (as UNKNOWN_ROW);
+        cached while no other process changed it. Do not change the dict returned."""
+        try:
+            db = self._connect()
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            if self._rows is not None and version == self._version:
+                return self._rows
+            db.execute("BEGIN")  # one snapshot for meta and rows
             try:
-                stat = os.stat(self.manifest_path)
-            except FileNotFoundError:
-                self._forget_manifest()
-                return {}
-            # Inode too, not just mtime: another process replaces the file, and two writes may
-            # fall within one tick of a coarse file system clock.
-            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            try:
-                if self._rows is None or key != self._base_key:
-                    self._forget_manifest()
-                    self._read_base(key)
-                self._read_journal()
-            except _DamagedManifest:
-                # Derived state: the next sync rebuilds from the files.
-                self._forget_manifest()
-                return {}
-            # Read without the index lock (is_stale, status): if another process folded the
-            # journal into a new manifest meanwhile, what was read may mix the two; read again.
-            try:
-                again = os.stat(self.manifest_path)
-            except FileNotFoundError:
-                continue
-            if (again.st_ino, again.st_mtime_ns, again.st_size) == key:
-                break
-        return self._rows if self._rows is not None else {}
+                generation, seq = "", 0
+                if not self._schema_ok(db):
+                    rows: dict[str, Row] = {}
+                    scanned_ns = 0
+                else:
+                    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+                    scanned_ns = int(meta.get("scanned_ns", 0))
+                    generation, seq = str(meta.get("generation", "")), int(meta.get("seq", 0))
+                    pruned = int(meta.get("pruned", 0))
+                    if (
+                        self._rows is not None
+                        and generation == self._generation
+                        and pruned <= self._seq <= seq
+                    ):
+                        # Just what later saves changed (a copy: the old dict stays as it was).
+                        rows = dict(self._rows)
+                        for row in db.execute(_SELECT + " WHERE seq > ?", (self._seq,)):
+                            rows[row[0]] = row[1:]
+                        for (path,) in db.execute(
+                            "SELECT path FROM gone WHERE seq > ?", (self._seq,)
+                        ):
+                            rows.pop(path, None)
+                    else:
+                        rows = {row[0]: row[1:] for row in db.execute(_SELECT)}
+            finally:
+                db.execute("COMMIT")
+        except (sqlite3.Error, OSError, ValueError):
+            # Unreadable (a read-only `.memkit`, a damaged file): the next sync rebuilds.
+            self._close_db()
+            return {}
+        self._rows, self._version, self._scanned_ns = rows, version, scanned_ns
+        self._generation, self._seq = generation, seq
+        return rows
 
-    def _read_base(self, key: tuple[int, int, int]) -> None:
-        try:
-            data = json.loads(self.manifest_path.read_bytes())
-            version = data.get("version")
-            if data.get("index_schema") != SCHEMA_VERSION or version not in (1, MANIFEST_VERSION):
-                raise _DamagedManifest
-            scanned_ns = int(data.get("scanned_ns", 0))
-            if version == 1:  # the format before columns (and journals)
-                rows: dict[str, Row] = {
-                    str(path): tuple(row) for path, row in data["files"].items()
-                }
-                if any(len(row) != len(COLUMNS) for row in rows.values()):
-                    raise _DamagedManifest
-                token = ""
-            else:
-                paths = data["files"]
-                columns = [data[name] for name in COLUMNS]
-                if not isinstance(paths, list) or any(
-                    not isinstance(column, list) or len(column) != len(paths) for column in columns
-                ):
-                    raise _DamagedManifest
-                # Cheap type checks (a few ms at 100k): sums of numbers, joins of strings.
-                for column in (columns[0], columns[1], columns[6]):
-                    sum(column)
-                for column in (paths, *columns[2:6]):
-                    "".join(column)
-                rows = dict(zip(paths, zip(*columns, strict=True), strict=True))
-                token = str(data["token"])
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OSError):
-            raise _DamagedManifest from None
-        self._rows, self._base_key, self._base_token = rows, key, token
-        self._base_size, self._scanned_ns, self._journal_at = key[2], scanned_ns, None
+    def _next_save(self, db: sqlite3.Connection) -> int:
+        """Start a save: its number, recorded in meta (inside the write transaction)."""
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        seq = int(meta.get("seq", 0)) + 1
+        db.execute(_SET_META, ("seq", str(seq)))
+        self._generation = str(meta.get("generation", ""))
+        return seq
 
-    def _read_journal(self) -> None:
-        """Apply the journal's lines not applied yet to the cached rows (a copy of them)."""
-        if not self._base_token:
-            return  # an old-format base has no journal (its first save writes a new base)
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the manifest (under the index lock). A manifest of another
+        version is replaced by an empty one first (the sync writing is then a rebuild)."""
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
         try:
-            handle = open(self.journal_path, "rb")  # noqa: SIM115 (closed below)
-        except FileNotFoundError:
-            self._journal_at = None
-            return
-        with handle:
-            stat = os.fstat(handle.fileno())
-            at = self._journal_at
-            start = at[1] if at is not None and at[0] == stat.st_ino else 0
-            if start == stat.st_size:
-                return  # nothing new
-            if start > stat.st_size:
-                start = 0  # cut short by a sync that found a torn line: read it all again
-                # (lines are only appended: what was read before is still there)
-            handle.seek(start)
-            data = handle.read()
-        end = data.rfind(b"\n") + 1  # a last line without its newline is still being written
-        lines = data[:end].splitlines()
-        assert self._rows is not None
-        rows = dict(self._rows)
-        scanned_ns = self._scanned_ns
-        try:
-            if start == 0:
-                if not lines:
-                    return
-                header = json.loads(lines.pop(0))
-                if header.get("base") != self._base_token:
-                    # The journal of an earlier manifest (a kill between writing a manifest
-                    # and removing its journal): all it says is in the manifest already.
-                    self._journal_at = None
-                    return
-            for line in lines:
-                entry = json.loads(line)
-                for path, row in entry.get("set", {}).items():
-                    if len(row) != len(COLUMNS):
-                        raise _DamagedManifest
-                    rows[str(path)] = tuple(row)
-                for path in entry.get("del", ()):
-                    rows.pop(path, None)
-                if "scanned_ns" in entry:
-                    scanned_ns = int(entry["scanned_ns"])
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
-            raise _DamagedManifest from None
-        self._rows, self._scanned_ns = rows, scanned_ns
-        self._journal_at = (stat.st_ino, start + end)
+            if not self._schema_ok(db):
+                for table in ("files", "gone", "meta"):
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
+                for statement in _CREATE.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {MANIFEST_VERSION}")
+                db.execute("INSERT INTO meta VALUES ('index_schema', ?)", (str(SCHEMA_VERSION),))
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self._forget_manifest()
+            raise
 
-    def _load_pending(self) -> list[str] | None:
+    def saves(self) -> int:
+        """How many syncs have saved changes to this manifest (each after one index commit)."""
         try:
-            data = json.loads(self.pending_path.read_bytes())
-            return [str(path) for path in data["paths"]]
-        except FileNotFoundError:
-            return []
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            return None
+            row = self._connect().execute("SELECT value FROM meta WHERE key = 'saves'").fetchone()
+        except sqlite3.Error:
+            return 0
+        return int(row[0]) if row else 0
+
+    def _load_pending(self) -> list[str]:
+        """Paths pending from a killed sync: in the manifest itself now (as UNKNOWN_ROW)."""
+        return []
 
     def _save_pending(self, paths: Sequence[str]) -> None:
-        temp = self.pending_path.with_suffix(".json.tmp")
-        temp.write_text(json.dumps({"paths": sorted(paths)}), "utf-8")
-        os.replace(temp, self.pending_path)
+        """Before the index learns of paths the manifest does not list, list them (as
+        UNKNOWN_ROW): if this process dies between the index commit and the manifest save,
+        the next sync still looks at them (and drops their documents when the files are gone)."""
+        with self._writing() as db:
+            seq = self._next_save(db)
+            db.executemany(
+                "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((path, *UNKNOWN_ROW, seq) for path in paths),
+            )
+            db.executemany("DELETE FROM gone WHERE path = ?", ((path,) for path in paths))
+        # This process's cache leaves them out (the save after the commit writes their rows);
+        # should that save never come (an error in between), the next read takes them in.
+        self._version = -1
 
     def _save_manifest(self, files: dict[str, FileState], scanned_ns: int) -> None:
-        """Write the whole manifest (and drop the journal)."""
+        """Write the whole manifest."""
         self._write_base({path: state.to_row() for path, state in files.items()}, scanned_ns)
 
     def _write_base(self, rows: dict[str, Row], scanned_ns: int) -> None:
-        """Write the whole manifest, then remove the journal it takes in. Under the lock."""
-        token = os.urandom(8).hex()
-        paths = list(rows)
-        columns = list(zip(*rows.values(), strict=True)) or [()] * len(COLUMNS)
-        data: dict[str, Any] = {
-            "version": MANIFEST_VERSION,
-            "index_schema": SCHEMA_VERSION,
-            "scanned_ns": scanned_ns,
-            "token": token,
-            "files": paths,
-        }
-        data.update(zip(COLUMNS, columns, strict=True))
-        temp = self.manifest_path.with_suffix(".json.tmp")
-        with open(temp, "wb") as handle:
-            handle.write(json.dumps(data, separators=(",", ":")).encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, self.manifest_path)
-        # Killed here, the journal left names another manifest's token: it is ignored.
-        self.journal_path.unlink(missing_ok=True)
-        stat = self.manifest_path.stat()
-        self._rows, self._base_key = rows, (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        self._base_token, self._base_size = token, stat.st_size
-        self._journal_at, self._scanned_ns = None, scanned_ns
+        """Replace the whole manifest, in one transaction. Under the lock."""
+        generation = os.urandom(8).hex()
+        with self._writing() as db:
+            seq = self._next_save(db)
+            db.execute("DELETE FROM files")
+            db.execute("DELETE FROM gone")
+            db.executemany(_UPSERT, ((path, *row, seq) for path, row in rows.items()))
+            db.executemany(
+                _SET_META,
+                [
+                    ("scanned_ns", str(scanned_ns)),
+                    ("generation", generation),
+                    ("pruned", str(seq)),
+                ],
+            )
+            db.execute(_COUNT_SAVE)
+        self._rows, self._scanned_ns = rows, scanned_ns
+        self._generation, self._seq = generation, seq
 
     def _save_changes(
         self,
@@ -447,56 +573,27 @@ class VaultIndex:
         scanned_ns: int,
     ) -> None:
         """Save `rows`, the manifest read at the start of this sync (under the lock) with
-        `changed` and `deleted`: one line appended to the journal, or the whole manifest when
-        the journal has grown too long (or the manifest on disk cannot take one)."""
-        entry: dict[str, Any] = {}
-        if scanned_ns != self._scanned_ns:
-            entry["scanned_ns"] = scanned_ns
-        if changed:
-            entry["set"] = changed
-        if deleted:
-            entry["del"] = list(deleted)
-        if not entry and self._rows is not None and self._base_token:
+        `changed` and `deleted`: just those rows, in one transaction."""
+        if (
+            not changed
+            and not deleted
+            and scanned_ns == self._scanned_ns
+            and self._rows is not None
+        ):
             self._rows = rows
             return  # the manifest on disk says it all already
-        line = json.dumps(entry, separators=(",", ":")).encode() + b"\n"
-        at = self._journal_at
-        journal = at[1] if at is not None else 0
-        if not self._base_token or journal + len(line) > max(
-            JOURNAL_MIN_BYTES, self._base_size // JOURNAL_SHARE
-        ):
-            self._write_base(rows, scanned_ns)
-            return
-        if at is None:
-            # A new journal, whole or not at all: header and line in a file renamed into place.
-            data = json.dumps({"base": self._base_token}).encode() + b"\n" + line
-            temp = self.journal_path.with_suffix(".tmp")
-            with open(temp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.journal_path)
-            inode, size = os.stat(self.journal_path).st_ino, len(data)
-        else:
-            try:
-                fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND)
-            except FileNotFoundError:  # removed under us (a `rm -rf .memkit`, say)
-                self._write_base(rows, scanned_ns)
-                return
-            try:
-                stat = os.fstat(fd)
-                if stat.st_ino == at[0]:
-                    if stat.st_size != at[1]:
-                        os.ftruncate(fd, at[1])  # a torn line left by a killed sync
-                    _write_all(fd, line)
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            if stat.st_ino != at[0]:  # replaced under us: write it all
-                self._write_base(rows, scanned_ns)
-                return
-            inode, size = at[0], at[1] + len(line)
-        self._rows, self._journal_at, self._scanned_ns = rows, (inode, size), scanned_ns
+        with self._writing() as db:
+            seq = self._next_save(db)
+            db.executemany(_UPSERT, ((path, *row, seq) for path, row in changed.items()))
+            db.executemany("DELETE FROM gone WHERE path = ?", ((path,) for path in changed))
+            db.executemany("DELETE FROM files WHERE path = ?", ((path,) for path in deleted))
+            db.executemany(_UPSERT_GONE, ((path, seq) for path in deleted))
+            db.execute(_SET_META, ("scanned_ns", str(scanned_ns)))
+            if db.execute("SELECT count(*) FROM gone").fetchone()[0] > TOMBSTONES:
+                db.execute("DELETE FROM gone")
+                db.execute(_SET_META, ("pruned", str(seq)))
+            db.execute(_COUNT_SAVE)
+        self._rows, self._scanned_ns, self._seq = rows, scanned_ns, seq
 
     @contextlib.contextmanager
     def lock(self, timeout: float | None = None) -> Iterator[None]:
@@ -512,61 +609,11 @@ class VaultIndex:
 
     # --- looking at the files --------------------------------------------------------------
 
-    def stat_files(self) -> dict[str, tuple[int, int]]:
-        """path -> (mtime_ns, size) for every file that may be a record (`is_record_path`)."""
-        found: dict[str, tuple[int, int]] = {}
-        stat = os.stat
-
-        # The same rule as vault.is_record_path, checked one name at a time as the walk goes
-        # down (that function builds a PurePosixPath per file: 10x the cost of the stat).
-        # Each folder is opened once and its files stat-ed relative to it (`dir_fd`): the
-        # kernel then looks up one name, not the whole path (30% off a walk of 100k files).
-        def walk(directory: str, relative: str, depth: int) -> None:
-            try:
-                fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            except OSError:
-                return  # gone, not a folder, not ours to read
-            try:
-                try:
-                    entries = list(os.scandir(fd))
-                except OSError:
-                    return
-                for entry in entries:
-                    name = entry.name
-                    try:
-                        # For a name ending in .md, is_temporary_name is this test (checked
-                        # by tests/test_sync.py): the common case, without a call.
-                        if (
-                            depth
-                            and name.endswith(".md")
-                            and not name.startswith((".", "#", "~"))
-                            and "___jb_" not in name
-                        ):
-                            if entry.is_dir(follow_symlinks=False):
-                                walk(f"{directory}/{name}", f"{relative}{name}/", depth + 1)
-                            else:
-                                found[relative + name] = (
-                                    (info := stat(name, dir_fd=fd)).st_mtime_ns,
-                                    info.st_size,
-                                )
-                        elif not is_temporary_name(name) and entry.is_dir(follow_symlinks=False):
-                            walk(f"{directory}/{name}", f"{relative}{name}/", depth + 1)
-                    except OSError:
-                        continue  # vanished while walking: the next sync sees it gone
-            finally:
-                os.close(fd)
-
-        root = str(self.vault.root)
-        for top in RECORD_ROOTS:
-            walk(os.path.join(root, top), f"{top}/", 0)
-        for top in self.vault.notes_folders:
-            walk(os.path.join(root, top), f"{top}/", 1)  # depth 1: notes may sit at the top
-        return found
-
-    def _needs_reading(self, state: FileState | None, mtime: int, size: int) -> bool:
-        if state is None or state.mtime_ns != mtime or state.size != size:
-            return True
-        return self._is_racy(state)
+    def stat_files(self) -> dict[str, FileStat]:
+        """path -> (mtime_ns, size, ctime_ns, inode) of every entry that may be a record file
+        (`is_record_path`), from the vault's one walk (lstat: special files included, as
+        per-file problems; nothing followed, nothing opened)."""
+        return walk_record_files(self.vault.root, RECORD_ROOTS, self.vault.notes_folders)
 
     def _is_racy(self, state: FileState) -> bool:
         return state.mtime_ns >= self._scanned_ns
@@ -582,7 +629,7 @@ class VaultIndex:
             return time.time_ns() - 3_000_000_000
 
     def _compare(
-        self, rows: dict[str, Row], stats: dict[str, tuple[int, int]]
+        self, rows: Mapping[str, Row], stats: Mapping[str, FileStat]
     ) -> tuple[list[str], list[str]]:
         """(paths to read, paths gone), both sorted, comparing the files' stats with `rows`.
         Paths to read include racily clean files (same stat, maybe not the same content)."""
@@ -590,10 +637,12 @@ class VaultIndex:
         get = rows.get
         to_read = [
             path
-            for path, (mtime, size) in stats.items()
+            for path, (mtime, size, ctime, ino) in stats.items()
             if (row := get(path)) is None
             or row[0] != mtime
             or row[1] != size
+            or row[7] != ctime
+            or row[8] != ino
             or mtime >= scanned_ns
         ]
         to_read.sort()
@@ -602,7 +651,7 @@ class VaultIndex:
 
     def changes(
         self,
-    ) -> tuple[dict[str, tuple[int, int]], dict[str, FileState], list[str], list[str]]:
+    ) -> tuple[dict[str, FileStat], dict[str, FileState], list[str], list[str]]:
         """(stats, manifest, paths to read, paths gone) comparing files with the manifest.
 
         Paths to read include racily clean files (same stat, maybe not the same content).
@@ -615,7 +664,7 @@ class VaultIndex:
 
     def freshness(
         self,
-    ) -> tuple[dict[str, tuple[int, int]], dict[str, FileState], list[str], list[str]]:
+    ) -> tuple[dict[str, FileStat], dict[str, FileState], list[str], list[str]]:
         """(stats, manifest, changed, gone): like `changes`, but a racily clean file counts as
         changed only when its content differs. Reads; never writes."""
         stats, manifest, to_read, gone = self.changes()
@@ -624,14 +673,14 @@ class VaultIndex:
             path
             for path in to_read
             if (state := manifest.get(path)) is None
-            or (state.mtime_ns, state.size) != stats[path]
+            or (state.mtime_ns, state.size, state.ctime_ns, state.ino) != stats[path]
             or not _same_content(root, path, state.sha256)
         ]
         return stats, manifest, changed, gone
 
     def targeted_changes(
         self, manifest: Mapping[str, Row], paths: Sequence[str], directories: Sequence[str]
-    ) -> tuple[dict[str, tuple[int, int]], list[str], list[str]]:
+    ) -> tuple[dict[str, FileStat], list[str], list[str]]:
         """Like `changes` but only for the given paths and folders (what a watcher saw)."""
         candidates = set(paths)
         for directory in directories:
@@ -640,29 +689,47 @@ class VaultIndex:
             for folder, _subdirs, files in os.walk(self.vault.root / directory):
                 base = Path(folder).relative_to(self.vault.root).as_posix()
                 candidates.update(f"{base}/{name}" for name in files)
-        stats: dict[str, tuple[int, int]] = {}
+        stats: dict[str, FileStat] = {}
+        root = str(self.vault.root)
         for relpath in candidates:
             if not is_record_path(relpath, self.vault.notes_folders):
                 continue
             try:
-                stat = os.stat(self.vault.root / relpath)
+                stat = os.lstat(os.path.join(root, relpath))
             except (FileNotFoundError, NotADirectoryError):
                 continue
-            stats[relpath] = (stat.st_mtime_ns, stat.st_size)
+            stats[relpath] = (stat.st_mtime_ns, stat.st_size, stat.st_ctime_ns, stat.st_ino)
         named = set(paths)
         scanned_ns = self._scanned_ns
         # A path the watcher named changed for sure (an edit may keep mtime and size within
         # one clock tick): read it; the hash tells whether to reindex.
         to_read = sorted(
             path
-            for path, (mtime, size) in stats.items()
+            for path, (mtime, size, ctime, ino) in stats.items()
             if path in named
             or (row := manifest.get(path)) is None
-            or (row[0], row[1]) != (mtime, size)
+            or (row[0], row[1], row[7], row[8]) != (mtime, size, ctime, ino)
             or mtime >= scanned_ns
         )
         gone = sorted(path for path in candidates if path not in stats and path in manifest)
         return stats, to_read, gone
+
+    def freshness_of(
+        self, paths: Sequence[str], directories: Sequence[str] = ()
+    ) -> tuple[list[str], list[str]]:
+        """(changed, gone) among just these paths and folders (what a watcher named): like
+        `freshness`, without a walk. Reads; never writes."""
+        rows = self._current_rows()
+        stats, _to_read, gone = self.targeted_changes(rows, paths, directories)
+        root, scanned_ns = str(self.vault.root), self._scanned_ns
+        changed = sorted(
+            path
+            for path, stat in stats.items()
+            if (row := rows.get(path)) is None
+            or (row[0], row[1], row[7], row[8]) != stat
+            or (stat[0] >= scanned_ns and not _same_content(root, path, row[2]))
+        )
+        return changed, gone
 
     def is_stale(self) -> bool:
         """Whether the index misses a change to the files (or must be rebuilt).
@@ -672,8 +739,17 @@ class VaultIndex:
         no file unless all stats agree."""
         if self.index.rebuilt:
             return True
+        answer = ask_watcher(self.vault.state_dir)
+        if answer is not None:  # a healthy watcher names what may differ: no walk
+            self.last_check = "watcher"
+            changed, gone = self.freshness_of(answer.paths, answer.directories)
+            return bool(changed or gone)
+        self.last_check = "walk"
+        return self._differs(self.stat_files())
+
+    def _differs(self, stats: Mapping[str, FileStat]) -> bool:
+        """Whether the walk's `stats` differ from the manifest (see `is_stale`)."""
         rows = self._current_rows()
-        stats = self.stat_files()
         if not rows:
             return bool(stats)
         if len(rows) != len(stats):
@@ -681,14 +757,86 @@ class VaultIndex:
         scanned_ns = self._scanned_ns
         get = rows.get
         racy: list[tuple[str, str]] = []
-        for path, (mtime, size) in stats.items():
+        for path, (mtime, size, ctime, ino) in stats.items():
             row = get(path)
-            if row is None or row[0] != mtime or row[1] != size:
+            if row is None or row[0] != mtime or row[1] != size or row[7] != ctime or row[8] != ino:
                 return True
             if mtime >= scanned_ns:
                 racy.append((path, row[2]))
         root = str(self.vault.root)
         return any(not _same_content(root, path, sha256) for path, sha256 in racy)
+
+    # --- one freshness check per operation ------------------------------------------------
+
+    def index_writes(self, *, lock_timeout: float | None = None) -> SyncReport | None:
+        """Write-through: index exactly the paths this process's Vault wrote since this index
+        last took them (creates, updates, moves, deletes), without a walk. None: nothing new."""
+        touched = self.vault.touched
+        log = getattr(touched, "log", None)
+        if log is None or touched.indexed >= len(log) or self._batches:
+            return None  # nothing new, or inside a batch: indexed once at its end
+        end = len(log)
+        report = self.sync(paths=sorted(set(log[touched.indexed : end])), lock_timeout=lock_timeout)
+        touched.indexed = max(touched.indexed, end)
+        return report
+
+    def ensure_fresh(self, *, lock_timeout: float | None = None) -> str:
+        """Bring the index in line with the files, looking once, the cheapest way there is:
+        this process's own writes are indexed by path; then a healthy `memkit watch` says what
+        changed since it last synced (no walk), or else one stat walk, whose result the sync
+        that follows reuses. Returns which answered: "watcher" or "walk" ("rebuilt" when the
+        index had to be rebuilt). Raises LockTimeout when another process holds the index."""
+        self.index_writes(lock_timeout=lock_timeout)
+        if self.index.rebuilt:
+            self.sync(lock_timeout=lock_timeout)
+            self.last_check = "rebuilt"
+            return self.last_check
+        answer = ask_watcher(self.vault.state_dir)
+        if answer is not None:
+            if answer.paths or answer.directories:
+                self.sync(
+                    paths=answer.paths, directories=answer.directories, lock_timeout=lock_timeout
+                )
+            self.last_check = "watcher"
+            return self.last_check
+        # Taken before the walk: a file changed after this moment is racy next time.
+        scanned_ns = self._file_system_now()
+        stats = self.stat_files()
+        if self._differs(stats):
+            self.sync(walked=(scanned_ns, stats), lock_timeout=lock_timeout)
+        self.last_check = "walk"
+        return self.last_check
+
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[None]:
+        """One freshness check for everything inside (a recall, a context, an Agent turn):
+        the first search checks; later ones take only this process's own writes (indexed by
+        path). Nested operations share the outer one's check."""
+        if self._checked is not None:
+            yield
+            return
+        self._checked = False
+        try:
+            yield
+        finally:
+            self._checked = None
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """An operation (one freshness check) whose own writes are indexed once, in one commit
+        at its end, not before each search inside it: searches there see the index as it was
+        before the batch, so a batch dedupes its own items itself (see Memory's promotions)."""
+        self._batches += 1
+        try:
+            with self.operation():
+                yield
+        finally:
+            self._batches -= 1
+        if not self._batches:
+            # Another process holding the index for long: the writes stand, and the next
+            # freshness check (or the watcher) indexes them.
+            with contextlib.suppress(LockTimeout):
+                self.index_writes()
 
     @staticmethod
     def _folder_identity(index: SearchIndex) -> tuple[int, int] | None:
@@ -775,32 +923,45 @@ class VaultIndex:
         directories: Sequence[str] = (),
         progress: Progress | None = None,
         lock_timeout: float | None = None,
+        walked: tuple[int, Mapping[str, FileStat]] | None = None,
     ) -> SyncReport:
         """Bring the index in line with the files.
 
         `full` rebuilds from scratch; `paths`/`directories` limit the look to what a watcher saw
-        change (otherwise every file is stat-ed and compared with the manifest).
+        change (otherwise every file is stat-ed and compared with the manifest). `walked` is a
+        walk already made for this operation, (file system time taken before it, its stats):
+        reused instead of walking again.
         """
         started = time.monotonic()
+        if not full and paths is not None and not paths and not directories:
+            # Nothing to look at (a watcher vouched for every file): the report from the
+            # manifest's own queries, without loading its rows into this process.
+            quick = self._nothing_to_sync(lock_timeout)
+            if quick is not None:
+                quick.seconds = time.monotonic() - started
+                return quick
         with self.lock(lock_timeout):
             report = SyncReport()
             # One handle for the whole sync (reopened here if its folder was deleted).
             index = self.index
             # Read under the lock: the manifest on disk (`on_disk`), and with the paths a
             # killed sync left pending (`manifest`; both the cached dicts: never changed here).
-            pending = self._load_pending()
-            on_disk = self._manifest_rows() if pending is not None else {}
-            manifest = self._with_pending(on_disk, pending or ())
+            # (Paths pending from a killed sync are in it, as UNKNOWN_ROW.)
+            on_disk = manifest = self._manifest_rows()
             scanned_ns = self._scanned_ns
             if index.rebuilt or not manifest:
                 full = True
+            stats: Mapping[str, FileStat]
             if not full and (paths is not None or directories):
                 stats, to_read, gone = self.targeted_changes(manifest, paths or (), directories)
                 total = len(manifest) - len(gone) + len([p for p in stats if p not in manifest])
             else:
-                # Taken before the walk: a file changed after this moment is racy next time.
-                scanned_ns = self._file_system_now()
-                stats = self.stat_files()
+                if walked is not None:
+                    scanned_ns, stats = walked
+                else:
+                    # Taken before the walk: a file changed after this moment is racy next time.
+                    scanned_ns = self._file_system_now()
+                    stats = self.stat_files()
                 to_read, gone = self._compare(manifest, stats)
                 total = len(stats)
             if full:
@@ -813,7 +974,7 @@ class VaultIndex:
                 # pending list below).
                 fresh = {p for p in to_read if p not in on_disk}
                 if fresh:
-                    self._save_pending(sorted(fresh | set(pending or ())))
+                    self._save_pending(sorted(fresh))
                 parsed: list[Parsed] = []
                 index.replace_all(self._stream_documents(to_read, progress, parsed))
             else:
@@ -858,39 +1019,29 @@ class VaultIndex:
             # (Paths still pending from an earlier crash stay listed until the manifest is saved.)
             new_paths = {p for p in reindexed if p not in manifest}
             if new_paths and not full:  # (a rebuild listed them before it began)
-                self._save_pending(sorted(new_paths | set(self._load_pending() or ())))
+                self._save_pending(sorted(new_paths))
             if full:
                 pass  # the rebuild's documents went to the index above, while parsing
             elif upserts or report.deleted or reindexed:
                 # The searchable moment: the commit (and the reader's reload) comes first,
                 # the manifest after it.
                 index.update(upserts, [*report.deleted, *reindexed])
-            try:
-                if full:
-                    self._write_base(new_manifest, scanned_ns)
-                    self.pending_path.unlink(missing_ok=True)
-                elif parsed or report.deleted:
-                    # (Nothing read and nothing gone: the manifest on disk is right as it is.)
-                    # What differs from the manifest on disk: the files read or gone, and paths
-                    # still pending from a killed sync (saved as UNKNOWN_ROW until they are seen).
-                    looked_at = parsed_paths.union(gone, vanished, pending or ())
-                    changed_rows = {
-                        path: row
-                        for path in sorted(looked_at)
-                        if (row := new_manifest.get(path)) is not None and on_disk.get(path) != row
-                    }
-                    deleted_rows = sorted(
-                        path for path in looked_at if path not in new_manifest and path in on_disk
-                    )
-                    self._save_changes(new_manifest, changed_rows, deleted_rows, scanned_ns)
-                    # The manifest now lists all the index holds: the pending list did its job.
-                    self.pending_path.unlink(missing_ok=True)
-            except FileNotFoundError:
-                if not self._index_missing():
-                    raise
-                # `.memkit` was deleted under this sync (its commit went to a folder that is
-                # gone): nothing to save; the next sync rebuilds.
-                self._forget_manifest()
+            if full:
+                self._write_base(new_manifest, scanned_ns)
+            elif parsed or report.deleted:
+                # (Nothing read and nothing gone: the manifest on disk is right as it is.)
+                # What differs from the manifest on disk: the files read or gone (paths pending
+                # from a killed sync are rows of their own, replaced or deleted here when seen).
+                looked_at = parsed_paths.union(gone, vanished)
+                changed_rows = {
+                    path: row
+                    for path in sorted(looked_at)
+                    if (row := new_manifest.get(path)) is not None and on_disk.get(path) != row
+                }
+                deleted_rows = sorted(
+                    path for path in looked_at if path not in new_manifest and path in on_disk
+                )
+                self._save_changes(new_manifest, changed_rows, deleted_rows, scanned_ns)
             index.rebuilt = False
         problems, proposals = self._marked(
             new_manifest, manifest, parsed_paths.union(gone, vanished)
@@ -901,6 +1052,38 @@ class VaultIndex:
         )
         report.proposals_in_stores = sorted(proposals)
         report.seconds = time.monotonic() - started
+        return report
+
+    def _nothing_to_sync(self, lock_timeout: float | None) -> SyncReport | None:
+        """The report of a sync asked to look at nothing, or None when the manifest's rows are
+        in this process already (the plain path is as quick) or a rebuild is due."""
+        if self._rows is not None:
+            return None
+        with self.lock(lock_timeout):
+            if self.index.rebuilt:
+                return None
+            try:
+                db = self._connect()
+                db.execute("BEGIN")
+                try:
+                    if not self._schema_ok(db):
+                        return None
+                    total = db.execute("SELECT count(*) FROM files").fetchone()[0]
+                    problems = db.execute(
+                        "SELECT path, line, problem FROM files WHERE problem != '' ORDER BY path"
+                    ).fetchall()
+                    proposals = db.execute(
+                        "SELECT path FROM files WHERE type = 'proposal' ORDER BY path"
+                    ).fetchall()
+                finally:
+                    db.execute("COMMIT")
+            except sqlite3.Error:
+                return None
+        report = SyncReport(unchanged=int(total))
+        report.problems = [Problem(str(p), int(line), str(m)) for p, line, m in problems]
+        report.proposals_in_stores = [
+            str(path) for (path,) in proposals if str(path).rpartition("/")[0] in STORE_FOLDERS
+        ]
         return report
 
     def _marked(
@@ -954,12 +1137,18 @@ class VaultIndex:
         sync: bool = True,
         now: datetime | None = None,
     ) -> tuple[SearchResult, bool]:
-        """Search, syncing first when files changed; returns (result, stale)."""
+        """Search, syncing first when files changed (one check per `operation()`); returns
+        (result, stale)."""
         stale = False
         if sync:
             try:
-                if self.is_stale():
-                    self.sync(lock_timeout=2.0)
+                if self._checked:
+                    if not self._batches:  # checked already: our own writes only
+                        self.index_writes(lock_timeout=2.0)
+                else:
+                    self.ensure_fresh(lock_timeout=2.0)
+                    if self._checked is not None:
+                        self._checked = True
             except LockTimeout:
                 stale = True  # someone else is writing the index right now; say so
         settings = self.vault.settings.search

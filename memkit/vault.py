@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -147,13 +148,145 @@ def _same_file(now: os.stat_result, checked: os.stat_result) -> bool:
 
 
 def _read_regular(path: Path) -> tuple[bytes, os.stat_result]:
-    """A file's bytes and stat, read through one descriptor."""
-    with path.open("rb") as handle:
-        return handle.read(), os.fstat(handle.fileno())
+    """A file's bytes and stat, read through one descriptor; never opens a FIFO, socket,
+    device or symlink that took a record's place (the write path's reads)."""
+    try:
+        return read_regular(path.parent, str(path))
+    except NotRegularFile as error:
+        raise VaultError(f"{path}: {error}; memkit leaves it alone") from None
 
 
 def fingerprint_bytes(data: bytes, stat: os.stat_result) -> tuple[int, int, str]:
     return (stat.st_mtime_ns, stat.st_size, hashlib.sha256(data).hexdigest())
+
+
+# The stat a walk keeps of each file: (mtime_ns, size, ctime_ns, inode). ctime and inode too, as
+# git does: `cp -p`, `rsync -t`, `touch -r` and tar restore size and mtime, never ctime and inode.
+FileStat = tuple[int, int, int, int]
+
+
+class NotRegularFile(Exception):
+    """A path that is not a regular file memkit may open (FIFO, socket, device, symlink,
+    folder) or that cannot be read; the message says which, for a per-file problem."""
+
+
+def _special_kind(root: Path, full: str, mode: int) -> str:
+    if stat_module.S_ISLNK(mode):
+        try:
+            target = Path(os.path.realpath(full, strict=True))
+        except FileNotFoundError:
+            return "is a symlink to a missing file; memkit reads only regular files"
+        except (OSError, RuntimeError):
+            return "is a symlink loop; memkit reads only regular files"
+        if target != root and root not in target.parents:
+            return "is a symlink leading out of the vault; memkit never reads it"
+        return "is a symlink; memkit reads only regular files (the file it points to is read at its own path)"
+    if stat_module.S_ISDIR(mode):
+        return "is a folder, not a record file"
+    if stat_module.S_ISFIFO(mode):
+        return "is a FIFO (named pipe), not a record file; memkit never opens it"
+    if stat_module.S_ISSOCK(mode):
+        return "is a socket, not a record file; memkit never opens it"
+    if stat_module.S_ISCHR(mode) or stat_module.S_ISBLK(mode):
+        return "is a device, not a record file; memkit never opens it"
+    return "is not a regular file; memkit never opens it"
+
+
+def read_regular(root: Path, full: str) -> tuple[bytes, os.stat_result]:
+    """The bytes and stat of a regular file, opening nothing else (lstat first; O_NOFOLLOW and
+    O_NONBLOCK close the race with a swap to a symlink or FIFO). Raises NotRegularFile, or
+    FileNotFoundError / NotADirectoryError when the file is gone."""
+    first = os.lstat(full)
+    if not stat_module.S_ISREG(first.st_mode):
+        raise NotRegularFile(_special_kind(root, full, first.st_mode))
+    try:
+        fd = os.open(
+            full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        )
+    except PermissionError:
+        raise NotRegularFile("cannot be read: permission denied") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # swapped for a symlink since the lstat
+            raise NotRegularFile(_special_kind(root, full, stat_module.S_IFLNK)) from None
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise
+        raise NotRegularFile(f"cannot be read: {error.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat_module.S_ISREG(info.st_mode):
+            raise NotRegularFile(_special_kind(root, full, info.st_mode))
+        chunks = []
+        while chunk := os.read(fd, max(info.st_size + 1, 65536)):
+            chunks.append(chunk)
+    except PermissionError:
+        raise NotRegularFile("cannot be read: permission denied") from None
+    except NotRegularFile:
+        raise
+    except OSError as error:
+        raise NotRegularFile(f"cannot be read: {error.strerror}") from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks), info
+
+
+def walk_record_files(
+    root: Path, tops: Iterable[str] = RECORD_ROOTS, notes_folders: Iterable[str] = ()
+) -> dict[str, FileStat]:
+    """The one walk of the vault's record folders: vault-relative path -> lstat as FileStat of
+    every entry that may be a record file (`is_record_path`), special files (FIFOs, symlinks,
+    sockets, devices) included so that they become per-file problems. Never follows a symlink
+    and never opens a file."""
+    found: dict[str, FileStat] = {}
+    lstat = os.stat
+
+    # The same rule as is_record_path, checked one name at a time as the walk goes down (that
+    # function builds a PurePosixPath per file: 10x the cost of the stat). Each folder is
+    # opened once and its files stat-ed relative to it (`dir_fd`): the kernel then looks up
+    # one name, not the whole path (30% off a walk of 100k files).
+    def walk(directory: str, relative: str, depth: int) -> None:
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            return  # gone, not a folder (a symlink to one), not ours to read
+        try:
+            try:
+                entries = list(os.scandir(fd))
+            except OSError:
+                return
+            for entry in entries:
+                name = entry.name
+                try:
+                    # For a name ending in .md, is_temporary_name is this test (checked by
+                    # tests/test_sync.py): the common case, without a call.
+                    if (
+                        depth
+                        and name.endswith(".md")
+                        and not name.startswith((".", "#", "~"))
+                        and "___jb_" not in name
+                    ):
+                        if entry.is_dir(follow_symlinks=False):
+                            walk(f"{directory}/{name}", f"{relative}{name}/", depth + 1)
+                        else:
+                            info = lstat(name, dir_fd=fd, follow_symlinks=False)
+                            found[relative + name] = (
+                                info.st_mtime_ns,
+                                info.st_size,
+                                info.st_ctime_ns,
+                                info.st_ino,
+                            )
+                    elif not is_temporary_name(name) and entry.is_dir(follow_symlinks=False):
+                        walk(f"{directory}/{name}", f"{relative}{name}/", depth + 1)
+                except OSError:
+                    continue  # vanished while walking: the next sync sees it gone
+        finally:
+            os.close(fd)
+
+    base = str(root)
+    for top in tops:
+        walk(os.path.join(base, top), f"{top}/", top.count("/"))
+    for top in notes_folders:
+        walk(os.path.join(base, top), f"{top}/", 1)  # a person's notes may sit at the top
+    return found
 
 
 @dataclass
@@ -169,6 +302,27 @@ class Problem:
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "line": self.line, "message": self.message}
+
+
+class TouchedPaths(set[str]):
+    """The paths a Vault wrote (a set, for autocommit), also kept in the order written, so that
+    each index holding the vault takes exactly the writes it has not indexed yet (write-through:
+    memkit never walks the vault to rediscover its own writes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[str] = []
+        # How much of `log` is in the index (on disk, so shared by every index of this vault).
+        self.indexed = 0
+
+    def add(self, path: str) -> None:
+        super().add(path)
+        self.log.append(path)
+
+    def update(self, *groups: Iterable[str]) -> None:
+        for group in groups:
+            for path in group:
+                self.add(path)
 
 
 @dataclass
@@ -191,7 +345,7 @@ class Vault:
         self._lock_file: Any = None
         # Vault-relative paths this object created, changed, moved or deleted: what an
         # autocommit commits (and nothing else).
-        self.touched: set[str] = set()
+        self.touched: TouchedPaths = TouchedPaths()
 
     def __repr__(self) -> str:
         return f"Vault({str(self.root)!r})"
@@ -242,7 +396,12 @@ class Vault:
         if pure.is_absolute() or ".." in pure.parts or not pure.parts:
             raise PathOutsideVault(relpath, self.root)
         full = self.root.joinpath(*pure.parts)
-        resolved = full.resolve()  # follows symlinks: one leading outside is refused too
+        try:
+            resolved = full.resolve()  # follows symlinks: one leading outside is refused too
+        except (RuntimeError, OSError):
+            raise InvalidRecord(
+                relpath, 1, "is a symlink loop; memkit reads only regular files"
+            ) from None
         if resolved != self.root and self.root not in resolved.parents:
             raise PathOutsideVault(relpath, self.root)
         return full
@@ -284,25 +443,16 @@ class Vault:
         return (NOTES_FOLDER, *self.settings.notes.folders)
 
     def record_paths(self, types: Iterable[str] | None = None) -> Iterator[str]:
-        """Vault-relative paths of every file that may be a record, in sorted order."""
+        """Vault-relative paths of every file that may be a record, in sorted order (special
+        files too: reading one raises InvalidRecord, so it becomes a per-file problem)."""
         wanted = set(types) if types else None
         folders = sorted({folder_for_type(t) for t in wanted}) if wanted else list(RECORD_ROOTS)
         if wanted and "proposal" in wanted:
             folders.append(REJECTED_FOLDER)
-        if wanted is None or "note" in wanted:
-            folders += [f for f in self.notes_folders if f not in folders]
-        seen: set[str] = set()
-        for folder in folders:
-            base = self.root / folder
-            if not base.is_dir():
-                continue
-            for directory, subdirs, files in os.walk(base):
-                subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-                for name in sorted(files):
-                    rel = self.relpath_fast(Path(directory) / name)
-                    if rel not in seen and is_record_path(rel, self.notes_folders):
-                        seen.add(rel)
-                        yield rel
+        # A person's notes may sit at the top of a notes folder: walked as such.
+        notes = [f for f in self.notes_folders if wanted is None or "note" in wanted]
+        folders = [f for f in folders if f not in notes]
+        yield from sorted(walk_record_files(self.root, folders, notes))
 
     def relpath_fast(self, path: Path) -> str:
         """relpath for paths already known to be under the root (no symlink resolution)."""
@@ -312,13 +462,11 @@ class Vault:
         """Parse one file; raises InvalidRecord (path:line) when it is not a valid record."""
         full = self.safe_path(relpath)
         try:
-            with full.open("rb") as handle:
-                data = handle.read()
-                stat = os.fstat(handle.fileno())
-        except FileNotFoundError:
+            data, stat = read_regular(self.root, str(full))
+        except (FileNotFoundError, NotADirectoryError):
             raise RecordNotFound(relpath) from None
-        except IsADirectoryError:
-            raise InvalidRecord(relpath, 1, "is a folder, not a record file") from None
+        except NotRegularFile as error:
+            raise InvalidRecord(relpath, 1, str(error)) from None
         record = parse_record(data, relpath)
         record.fingerprint = fingerprint_bytes(data, stat)
         return record
@@ -351,11 +499,11 @@ class Vault:
         # Slow path: a person renamed the file, or it is an entity/episodic file.
         for relpath in self.record_paths():
             try:
-                with self.safe_path(relpath).open("rb") as handle:
-                    head = handle.read(4096)
-            except OSError:
+                # Never `open` a path the walk found: it may be a FIFO (which would hang).
+                data, _stat = read_regular(self.root, str(self.safe_path(relpath)))
+            except (OSError, NotRegularFile, PathOutsideVault, InvalidRecord):
                 continue
-            if record_id.encode() not in head:
+            if record_id.encode() not in data[:4096]:
                 continue
             with contextlib.suppress(InvalidRecord, RecordNotFound, PathOutsideVault):
                 if self.read_record(relpath).id == record_id:
@@ -841,6 +989,14 @@ class Vault:
                 continue
             except RecordNotFound:
                 result.problems.append(Problem(relpath, 1, "no such file"))
+                continue
+            except PathOutsideVault:
+                # A symlink leading out: named, never read, and the check goes on.
+                result.problems.append(
+                    Problem(
+                        relpath, 1, "is a symlink leading out of the vault; memkit never reads it"
+                    )
+                )
                 continue
             for line, message in schema.problems(record):
                 result.problems.append(Problem(relpath, line, message))

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import warnings
@@ -16,7 +17,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from memkit.sync import WATCHER_FILE, SyncReport, VaultIndex
+from memkit.sync import WATCHER_FILE, SyncReport, VaultIndex, socket_address, watcher_address
 from memkit.vault import RECORD_ROOTS, is_temporary_name
 
 log = logging.getLogger("memkit.watcher")
@@ -28,6 +29,10 @@ HEARTBEAT_SECONDS = 5.0
 RETRY_SECONDS = 1.0
 # When idle, the worker wakes this often to check that watchdog's threads are still alive.
 HEALTH_SECONDS = 1.0
+# How long the watcher waits to see its own cookie file's event before it tells a process to
+# walk instead (the client gives up a little later: sync.WATCHER_ANSWER_SECONDS).
+COOKIE_SECONDS = 0.3
+COOKIE_PREFIX = "cookie."
 
 
 class _OverflowSpotter(logging.Handler):
@@ -59,6 +64,9 @@ class _Handler(FileSystemEventHandler):
         if self.watcher.heartbeat_path in paths:
             self.watcher.heartbeat_heard()
             return
+        if any(p.startswith(self.watcher.cookie_prefix) for p in paths):
+            self.watcher.cookie_heard(paths)
+            return
         self.watcher.notice(paths, is_directory=event.is_directory)
 
 
@@ -69,6 +77,14 @@ class Watcher:
     overflow (whose lost events are never delivered). Every `heartbeat_seconds` it rewrites
     `.memkit/watcher.json`, which says a watcher runs and doubles as a canary: when the
     observer stops reporting even that write, it is replaced by a polling one.
+
+    It vouches for the index, as git's fsmonitor daemon does for `git status`: other processes
+    ask it over a Unix socket (named in watcher.json) what changed that the index does not hold
+    yet, instead of walking the vault. Before it answers, it writes a cookie file under
+    `.memkit/` and waits for that file's own event: events arrive in order, so every change
+    made before the question is then in its pending set. It answers "walk yourself" while a
+    full reconcile is due (start, overflow, a failed sync, a dead observer), when polling, or
+    when the cookie is slow.
     """
 
     def __init__(
@@ -111,6 +127,16 @@ class Watcher:
         self._restart_observer = False
         self.syncs = 0
         self.observer_restarts = 0
+        # The batch the worker is syncing now: still "changed" to a process asking, until its
+        # commit is done.
+        self._inflight: tuple[set[str], set[str], bool] = (set(), set(), False)
+        self.cookie_prefix = str(vault_index.vault.state_dir / COOKIE_PREFIX)
+        self._cookies: dict[str, threading.Event] = {}
+        self._cookie_count = 0
+        self.address = watcher_address(vault_index.vault.state_dir)
+        self._server: socket.socket | None = None
+        self._server_thread: threading.Thread | None = None
+        self.answers = 0
 
     # --- events in ---------------------------------------------------------------------------
 
@@ -154,6 +180,101 @@ class Watcher:
         """The observer reported our own heartbeat write: it is alive."""
         self._unheard_since = 0.0
 
+    def cookie_heard(self, paths: list[str]) -> None:
+        """The observer reported a cookie file: every event before it has been noticed."""
+        for path in paths:
+            event = self._cookies.get(path)
+            if event is not None:
+                event.set()
+
+    # --- vouching for the index ----------------------------------------------------------------
+
+    def changes(self) -> dict[str, object]:
+        """The answer to a process asking what changed: {"ok": true, "paths", "directories"},
+        or {"ok": false, "why"} when it must walk the vault itself."""
+        if self.using_polling:
+            return {"ok": False, "why": "polling"}  # seconds behind: a walk is quicker
+        self._cookie_count += 1
+        cookie = f"{self.cookie_prefix}{os.getpid()}.{self._cookie_count}"
+        heard = threading.Event()
+        self._cookies[cookie] = heard
+        try:
+            with open(cookie, "wb"):
+                pass
+            if not heard.wait(COOKIE_SECONDS):
+                return {"ok": False, "why": "slow"}
+        except OSError as error:
+            return {"ok": False, "why": f"cookie: {error.strerror}"}
+        finally:
+            self._cookies.pop(cookie, None)
+            with contextlib.suppress(OSError):
+                os.unlink(cookie)
+        with self._condition:
+            paths, directories, full = self._inflight
+            if full or self._full_pending or self._restart_observer or self._stop.is_set():
+                return {"ok": False, "why": "reconciling"}
+            if not self._observer_alive():
+                return {"ok": False, "why": "observer"}
+            self.answers += 1
+            return {
+                "ok": True,
+                "paths": sorted(self._pending | paths),
+                "directories": sorted(self._pending_dirs | directories),
+            }
+
+    def _serve(self, server: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed by stop()
+            with connection:
+                try:
+                    connection.settimeout(1.0)
+                    data = b""
+                    while not data.endswith(b"\n") and len(data) < 4096:
+                        chunk = connection.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    answer = self.changes()
+                    connection.sendall(json.dumps(answer).encode() + b"\n")
+                except OSError:
+                    continue  # the asker went away: it walks
+
+    def _start_server(self) -> None:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            if not self.address.startswith("@"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.address)  # left by a watcher killed without cleaning up
+            server.bind(socket_address(self.address))
+            server.listen(16)
+            server.settimeout(0.5)
+        except OSError as error:
+            # Others then walk, as without a watcher; the watcher itself works on.
+            log.warning("cannot answer other processes (%s); they will walk the vault", error)
+            server.close()
+            return
+        self._server = server
+        self._server_thread = threading.Thread(
+            target=self._serve, args=(server,), name="memkit-watch-answer", daemon=True
+        )
+        self._server_thread.start()
+
+    def _stop_server(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        if self._server_thread is not None:
+            self._server_thread.join(timeout=5)
+        if not self.address.startswith("@"):
+            with contextlib.suppress(OSError):
+                os.unlink(self.address)
+
     def request_reconcile(self) -> None:
         with self._condition:
             self._full_pending = True
@@ -180,6 +301,7 @@ class Watcher:
                     waited = now - self._first_event
                     if quiet_for >= self.quiet_seconds or waited >= self.max_delay_seconds:
                         batch = (self._pending, self._pending_dirs, self._full_pending)
+                        self._inflight = batch
                         self._pending, self._pending_dirs = set(), set()
                         self._full_pending = False
                         self._first_event = 0.0
@@ -242,6 +364,8 @@ class Watcher:
                 self._stop.wait(RETRY_SECONDS)
                 continue
             finally:
+                with self._condition:
+                    self._inflight = (set(), set(), False)
                 if full:
                     self._next_reconcile = time.monotonic() + self.reconcile_seconds
             self.syncs += 1
@@ -249,7 +373,10 @@ class Watcher:
 
     def _deliver(self, report: SyncReport) -> None:
         """Hand a sync report to `on_sync`; a failing callback is reported, never fatal."""
-        if self.on_sync is None or not report.touched:
+        # A proposal in a store folder is handed on even when this sync changed nothing: another
+        # process asking this watcher may have synced the move itself, and only the watcher's
+        # callback finalises approvals.
+        if self.on_sync is None or not (report.touched or report.proposals_in_stores):
             return
         try:
             self.on_sync(report)
@@ -265,7 +392,13 @@ class Watcher:
     def _heartbeat(self) -> None:
         now = time.monotonic()
         self._last_heartbeat = now
-        info = {"pid": os.getpid(), "heartbeat": time.time(), "polling": self.using_polling}
+        info: dict[str, object] = {
+            "pid": os.getpid(),
+            "heartbeat": time.time(),
+            "polling": self.using_polling,
+        }
+        if self._server is not None:
+            info["socket"] = self.address
         path = self.vault_index.vault.state_dir / WATCHER_FILE
         try:
             temp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -305,6 +438,7 @@ class Watcher:
             raise
         self._next_reconcile = time.monotonic() + self.reconcile_seconds
         self.syncs += 1
+        self._start_server()  # reconciled: from now on it can vouch for the index
         self._heartbeat()
         self._deliver(report)  # before the worker starts: callbacks never overlap
         self._thread = threading.Thread(target=self._run, name="memkit-watch-sync", daemon=True)
@@ -360,6 +494,7 @@ class Watcher:
         self._stop.set()
         with self._condition:
             self._condition.notify_all()
+        self._stop_server()
         self._stop_observer()
         if self._thread is not None:
             self._thread.join(timeout=30)

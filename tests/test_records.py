@@ -538,3 +538,24 @@ def test_a_value_ending_in_a_newline_is_quoted_and_kept(title: str) -> None:
         "updated": "2026-11-04T10:12:00Z",
     }
     assert parse_record(render_record(Record(meta=meta, body="b\n")), "x.md").meta == meta
+
+
+@pytest.mark.parametrize(
+    ("front", "why"),
+    [
+        ("a: &a [*a]\n", "refers to itself"),
+        ("a: &a {b: *a}\n", "recursive"),  # PyYAML itself refuses a recursive mapping
+        ("a: " + "[" * 60 + "]" * 60 + "\n", "nests deeper"),
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+            "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+            "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n",
+            "more than 10,000 values",
+        ),
+    ],
+)
+def test_hostile_front_matter_is_a_per_file_problem(front: str, why: str) -> None:
+    data = f"---\n{front}id: 01JC8Y2M4K7P9R3T5V6W8X0Z1A\ntype: long-term\n---\nx\n".encode()
+    with pytest.raises(InvalidRecord, match=why) as caught:
+        parse_record(data, "memory/long-term/x.md")
+    assert caught.value.line == 2

@@ -7,13 +7,13 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +25,7 @@ from memkit.sync import FileState, VaultIndex
 from memkit.vault import is_record_path, is_temporary_name
 
 from .conftest import REPO, Runner
+from .llm_server import ScriptedLLMServer
 
 LONG_TERM = "memory/long-term"
 INSIGHTS = "learning/insights"
@@ -144,8 +145,9 @@ def test_the_manifest_holds_mtime_size_and_content_hash(
     assert (state.mtime_ns, state.size) == (stat.st_mtime_ns, stat.st_size)
     assert state.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert state.type == "long-term" and state.record_id.startswith("01TEST")
-    on_disk = json.loads(vault_index.manifest_path.read_text("utf-8"))
-    assert set(on_disk["files"]) == {f"{LONG_TERM}/a.md"}
+    with sqlite3.connect(vault_index.manifest_path) as db:
+        rows = db.execute("SELECT path, sha256, ctime_ns, ino FROM files").fetchall()
+    assert rows == [(f"{LONG_TERM}/a.md", state.sha256, stat.st_ctime_ns, stat.st_ino)]
 
 
 def test_a_touched_file_is_not_reindexed(vault: Vault, vault_index: VaultIndex) -> None:
@@ -274,7 +276,7 @@ def test_the_walks_shortcut_for_md_names_is_is_temporary_name() -> None:
         assert shortcut == is_temporary_name(name), name
 
 
-def test_the_walk_follows_file_symlinks_and_skips_folder_symlinks(
+def test_the_walk_lists_file_symlinks_without_following_them_and_skips_folder_symlinks(
     vault: Vault, vault_index: VaultIndex, tmp_path: Path
 ) -> None:
     outside = tmp_path / "outside"
@@ -286,46 +288,30 @@ def test_the_walk_follows_file_symlinks_and_skips_folder_symlinks(
     (vault.root / LONG_TERM / "dangling.md").symlink_to(outside / "missing.md")
     (vault.root / LONG_TERM / "folder").symlink_to(outside / "deep")
     stats = vault_index.stat_files()
-    assert set(stats) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/link.md"}
-    target = (outside / "target.md").stat()
-    assert stats[f"{LONG_TERM}/link.md"] == (target.st_mtime_ns, target.st_size)
+    assert set(stats) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/link.md", f"{LONG_TERM}/dangling.md"}
+    link = (vault.root / LONG_TERM / "link.md").lstat()  # the link's own stat, not its target's
+    assert stats[f"{LONG_TERM}/link.md"] == (
+        link.st_mtime_ns,
+        link.st_size,
+        link.st_ctime_ns,
+        link.st_ino,
+    )
 
 
-# --- the manifest and its journal ---------------------------------------------------------------
+# --- the manifest (SQLite) ----------------------------------------------------------------------
 
 
-def read_journal(vault: Vault) -> list[dict[str, Any]]:
-    path = vault.state_dir / "manifest.journal"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_bytes().splitlines()]
-
-
-def test_a_small_sync_appends_to_the_journal_instead_of_rewriting_the_manifest(
+def test_a_sync_saves_just_what_it_changed_and_other_processes_read_it(
     vault: Vault, vault_index: VaultIndex
 ) -> None:
     write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
     write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
     vault_index.sync()  # a rebuild writes the whole manifest
-    base = vault.state_dir / "manifest.json"
-    token = json.loads(base.read_text())["token"]
-    before = base.stat()
-    assert read_journal(vault) == []
-
     write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apricots")
     vault_index.sync(paths=[f"{LONG_TERM}/a.md"])
     (vault.root / LONG_TERM / "b.md").unlink()
     write_record(vault, f"{LONG_TERM}/c.md", "Charlie", "cherries")
     vault_index.sync()
-
-    after = base.stat()
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    header, first, second = read_journal(vault)
-    assert header == {"base": token}
-    assert set(first["set"]) == {f"{LONG_TERM}/a.md"}
-    assert second["del"] == [f"{LONG_TERM}/b.md"] and "scanned_ns" in second
-    assert set(second["set"]) == {f"{LONG_TERM}/c.md"}
-    # Another process reads manifest + journal as one manifest, the same as this one holds.
     expected = {f"{LONG_TERM}/a.md", f"{LONG_TERM}/c.md"}
     other = VaultIndex(vault)
     try:
@@ -338,19 +324,24 @@ def test_a_small_sync_appends_to_the_journal_instead_of_rewriting_the_manifest(
     assert vault_index.load_manifest()[f"{LONG_TERM}/a.md"] == FileState(
         *manifest_on_disk(vault)[f"{LONG_TERM}/a.md"]  # type: ignore[arg-type]
     )
+    # One file, in WAL mode: no JSON manifest, journal or pending list any more.
+    assert {p.name for p in vault.state_dir.iterdir()} >= {"manifest.db"}
+    assert not {"manifest.json", "manifest.journal", "pending.json"} & {
+        p.name for p in vault.state_dir.iterdir()
+    }
+    with sqlite3.connect(vault_index.manifest_path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_a_process_sees_what_another_appended_to_the_journal(
-    vault: Vault, vault_index: VaultIndex
-) -> None:
+def test_a_process_sees_what_another_saved(vault: Vault, vault_index: VaultIndex) -> None:
     write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
     vault_index.sync()
     other = VaultIndex(vault)
     try:
-        assert not other.is_stale()  # reads (and caches) manifest and journal
+        assert not other.is_stale()  # reads (and caches) the manifest
         write_record(vault, f"{LONG_TERM}/b.md", "Bravo")
         vault_index.sync(paths=[f"{LONG_TERM}/b.md"])
-        assert not other.is_stale()  # just the new line read
+        assert not other.is_stale()  # the other process's save is seen
         assert set(other.load_manifest()) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"}
         write_record(vault, f"{LONG_TERM}/c.md", "Charlie")
         assert other.sync().added == [f"{LONG_TERM}/c.md"]
@@ -359,122 +350,46 @@ def test_a_process_sees_what_another_appended_to_the_journal(
         other.close()
 
 
-def test_the_journal_is_folded_into_the_manifest_when_it_grows(
-    vault: Vault, vault_index: VaultIndex, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(sync_module, "JOURNAL_MIN_BYTES", 2000)
-    write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
-    vault_index.sync()
-    base = vault.state_dir / "manifest.json"
-    token = json.loads(base.read_text())["token"]
-    journal = vault.state_dir / "manifest.journal"
-    i = 0
-    while json.loads(base.read_text())["token"] == token:
-        i += 1
-        write_record(vault, f"{LONG_TERM}/a.md", f"Alpha {i}")
-        vault_index.sync(paths=[f"{LONG_TERM}/a.md"])
-        assert not journal.exists() or journal.stat().st_size <= 2000
-        assert i < 100
-    assert i > 3
-    assert not journal.exists()  # folded in: the new manifest says it all
-    assert titles(vault_index) == {f"{LONG_TERM}/a.md": f"Alpha {i}"}
-    other = VaultIndex(vault)
-    try:
-        assert other.load_manifest() == vault_index.load_manifest()
-        assert not other.is_stale()
-    finally:
-        other.close()
-
-
-def test_a_torn_journal_line_is_ignored_and_cut_off_by_the_next_save(
-    vault: Vault, vault_index: VaultIndex
-) -> None:
-    # A sync killed while appending leaves part of a line: the index commit came first, so
-    # the files it describes differ from the manifest and are read again (new ones are in
-    # pending.json).
-    write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
-    vault_index.sync()
-    write_record(vault, f"{LONG_TERM}/b.md", "Bravo")
-    vault_index.sync(paths=[f"{LONG_TERM}/b.md"])
-    journal = vault.state_dir / "manifest.journal"
-    good = journal.read_bytes()
-    with journal.open("ab") as handle:
-        handle.write(b'{"set":{"memory/long-term/zz.md":[1,2,')
-    other = VaultIndex(vault)
-    try:
-        assert set(other.load_manifest()) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"}
-        write_record(vault, f"{LONG_TERM}/c.md", "Charlie")
-        assert other.sync().added == [f"{LONG_TERM}/c.md"]
-        data = journal.read_bytes()
-        assert data.startswith(good) and b"zz.md" not in data
-        assert [json.loads(line) for line in data.splitlines()]  # every line whole
-    finally:
-        other.close()
-    assert not vault_index.sync().touched
-
-
-def test_a_journal_of_an_earlier_manifest_is_ignored(vault: Vault, vault_index: VaultIndex) -> None:
-    # Killed between writing a new manifest and removing the journal it took in.
-    write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
-    vault_index.sync()
-    write_record(vault, f"{LONG_TERM}/b.md", "Bravo")
-    vault_index.sync(paths=[f"{LONG_TERM}/b.md"])
-    journal = vault.state_dir / "manifest.journal"
-    stale = journal.read_bytes().replace(b"\n", b"\n", 1)
-    (vault.root / LONG_TERM / "b.md").unlink()
-    vault_index.sync(full=True)
-    assert not journal.exists()
-    journal.write_bytes(stale)  # says b.md exists
-    other = VaultIndex(vault)
-    try:
-        assert set(other.load_manifest()) == {f"{LONG_TERM}/a.md"}
-        assert not other.is_stale()
-        write_record(vault, f"{LONG_TERM}/c.md", "Charlie")
-        assert other.sync().added == [f"{LONG_TERM}/c.md"]
-    finally:
-        other.close()
-    assert set(manifest_on_disk(vault)) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/c.md"}
-
-
-def test_a_damaged_journal_line_means_a_rebuild(run: Runner, vault: Vault) -> None:
+def test_a_damaged_manifest_means_a_rebuild(run: Runner, vault: Vault) -> None:
     write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
     assert run.run("sync").exit_code == 0
     write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
     assert run.run("sync").exit_code == 0
-    journal = vault.state_dir / "manifest.journal"
-    journal.write_bytes(journal.read_bytes() + b"not json\n")
+    for suffix in ("-wal", "-shm"):
+        (vault.state_dir / f"manifest.db{suffix}").unlink(missing_ok=True)
+    (vault.state_dir / "manifest.db").write_bytes(b"not a database at all" * 100)
     report = json.loads(run.run("sync", "--json").stdout)
     assert report["rebuilt"] is True
     assert sorted(report["added"]) == [f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"]
+    assert json.loads(run.run("search", "bananas", "--json").stdout)["hits"]
 
 
-def test_a_manifest_of_the_previous_format_is_read_and_replaced(
-    vault: Vault, vault_index: VaultIndex
+def test_a_manifest_of_an_older_format_means_a_rebuild_never_an_error(
+    run: Runner, vault: Vault
 ) -> None:
     write_record(vault, f"{LONG_TERM}/a.md", "Alpha")
     write_record(vault, f"{LONG_TERM}/b.md", "Bravo")
-    vault_index.sync()
-    rows = manifest_on_disk(vault)
-    base = vault.state_dir / "manifest.json"
-    data = json.loads(base.read_text())
-    old = {
-        "version": 1,
-        "index_schema": data["index_schema"],
-        "scanned_ns": data["scanned_ns"],
-        "files": {path: list(row) for path, row in rows.items()},
-    }
-    base.write_text(json.dumps(old))
-    other = VaultIndex(vault)
-    try:
-        assert not other.is_stale()
-        assert not other.sync().touched
-        write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "changed")
-        report = other.sync(paths=[f"{LONG_TERM}/b.md"])
-        assert report.changed == [f"{LONG_TERM}/b.md"] and not report.rebuilt
-    finally:
-        other.close()
-    assert json.loads(base.read_text())["version"] == 2  # the whole manifest, new format
+    assert run.run("sync").exit_code == 0
+    # An earlier release's state: a JSON manifest, its journal and pending list, no database.
+    for suffix in ("", "-wal", "-shm"):
+        (vault.state_dir / f"manifest.db{suffix}").unlink(missing_ok=True)
+    old = {"version": 2, "index_schema": 2, "scanned_ns": 0, "token": "t", "files": []}
+    (vault.state_dir / "manifest.json").write_text(json.dumps(old))
+    (vault.state_dir / "manifest.journal").write_text('{"base": "t"}\n')
+    (vault.state_dir / "pending.json").write_text('{"paths": []}')
+    result = run.run("sync", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["rebuilt"] and not report["problems"]
+    names = {p.name for p in vault.state_dir.iterdir()}
+    assert "manifest.db" in names
+    assert not names & {"manifest.json", "manifest.journal", "pending.json"}
     assert set(manifest_on_disk(vault)) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"}
+    # A manifest of another version (its user_version) is rebuilt too.
+    with sqlite3.connect(vault.state_dir / "manifest.db") as db:
+        db.execute("PRAGMA user_version = 3")
+    db.close()
+    assert json.loads(run.run("sync", "--json").stdout)["rebuilt"] is True
 
 
 def test_is_stale_agrees_with_freshness(vault: Vault, vault_index: VaultIndex) -> None:
@@ -534,23 +449,35 @@ def test_cli_sync_and_reindex(run: Runner, vault: Vault) -> None:
 
 
 def manifest_on_disk(vault: Vault) -> dict[str, tuple[object, ...]]:
-    """The manifest as saved (manifest.json and its journal), without pending paths."""
-    return dict(VaultIndex(vault)._manifest_rows())
+    """The manifest as saved (paths pending from a killed sync included, as UNKNOWN_ROW)."""
+    index = VaultIndex(vault)
+    try:
+        return dict(index._manifest_rows())
+    finally:
+        index.close()
+
+
+def pending_in_manifest(vault: Vault) -> set[str]:
+    """Paths a killed sync left pending: rows saved before its index commit, not after it."""
+    return {path for path, row in manifest_on_disk(vault).items() if row == sync_module.UNKNOWN_ROW}
 
 
 def damage_other_schema(vault: Vault) -> None:
-    manifest = vault.state_dir / "manifest.json"
-    data = json.loads(manifest.read_text())
-    data["index_schema"] = 999
-    manifest.write_text(json.dumps(data))
+    with sqlite3.connect(vault.state_dir / "manifest.db") as db:
+        db.execute("UPDATE meta SET value = '999' WHERE key = 'index_schema'")
+    db.close()
 
 
 def damage_manifest_bytes(vault: Vault) -> None:
-    (vault.state_dir / "manifest.json").write_bytes(b'{"version": 1, "files": {"memory/\xff')
+    for suffix in ("-wal", "-shm"):
+        (vault.state_dir / f"manifest.db{suffix}").unlink(missing_ok=True)
+    (vault.state_dir / "manifest.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
 
 
 def damage_manifest_shape(vault: Vault) -> None:
-    (vault.state_dir / "manifest.json").write_text('{"version": 1, "index_schema": 2, "files": []}')
+    with sqlite3.connect(vault.state_dir / "manifest.db") as db:
+        db.execute("DROP TABLE files")
+    db.close()
 
 
 def delete_state_folder(vault: Vault) -> None:
@@ -749,7 +676,6 @@ def test_a_sync_killed_between_index_commit_and_manifest_save_leaves_no_orphans(
     write_many(vault, 200)
     VaultIndex(vault).sync()
     meta = next((vault.state_dir / "index").glob("v*/meta.json"))
-    pending = vault.state_dir / "pending.json"
     for attempt in range(5):
         new = write_many(vault, 1500, start=10_000 * (attempt + 1), word="beta")
         committed = meta.stat().st_mtime_ns
@@ -766,14 +692,12 @@ def test_a_sync_killed_between_index_commit_and_manifest_save_leaves_no_orphans(
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
         child.wait()
-        manifest = manifest_on_disk(vault)
-        caught = not set(new) <= set(manifest)
+        caught = bool(pending_in_manifest(vault) & set(new))
         # The new documents are in the index but the manifest does not know them; the files
         # of half of them go before the next sync.
         for relpath in list(new)[::2]:
             (vault.root / relpath).unlink()
         if caught:
-            assert pending.exists()
             break
     index = VaultIndex(vault)
     try:
@@ -781,7 +705,7 @@ def test_a_sync_killed_between_index_commit_and_manifest_save_leaves_no_orphans(
         assert indexed(index) == rebuilt_from_scratch(vault, tmp_path / "scratch")
     finally:
         index.close()
-    assert not pending.exists()
+    assert not pending_in_manifest(vault)
     assert caught, "never killed the sync between its commit and its manifest save"
 
 
@@ -863,3 +787,289 @@ def test_incremental_sync_always_matches_a_full_rebuild(operations: list[tuple[s
         assert incremental == rebuilt_from_scratch(vault, Path(scratch) / "copy")
         on_disk = {p for p in SLOTS if (vault.root / p).exists()}
         assert set(incremental) | problems == on_disk
+
+
+# --- only regular files inside the vault are opened (issue 11) ----------------------------------
+
+
+def _special_files(vault: Vault, outside: Path) -> dict[str, str]:
+    """Make one of each special file in the long-term folder: relpath -> a word of its message."""
+    folder = vault.root / LONG_TERM
+    outside.write_text(record_text("Leak", "outsideonlyword"))
+    os.mkfifo(folder / "fifo.md")
+    (folder / "out.md").symlink_to(outside)
+    (folder / "loop.md").symlink_to(folder / "loop.md")
+    (folder / "typelist.md").write_text(
+        "---\nid: 01TESTLIST\ntype: [long-term]\ncreated: 2026-01-01T00:00:00Z\n"
+        "updated: 2026-01-01T00:00:00Z\n---\nlisted type\n"
+    )
+    made = {
+        f"{LONG_TERM}/fifo.md": "FIFO",
+        f"{LONG_TERM}/out.md": "leading out",
+        f"{LONG_TERM}/loop.md": "loop",
+        f"{LONG_TERM}/typelist.md": "one word",
+    }
+    if len(str(folder / "s.md")) < 100:
+        import socket
+
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(folder / "s.md"))
+        server.close()  # the socket file stays
+        made[f"{LONG_TERM}/s.md"] = "socket"
+    if os.geteuid() == 0:  # making a device node needs root
+        os.mknod(folder / "dev.md", 0o600 | 0o020000, os.makedev(1, 3))  # a char device (null)
+        made[f"{LONG_TERM}/dev.md"] = "device"
+    return made
+
+
+def test_special_files_are_per_file_problems_and_every_good_record_is_indexed(
+    run: Runner, vault: Vault, tmp_path: Path
+) -> None:
+    write_record(vault, f"{LONG_TERM}/good.md", "Good", "ordinaryword")
+    write_record(vault, f"{LONG_TERM}/zz-last.md", "Last", "lastword")  # after the bad ones
+    made = _special_files(vault, tmp_path / "outside.md")
+    for command in (("sync",), ("reindex",), ("sync",)):
+        result = run.run(*command, "--json")
+        assert result.exit_code == 0, result.output
+    problems = {
+        p["path"]: p["message"] for p in json.loads(run.run("status", "--json").stdout)["problems"]
+    }
+    for path, word in made.items():
+        assert word in problems[path], (path, problems.get(path))
+    # `check` names every bad file (it does not stop at the first symlink leading out).
+    checked = run.run("check", "--json")
+    assert checked.exit_code == 1
+    listed = checked.stdout + checked.stderr
+    for path in made:
+        assert path in listed
+    assert run.run("list").exit_code == 0
+    # Looking a record up by id reads candidate files: never the FIFO (it would hang).
+    assert run.run("show", "01TESTNOSUCHRECORD0000000000").exit_code == 1
+    found = json.loads(run.run("search", "ordinaryword", "--json").stdout)
+    assert [hit["path"] for hit in found["hits"]] == [f"{LONG_TERM}/good.md"]
+    assert json.loads(run.run("search", "lastword", "--json").stdout)["hits"]
+    # The file a symlink leads to is never read: its text is not searchable.
+    leaked = run.run("search", "outsideonlyword", "--json")
+    assert json.loads(leaked.stdout)["hits"] == []
+    assert "Leak" not in run.run("search", "outsideonlyword").output
+
+
+def _unreadable_file_report(root: str) -> tuple[list[str], list[str], list[str]]:
+    """(check's problem paths, sync's problem paths, search hits) for the vault at root."""
+    vault = Vault(Path(root))
+    index = VaultIndex(vault)
+    try:
+        report = index.sync()
+        hits = [hit.path for hit in index.search("readableword")[0].hits]
+    finally:
+        index.close()
+    return (
+        [f"{p.path}: {p.message}" for p in vault.check().problems],
+        [f"{p.path}: {p.message}" for p in report.problems],
+        hits,
+    )
+
+
+def test_an_unreadable_file_is_a_per_file_problem(tmp_path: Path) -> None:
+    # chmod 000 blocks reads for a normal user only: as root (CI), the same code runs in a
+    # forked child that has become `nobody`, on a vault it owns.
+    base = Path(tempfile.mkdtemp(prefix="memkit-unreadable-"))
+    try:
+        base.chmod(0o755)
+        vault = Vault.init(base / "v")
+        write_record(vault, f"{LONG_TERM}/ok.md", "Ok", "readableword")
+        secret = write_record(vault, f"{LONG_TERM}/closed.md", "Closed", "closedword")
+        if os.geteuid() != 0:
+            secret.chmod(0o000)
+            checked, synced, hits = _unreadable_file_report(str(vault.root))
+        else:
+            for folder, _dirs, files in os.walk(base):
+                os.chown(folder, 65534, 65534)
+                for name in files:
+                    os.chown(os.path.join(folder, name), 65534, 65534)
+            secret.chmod(0o000)
+            reader, writer = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: drop root, answer through the pipe, exit at once
+                code = 1
+                try:
+                    os.close(reader)
+                    os.setgroups([])
+                    os.setgid(65534)
+                    os.setuid(65534)
+                    os.write(writer, json.dumps(_unreadable_file_report(str(vault.root))).encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(writer)
+            with os.fdopen(reader, "rb") as pipe:
+                data = pipe.read()
+            _pid, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            checked, synced, hits = json.loads(data)
+        expected = f"{LONG_TERM}/closed.md: cannot be read: permission denied"
+        assert expected in checked and expected in synced
+        assert hits == [f"{LONG_TERM}/ok.md"]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_seen_by_ctime_and_inode(
+    vault: Vault, vault_index: VaultIndex
+) -> None:
+    path = write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    old = 1_600_000_000_000_000_000
+    os.utime(path, ns=(old, old))  # long before any sync: not racily clean
+    vault_index.sync()
+    assert vault_index.search("apples")[0].hits
+    # `cp -p` / tar: a new file (another inode) with the same size and the old mtime.
+    copy = path.with_name("a.md.tmp")
+    copy.write_text(record_text("Alpha", "grapes"))
+    os.utime(copy, ns=(old, old))
+    os.replace(copy, path)
+    assert vault_index.is_stale()
+    assert [h.path for h in vault_index.search("grapes")[0].hits] == [f"{LONG_TERM}/a.md"]
+    # `touch -r` after an in-place edit: same inode, same size and mtime, a new ctime.
+    path.write_text(record_text("Alpha", "melons"))
+    os.utime(path, ns=(old, old))
+    assert vault_index.is_stale()
+    assert [h.path for h in vault_index.search("melons")[0].hits] == [f"{LONG_TERM}/a.md"]
+    assert not vault_index.search("grapes")[0].hits
+
+
+# --- write-through and one freshness check (issue 12) -------------------------------------------
+
+
+def saves(vault: Vault) -> int:
+    """How many syncs saved changes to the manifest (each after its one index commit)."""
+    index = VaultIndex(vault)
+    try:
+        return index.saves()
+    finally:
+        index.close()
+
+
+def test_what_memkit_writes_is_indexed_at_once_by_path(run: Runner, vault: Vault) -> None:
+    from memkit import Memory
+
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    memory = Memory(vault)
+    try:
+        fact = memory.remember("the kettle is in the left cupboard")
+        other = VaultIndex(vault)
+        try:
+            # Indexed by the write itself: nothing left for another process to find by a walk.
+            assert not other.is_stale()
+            hits = other.search("kettle", sync=False)[0].hits
+            assert [h.record_id for h in hits] == [fact.id]
+            memory.forget(fact.id)
+            assert not other.is_stale() and not other.search("kettle", sync=False)[0].hits
+        finally:
+            other.close()
+    finally:
+        memory.close()
+    # A command too: what it wrote is in the index when it returns.
+    assert run.run("remember", "the bike lock code is in the drawer").exit_code == 0
+    other = VaultIndex(vault)
+    try:
+        assert not other.is_stale()
+        assert other.search("bike lock", sync=False)[0].hits
+    finally:
+        other.close()
+
+
+def test_expire_promotes_a_batch_with_one_index_commit_and_dedupes_within_it(
+    tmp_path: Path,
+) -> None:
+    from datetime import timedelta
+
+    from memkit import Memory
+    from memkit.timeutil import utcnow
+
+    vault = Vault.init(tmp_path / "v")
+    memory = Memory(vault)
+    try:
+        for n in range(12):
+            memory.remember(f"important item number {n}", type="short-term", importance=0.9)
+        memory.remember("the same vital fact twice", type="short-term", importance=0.9)
+        memory.remember("the same vital fact twice", type="short-term", importance=0.9)
+        before = saves(vault)
+        report = memory.expire(now=utcnow() + timedelta(days=30))
+        # One sync saved: one index commit for the whole batch.
+        assert saves(vault) == before + 1
+        assert len(report.expired) == 14 and len(report.promoted) == 14
+        facts = vault.scan(["long-term"]).records
+        assert sorted(f.body.strip() for f in facts) == sorted(
+            [f"important item number {n}" for n in range(12)] + ["the same vital fact twice"]
+        )
+        other = VaultIndex(vault)
+        try:
+            assert not other.is_stale()
+            assert len(other.search("vital fact", sync=False)[0].hits) == 1
+        finally:
+            other.close()
+    finally:
+        memory.close()
+
+
+def test_an_agent_turn_indexes_its_writes_in_one_commit(
+    tmp_path: Path, llm_server: ScriptedLLMServer
+) -> None:
+    from memkit import Agent
+    from memkit.llm import LLMConfig
+
+    config = LLMConfig(
+        model="test-model",
+        base_url=llm_server.base_url,
+        api_key=None,
+        timeout_seconds=5,
+        max_retries=0,
+    )
+    root = tmp_path / "vault"
+    with Agent("Be brief.", vault=root, memory=True, llm=config) as agent:
+        llm_server.reply_text("Noted.")
+        agent.run("The boiler manual is in the blue folder.")
+        before = saves(agent.vault)
+        llm_server.reply_text("In the blue folder.")
+        agent.run("Where is the boiler manual?")
+        # The day file and two short-term items, all indexed by one sync (one index commit).
+        assert saves(agent.vault) == before + 1
+        other = VaultIndex(agent.vault)
+        try:
+            assert not other.is_stale()
+        finally:
+            other.close()
+
+
+def test_a_process_reads_just_the_saves_it_missed_and_agrees_with_a_fresh_read(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync_module, "TOMBSTONES", 3)  # prune often: older readers load it all
+    rng = random.Random(7)
+    first, second = VaultIndex(vault), VaultIndex(vault)
+    try:
+        for step in range(40):
+            name = f"{LONG_TERM}/n{rng.randrange(8)}.md"
+            path = vault.root / name
+            if path.exists() and rng.random() < 0.4:
+                path.unlink()
+            else:
+                write_record(vault, name, f"Note {step}")
+            writer = rng.choice((first, second))
+            if step % 13 == 12:
+                writer.sync(full=True)  # a new generation
+            else:
+                writer.sync(paths=[name])
+            fresh = VaultIndex(vault)
+            try:
+                expected = fresh.load_manifest()
+            finally:
+                fresh.close()
+            assert first.load_manifest() == expected, step
+            assert second.load_manifest() == expected, step
+            assert set(expected) == {
+                f"{LONG_TERM}/{p.name}" for p in (vault.root / LONG_TERM).glob("*.md")
+            }
+    finally:
+        first.close()
+        second.close()

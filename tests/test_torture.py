@@ -67,11 +67,6 @@ def test_kill_9_of_reindex_sync_and_watch_leaves_a_consistent_index(tmp_path: Pa
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="FIFOs, list types, loops: fixed by the file-walk branch (issue 11 items 3-6); "
-    "remove this marker when it is merged",
-    strict=False,
-)
 def test_hostile_files_never_crash_or_hang_a_command(tmp_path: Path) -> None:
     figure = torture.hostile_files(tmp_path, SMALL)
     assert figure.met, figure.line()

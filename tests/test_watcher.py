@@ -620,21 +620,17 @@ def test_an_idle_watcher_stays_idle(watching: Watching) -> None:
     assert watching.watcher.syncs == syncs
 
 
-def test_the_watchers_syncs_append_to_the_journal_that_other_processes_read(
+def test_the_watchers_syncs_save_to_the_manifest_that_other_processes_read(
     watching: Watching,
 ) -> None:
     vault = watching.vault
     write_record(vault, A, "Alpha")
     watching.until_titles({A: "Alpha"})
     wait_until(lambda: A in manifest_on_disk(vault), what="the manifest to list a.md")
-    base = vault.state_dir / "manifest.json"
-    before = base.stat()
+    before = manifest_on_disk(vault)[A]
     write_record(vault, A, "Alpha two")
     watching.until_titles({A: "Alpha two"})
-    journal = vault.state_dir / "manifest.journal"
-    wait_until(lambda: journal.exists() and A.encode() in journal.read_bytes(), what="a line")
-    after = base.stat()
-    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    wait_until(lambda: manifest_on_disk(vault)[A] != before, what="a.md's row saved")
     # Another process (a CLI search, say) syncs what the watcher may not have seen yet.
     other = VaultIndex(vault)
     try:
@@ -648,3 +644,96 @@ def test_the_watchers_syncs_append_to_the_journal_that_other_processes_read(
         assert not other.sync().touched
     finally:
         other.close()
+
+
+# --- a watcher that vouches for the index (issue 12) --------------------------------------------
+
+
+def test_a_healthy_watcher_tells_other_processes_what_changed_instead_of_a_walk(
+    vault: Vault,
+) -> None:
+    from memkit.maintenance import vault_status
+    from memkit.sync import ask_watcher
+
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    # A long quiet time: the watcher's own sync of the edit below comes seconds later, so what
+    # makes it searchable at once is the watcher's answer (and the asker's sync of that path).
+    watching = start_watching(vault, quiet_seconds=5.0, max_delay_seconds=10.0)
+    other = VaultIndex(vault)
+    try:
+        answer = ask_watcher(vault.state_dir)
+        assert answer is not None and answer.paths == [] and answer.directories == []
+        write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
+        result, stale = other.search("bananas")
+        assert [hit.path for hit in result.hits] == [f"{LONG_TERM}/b.md"] and not stale
+        assert other.last_check == "watcher"
+        status = vault_status(vault)
+        assert status["index"]["checked_by"] == "watcher" and status["index"]["fresh"]
+        # An edit that keeps size and mtime is named by the watcher too.
+        path = vault.root / LONG_TERM / "a.md"
+        mtime = path.stat().st_mtime_ns
+        path.write_text(record_text("Alpha", "grapes"))
+        os.utime(path, ns=(mtime, mtime))
+        assert [h.path for h in other.search("grapes")[0].hits] == [f"{LONG_TERM}/a.md"]
+        assert other.last_check == "watcher"
+    finally:
+        other.close()
+        stop_watching(watching)
+    # No watcher: others walk, and still see every change.
+    assert ask_watcher(vault.state_dir) is None
+    write_record(vault, f"{LONG_TERM}/c.md", "Charlie", "cherries")
+    other = VaultIndex(vault)
+    try:
+        assert [h.path for h in other.search("cherries")[0].hits] == [f"{LONG_TERM}/c.md"]
+        assert other.last_check == "walk"
+        assert vault_status(vault)["index"]["checked_by"] == "walk"
+    finally:
+        other.close()
+
+
+def test_a_watcher_due_to_reconcile_or_polling_sends_others_to_walk(vault: Vault) -> None:
+    from memkit.sync import ask_watcher
+
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    watching = start_watching(vault, quiet_seconds=5.0, max_delay_seconds=10.0)
+    try:
+        assert ask_watcher(vault.state_dir) is not None
+        watching.watcher.request_reconcile()  # as after an inotify overflow: events were lost
+        assert ask_watcher(vault.state_dir) is None
+        write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
+        other = VaultIndex(vault)
+        try:
+            assert other.search("bananas")[0].hits
+            assert other.last_check == "walk"
+        finally:
+            other.close()
+    finally:
+        stop_watching(watching)
+    watching = start_watching(vault, polling=True)
+    try:
+        assert ask_watcher(vault.state_dir) is None  # seconds behind: a walk is quicker
+    finally:
+        stop_watching(watching)
+
+
+def test_memkit_sync_with_a_healthy_watcher_reports_without_a_walk(vault: Vault) -> None:
+    from memkit.maintenance import refresh
+
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    (vault.root / LONG_TERM / "bad.md").write_text("---\ntitle: Re: x\n---\n")
+    watching = start_watching(vault)
+    try:
+        report = refresh(vault)  # a fresh process's view: no rows in memory
+        assert report.checked_by == "watcher"
+        assert report.touched == 0 and report.unchanged == 2
+        assert [p.path for p in report.problems] == [f"{LONG_TERM}/bad.md"]
+        write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
+        report = refresh(vault)
+        assert report.checked_by == "watcher"
+        # Named by the watcher, synced by this process (or by the watcher first): indexed.
+        assert f"{LONG_TERM}/b.md" in titles(watching.index)
+        assert [p.path for p in report.problems] == [f"{LONG_TERM}/bad.md"]
+    finally:
+        stop_watching(watching)
+    report = refresh(vault)
+    assert report.checked_by == "walk" and report.touched == 0 and report.unchanged == 3
