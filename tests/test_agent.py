@@ -40,7 +40,7 @@ def entry(store: str, text: str, title: str, op: str = "add") -> dict[str, Any]:
         "text": text,
         "importance": 0.7,
         "tags": [],
-        "evidence": [],
+        "evidence": ["m1"],
         "rationale": "said so",
     }
 
@@ -118,7 +118,7 @@ def test_learning_only_puts_persona_first_and_learns_after_each_turn(
     (extraction,) = extractions(llm_server)
     assert extraction["response_format"]["type"] == "json_schema"
     prompt = extraction["messages"][1]["content"]
-    assert f"[{reply.message_ids[0]}]" in prompt and "Dana: I am deploying Ledger" in prompt
+    assert "[m1] +0m Dana: I am deploying Ledger" in prompt
     assert [w["store"] for w in reply.written] == ["persona"] and reply.extraction.ran
     assert (
         (vault.root / reply.written[0]["path"])
@@ -184,7 +184,7 @@ def test_custom_config_overrides_the_vault_settings_for_that_agent_only(
         for number in (1, 2, 3):
             llm_server.reply_text(f"Reply {number}.")
             if number == 2:
-                llm_server.reply_json({"entries": [entry("decisions", "Use RQ.", "Queue")]})
+                llm_server.reply_json({"entries": [entry("decisions", "Use RQ for the job queue.", "Queue")]})
             replies.append(agent.run(f"Message {number} about the job queue."))
         assert [r.extraction.ran for r in replies] == [False, True, False]
         assert len(replies[1].proposed) == 1 and replies[1].written == []

@@ -29,7 +29,7 @@ def entry(store: str, text: str, title: str) -> dict[str, Any]:
         "text": text,
         "importance": 0.6,
         "tags": [],
-        "evidence": [],
+        "evidence": ["m1"],
         "rationale": "",
     }
 

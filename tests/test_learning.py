@@ -107,7 +107,16 @@ def test_agentic_writes_entries_and_asks_for_structured_output(
     assert request["response_format"]["type"] == "json_schema"
     assert request["response_format"]["json_schema"]["schema"]["required"] == ["entries"]
     prompt = request["messages"][1]["content"]
-    assert "[m-1]" in prompt and "Please keep answers short" in prompt
+    # Compact lines: short ids and times relative to the session start, not ULIDs and ISO stamps.
+    assert "[m1] +0m Dana: Please keep answers short" in prompt
+    schema = request["response_format"]["json_schema"]["schema"]
+    item = schema["properties"]["entries"]["items"]["properties"]
+    assert item["store"]["enum"] == ["persona", "insights", "threads"]
+    assert item["evidence"]["items"]["enum"] == ["m1", "m2"]
+    assert item["target"] == {"type": "null"}  # nothing was shown, so nothing can be targeted
+    assert schema["properties"]["entries"]["maxItems"] == 3
+    assert item["text"]["maxLength"] == 300 and item["title"]["maxLength"] == 80
+    assert request["max_tokens"] == 900 and request["temperature"] == 0.2
     assert not vault.check().problems
 
 
@@ -198,7 +207,12 @@ def test_consolidation_shows_existing_entries_and_updates_or_supersedes(
         mode="agentic",
     )
     assert set(report.shown) >= {old.id, other.id}
-    assert f"id {old.id}" in llm_server.requests[0]["messages"][1]["content"]
+    prompt = llm_server.requests[0]["messages"][1]["content"]
+    assert "- id e1 [insights]" in prompt and "- id e2 [insights]" in prompt
+    targets = llm_server.requests[0]["response_format"]["json_schema"]["schema"]["properties"][
+        "entries"
+    ]["items"]["properties"]["target"]["enum"]
+    assert targets == ["e1", "e2", None]
     updated = vault.get(old.id)
     assert updated.body == "Dana deploys Ledger on Tuesdays and Thursdays.\n"
     assert updated.tags == ["deploys", "ledger"] and updated.meta["title"] == "Deploy days"
@@ -262,7 +276,10 @@ def test_structured_output_fallback(
     llm_server.reply_json({"entries": [entry()]})
     report = learning.learn(MESSAGES, mode="agentic")
     assert len(report.written) == 1
-    assert llm_server.requests[-1]["response_format"] == {"type": "json_object"}
+    # json_object still carries the schema: servers that enforce it with a grammar use it.
+    response_format = llm_server.requests[-1]["response_format"]
+    assert response_format["type"] == "json_object"
+    assert response_format["schema"]["properties"]["entries"]["maxItems"] == 3
 
 
 def propose_two(learning: Learning, llm_server: ScriptedLLMServer, vault: Vault) -> list[str]:
