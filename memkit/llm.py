@@ -268,7 +268,7 @@ class LLMClient:
         self._last_usage: dict[str, int] | None = None
         self._state_lock = threading.Lock()
         self._memory: dict[str, Any] = {}  # what this client learned when there is no state file
-        self._deadline: float | None = None
+        self._local = threading.local()  # the time budget belongs to the thread that set it
         self._model_checked = False
         self.warnings: list[str] = []  # said once each (model not listed, ...); also logged
         self.fallbacks: list[str] = []  # structured-output modes given up on, "json_schema->..."
@@ -366,18 +366,18 @@ class LLMClient:
     @contextlib.contextmanager
     def time_budget(self, seconds: float | None = None) -> Iterator[None]:
         """All requests inside share one bound on wall time (llm.max_wall_seconds by default)."""
-        outer = self._deadline
-        limit = time.monotonic() + (
-            seconds if seconds is not None else self.config.max_wall_seconds
-        )
-        self._deadline = limit if outer is None else min(outer, limit)
+        outer: float | None = getattr(self._local, "deadline", None)
+        span = seconds if seconds is not None else self.config.max_wall_seconds
+        limit = time.monotonic() + span
+        self._local.deadline = limit if outer is None else min(outer, limit)
         try:
             yield
         finally:
-            self._deadline = outer
+            self._local.deadline = outer
 
     def _remaining(self) -> float | None:
-        return None if self._deadline is None else self._deadline - time.monotonic()
+        deadline: float | None = getattr(self._local, "deadline", None)
+        return None if deadline is None else deadline - time.monotonic()
 
     # --- what the server says about itself -----------------------------------------------------
 

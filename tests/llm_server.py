@@ -36,6 +36,10 @@ class _Reply:
     usage: bool = True
     headers: tuple[tuple[str, str], ...] = ()
     stream: bool = False  # send the completion as server-sent events (stream=True requests)
+    # "chat" or "extraction" (a request with a response_format): only answers that kind of
+    # request, so a test stays deterministic while an Agent learns in the background.
+    kind: str | None = None
+    gate: threading.Event | None = None  # held until the test sets it
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -54,6 +58,10 @@ class _Handler(BaseHTTPRequestHandler):
         reply = self.server.owner._answer(self.path, body)
         if reply.delay and self.server.owner._closing.wait(reply.delay):
             return  # the server is closing: the client gave up long ago
+        if reply.gate is not None:
+            while not reply.gate.wait(0.01):
+                if self.server.owner._closing.is_set():
+                    return
         try:
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)
@@ -155,9 +163,18 @@ class ScriptedLLMServer:
         finish_reason: str = "stop",
         delay: float = 0.0,
         usage: bool = True,
+        kind: str | None = None,
+        gate: threading.Event | None = None,
     ) -> None:
         """Queue a completion whose message content is json.dumps(obj)."""
-        self.reply_text(json.dumps(obj), finish_reason=finish_reason, delay=delay, usage=usage)
+        self.reply_text(
+            json.dumps(obj),
+            finish_reason=finish_reason,
+            delay=delay,
+            usage=usage,
+            kind=kind,
+            gate=gate,
+        )
 
     def reply_text(
         self,
@@ -167,11 +184,15 @@ class ScriptedLLMServer:
         delay: float = 0.0,
         usage: bool = True,
         refusal: str | None = None,
+        kind: str | None = None,
+        gate: threading.Event | None = None,
     ) -> None:
         """Queue a completion with this raw content (None: a null content)."""
         message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": refusal}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
-        self._queue(_Reply(200, b"", delay=delay, choices=[choice], usage=usage))
+        self._queue(
+            _Reply(200, b"", delay=delay, choices=[choice], usage=usage, kind=kind, gate=gate)
+        )
 
     def reply_refusal(self, refusal: str, *, delay: float = 0.0) -> None:
         """Queue a completion where the model refused (content null, refusal set)."""
@@ -188,15 +209,25 @@ class ScriptedLLMServer:
         *,
         delay: float = 0.0,
         headers: dict[str, str] | None = None,
+        kind: str | None = None,
     ) -> None:
         """Queue an HTTP error with a JSON (dict) or plain text (str) body."""
         extra = tuple((headers or {}).items())
         if isinstance(body, str):
             self._queue(
-                _Reply(status, body.encode(), "text/plain; charset=utf-8", delay, headers=extra)
+                _Reply(
+                    status,
+                    body.encode(),
+                    "text/plain; charset=utf-8",
+                    delay,
+                    headers=extra,
+                    kind=kind,
+                )
             )
         else:
-            self._queue(_Reply(status, json.dumps(body).encode(), delay=delay, headers=extra))
+            self._queue(
+                _Reply(status, json.dumps(body).encode(), delay=delay, headers=extra, kind=kind)
+            )
 
     def refuse_json_schema(self) -> None:
         """From now on, answer json_schema requests with HTTP 400, as servers without it do."""
@@ -219,13 +250,15 @@ class ScriptedLLMServer:
             response_format = request.get("response_format") or {}
             if self._refuse_json_schema and response_format.get("type") == "json_schema":
                 return _Reply(400, json.dumps(SCHEMA_REFUSAL).encode())
-            if not self._replies:
+            kind = "extraction" if response_format else "chat"
+            reply = next((r for r in self._replies if r.kind in (None, kind)), None)
+            if reply is None:
                 return _error_reply(
                     500,
-                    f"ScriptedLLMServer: no reply scripted for request #{number}; "
+                    f"ScriptedLLMServer: no reply scripted for request #{number} ({kind}); "
                     "queue one with reply_json / reply_text / reply_error",
                 )
-            reply = self._replies.popleft()
+            self._replies.remove(reply)
         if reply.choices is None:
             return reply
         completion = self._completion(request, reply.choices, reply.usage)
@@ -236,8 +269,11 @@ class ScriptedLLMServer:
                 "text/event-stream",
                 delay=reply.delay,
                 stream=True,
+                gate=reply.gate,
             )
-        return _Reply(reply.status, json.dumps(completion).encode(), delay=reply.delay)
+        return _Reply(
+            reply.status, json.dumps(completion).encode(), delay=reply.delay, gate=reply.gate
+        )
 
     def _probe_reply(self, path: str, request: dict[str, Any]) -> _Reply:
         if path == "/v1/models" and self.models is not None:

@@ -21,6 +21,10 @@ from .conftest import REPO
 from .llm_server import ScriptedLLMServer
 
 
+# Extraction before `run` returns: tests that script several turns need the requests in order.
+SYNC = LearnConfig(background=False)
+
+
 def config(server: ScriptedLLMServer) -> LLMConfig:
     return LLMConfig(
         model="test-model",
@@ -106,7 +110,7 @@ def test_learning_only_puts_persona_first_and_learns_after_each_turn(
     llm_server.reply_json(
         {"entries": [entry("persona", "Dana deploys Ledger herself.", "Deploys herself")]}
     )
-    with Agent(vault=vault.root, learn=True, llm=config(llm_server), user_name="Dana") as agent:
+    with Agent(vault=vault.root, learn=SYNC, llm=config(llm_server), user_name="Dana") as agent:
         reply = agent.run("I am deploying Ledger today, what should I check?")
 
     system = system_of(chats(llm_server)[0])
@@ -133,7 +137,7 @@ def test_learning_modes_propose_and_disabled(tmp_path: Path, llm_server: Scripte
     root = tmp_path / "vault"
     llm_server.reply_text("Sure.")
     llm_server.reply_json({"entries": [entry("insights", "Dana ships on Fridays.", "Fridays")]})
-    with Agent(vault=root, learn="propose", llm=config(llm_server)) as agent:
+    with Agent(vault=root, learn=LearnConfig(mode="propose", background=False), llm=config(llm_server)) as agent:
         reply = agent.run("We ship on Fridays.")
     assert reply.written == [] and len(reply.proposed) == 1
     assert reply.proposed[0]["path"].startswith("learning/proposals/")
@@ -152,7 +156,7 @@ def test_memory_and_learning_together_neither_disables_the_other(
     vault.create("long-term", "Ledger runs on Postgres 16.", title="Ledger database")
     llm_server.reply_text("Use pg_upgrade.")
     llm_server.reply_json({"entries": [entry("insights", "Dana upgrades Postgres.", "Upgrades")]})
-    with Agent(vault=vault.root, memory=True, learn=True, llm=config(llm_server)) as agent:
+    with Agent(vault=vault.root, memory=True, learn=SYNC, llm=config(llm_server)) as agent:
         reply = agent.run("How do I upgrade the Ledger Postgres database?")
     system = system_of(chats(llm_server)[0])
     assert system.index("### About the user") < system.index("### Memory")
@@ -168,7 +172,11 @@ def test_custom_config_overrides_the_vault_settings_for_that_agent_only(
     settings_text = (vault.root / "memkit.yaml").read_bytes()
     memory = MemoryConfig(episodic=False, capacity=2, ttl_hours=1.5, retention_days=7)
     learn = LearnConfig(
-        mode="propose", stores={"decisions": True, "threads": False}, cadence=2, related_entries=3
+        mode="propose",
+        stores={"decisions": True, "threads": False},
+        cadence=2,
+        related_entries=3,
+        background=False,
     )
     agent = Agent(vault=vault.root, memory=memory, learn=learn, llm=config(llm_server))
     try:
@@ -208,7 +216,7 @@ def test_custom_config_overrides_the_vault_settings_for_that_agent_only(
 def test_session_end_cadence_extracts_once_over_the_whole_session(
     tmp_path: Path, llm_server: ScriptedLLMServer
 ) -> None:
-    learn = LearnConfig(cadence="session_end")
+    learn = LearnConfig(cadence="session_end", background=False)
     with Agent(vault=tmp_path / "v", learn=learn, llm=config(llm_server)) as agent:
         for number in (1, 2):
             llm_server.reply_text(f"Reply {number}.")
@@ -234,7 +242,7 @@ def test_extraction_failure_never_breaks_the_chat(
 ) -> None:
     llm_server.reply_text("Hello Dana.")
     llm_server.reply_text("this is not JSON")
-    with Agent(vault=tmp_path / "v", learn=True, llm=config(llm_server)) as agent:
+    with Agent(vault=tmp_path / "v", learn=SYNC, llm=config(llm_server)) as agent:
         with caplog.at_level(logging.WARNING, logger="memkit.agent"):
             reply = agent.run("Hi, I am Dana.")
         assert reply.text == "Hello Dana."
@@ -256,7 +264,7 @@ def test_a_failed_reply_raises_and_records_nothing(
 ) -> None:
     llm_server.reply_error(400, {"error": {"message": "bad request"}})
     with (
-        Agent(vault=tmp_path / "v", memory=True, learn=True, llm=config(llm_server)) as agent,
+        Agent(vault=tmp_path / "v", memory=True, learn=SYNC, llm=config(llm_server)) as agent,
         pytest.raises(LLMError, match="HTTP 400"),
     ):
         agent.run("Hello?")

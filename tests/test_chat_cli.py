@@ -38,8 +38,10 @@ def test_chat_replies_on_stdout_and_says_what_it_used_and_learned(
     run: Runner, vault: Vault, llm_server: ScriptedLLMServer
 ) -> None:
     fact = vault.create("long-term", "Ledger deploys on Tuesdays.", title="Deploy day")
-    llm_server.reply_text("On Tuesdays.")
-    llm_server.reply_json({"entries": [entry("persona", "Dana deploys Ledger.", "Deploys")]})
+    llm_server.reply_text("On Tuesdays.", kind="chat")
+    llm_server.reply_json(
+        {"entries": [entry("persona", "Dana deploys Ledger.", "Deploys")]}, kind="extraction"
+    )
     result = run.run(
         "chat", "--instructions", "You help Dana.", input="When does Ledger deploy?\n/quit\n"
     )
@@ -59,8 +61,10 @@ def test_slash_commands_remember_recall_proposals_approve(
     run: Runner, vault: Vault, llm_server: ScriptedLLMServer
 ) -> None:
     waiting = Learning(vault).propose("persona", "Dana reads replies on her phone.", title="Phone")
-    llm_server.reply_text("Priya does.")
-    llm_server.reply_json({"entries": [entry("insights", "Priya leads Ledger.", "Lead")]})
+    llm_server.reply_text("Priya does.", kind="chat")
+    llm_server.reply_json(
+        {"entries": [entry("insights", "Priya leads Ledger.", "Lead")]}, kind="extraction"
+    )
     lines = [
         "/remember Priya leads the Ledger team",
         "/recall Priya",
@@ -98,9 +102,11 @@ def test_no_memory_and_learning_disabled_write_nothing(
 def test_failures_are_reported_and_the_chat_goes_on(
     run: Runner, vault: Vault, llm_server: ScriptedLLMServer
 ) -> None:
-    llm_server.reply_error(400, {"error": {"message": "model overloaded with nonsense"}})
-    llm_server.reply_text("Back.")
-    llm_server.reply_text("not JSON at all")  # the extraction after "Again"
+    llm_server.reply_error(
+        400, {"error": {"message": "model overloaded with nonsense"}}, kind="chat"
+    )
+    llm_server.reply_text("Back.", kind="chat")
+    llm_server.reply_text("not JSON at all", kind="extraction")  # the extraction after "Again"
     result = run.run("chat", input="Hello\n/approve nothing-like-this\n/bogus\nAgain\n")
     assert result.exit_code == 1  # something failed: a script can tell
     assert result.stdout == "Back.\n"
