@@ -20,7 +20,6 @@ from memkit.llm import LLMConfig
 from .conftest import REPO
 from .llm_server import ScriptedLLMServer
 
-
 # Extraction before `run` returns: tests that script several turns need the requests in order.
 SYNC = LearnConfig(background=False)
 
@@ -137,7 +136,9 @@ def test_learning_modes_propose_and_disabled(tmp_path: Path, llm_server: Scripte
     root = tmp_path / "vault"
     llm_server.reply_text("Sure.")
     llm_server.reply_json({"entries": [entry("insights", "Dana ships on Fridays.", "Fridays")]})
-    with Agent(vault=root, learn=LearnConfig(mode="propose", background=False), llm=config(llm_server)) as agent:
+    with Agent(
+        vault=root, learn=LearnConfig(mode="propose", background=False), llm=config(llm_server)
+    ) as agent:
         reply = agent.run("We ship on Fridays.")
     assert reply.written == [] and len(reply.proposed) == 1
     assert reply.proposed[0]["path"].startswith("learning/proposals/")
@@ -192,7 +193,9 @@ def test_custom_config_overrides_the_vault_settings_for_that_agent_only(
         for number in (1, 2, 3):
             llm_server.reply_text(f"Reply {number}.")
             if number == 2:
-                llm_server.reply_json({"entries": [entry("decisions", "Use RQ for the job queue.", "Queue")]})
+                llm_server.reply_json(
+                    {"entries": [entry("decisions", "Use RQ for the job queue.", "Queue")]}
+                )
             replies.append(agent.run(f"Message {number} about the job queue."))
         assert [r.extraction.ran for r in replies] == [False, True, False]
         assert len(replies[1].proposed) == 1 and replies[1].written == []

@@ -203,7 +203,16 @@ def test_consolidation_shows_existing_entries_and_updates_or_supersedes(
         }
     )
     report = learning.learn(
-        [*MESSAGES, ConversationMessage("We deploy Ledger on Tuesdays and Thursdays; Priya wants rollback plans.", "Dana", "m-3", "s-1", utcnow())],
+        [
+            *MESSAGES,
+            ConversationMessage(
+                "We deploy Ledger on Tuesdays and Thursdays; Priya wants rollback plans.",
+                "Dana",
+                "m-3",
+                "s-1",
+                utcnow(),
+            ),
+        ],
         mode="agentic",
     )
     assert set(report.shown) >= {old.id, other.id}

@@ -229,7 +229,11 @@ def test_an_unknown_model_names_the_model(
         ('"just a string"', "stop", "JSON that is a string"),
         ("42", "stop", "JSON that is a number"),
         ("null", "stop", "JSON that is null"),
-        ('{"facts": ["Lyon", "te', "length", r"kept writing until its output cap of 900 tokens.*looping.*Lyon"),
+        (
+            '{"facts": ["Lyon", "te',
+            "length",
+            r"kept writing until its output cap of 900 tokens.*looping.*Lyon",
+        ),
         ('{"facts": []}', "content_filter", "content filter"),
     ],
 )
