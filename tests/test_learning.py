@@ -115,7 +115,7 @@ def test_agentic_writes_entries_and_asks_for_structured_output(
     assert item["evidence"]["items"]["enum"] == ["m1", "m2"]
     assert item["target"] == {"type": "null"}  # nothing was shown, so nothing can be targeted
     assert schema["properties"]["entries"]["maxItems"] == 3
-    assert item["text"]["maxLength"] == 300 and item["title"]["maxLength"] == 80
+    assert item["text"]["maxLength"] == 200 and item["title"]["maxLength"] == 60
     assert request["max_tokens"] == 900 and request["temperature"] == 0.2
     assert not vault.check().problems
 
