@@ -657,8 +657,10 @@ class LLMClient:
             except openai.APIStatusError as error:
                 if _is_context_overflow(error):
                     raise self._overflow(error) from error
-                if refusal and _refuses_structured_output(error):
-                    raise _Refused(error) from error
+                if "response_format" in request and _refuses_structured_output(error):
+                    if refusal:
+                        raise _Refused(error) from error
+                    raise self._rejected(error) from error
                 if not _is_transient(error):
                     raise self._rejected(error) from error
                 failure = error
