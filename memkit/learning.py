@@ -460,7 +460,8 @@ class Learning:
                 overflows += 1
                 if overflows > _OVERFLOW_RETRIES:
                     raise
-                context = min(context, error.context_tokens or context) * 3 // 4
+                shrunk = context * 3 // 4
+                context = min(shrunk, error.context_tokens) if error.context_tokens else shrunk
                 ratio *= 0.8
                 report.context_tokens = context
                 remaining = [line for chunk in queue[done:] for line in chunk]
