@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -99,10 +100,8 @@ def stop(server: RealServer) -> None:
         import time
 
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(server.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 _USER_LINES = [
