@@ -8,6 +8,7 @@ import contextlib
 import io
 import logging
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -349,3 +350,94 @@ def test_the_readme_agent_examples_run(
     assert (tmp_path / "agent-vault" / "memkit.yaml").is_file()
     assert (tmp_path / "memkit-vaults" / "dana" / "memkit.yaml").is_file()
     assert not Vault(tmp_path / "agent-vault").check().problems
+
+
+# --- a reply never waits for learning --------------------------------------------------------
+
+
+def test_the_reply_returns_before_learning_which_runs_in_the_background(
+    tmp_path: Path, llm_server: ScriptedLLMServer
+) -> None:
+    release = threading.Event()
+    llm_server.reply_text("Hello Dana.", kind="chat")
+    llm_server.reply_json(
+        {"entries": [entry("persona", "Dana prefers short answers.", "Answer style")]},
+        kind="extraction",
+        gate=release,  # the server holds the extraction until the test lets it go
+    )
+    llm_server.reply_text("Sure.", kind="chat")
+    llm_server.reply_json({"entries": []}, kind="extraction")
+    with Agent(vault=tmp_path / "v", learn=True, llm=config(llm_server)) as agent:
+        first = agent.run("Hi, I am Dana; keep answers short.")
+        assert first.text == "Hello Dana." and not first.extraction.done
+        # The next turn does not wait either; its extraction queues behind the first.
+        second = agent.run("What is pg_upgrade?")
+        assert second.text == "Sure." and not second.extraction.done
+        release.set()
+        agent.end_session()  # waits for both, in order
+        assert first.extraction.done and second.extraction.done
+        assert [w["store"] for w in first.extraction.written] == ["persona"]
+        assert agent.extractions == [first.extraction, second.extraction]
+        assert agent.learning_errors == []
+    prompts = [r["messages"][1]["content"] for r in extractions(llm_server)]
+    assert "Hi, I am Dana" in prompts[0] and "What is pg_upgrade?" in prompts[1]
+
+
+def test_background_errors_stay_readable_and_the_messages_are_kept_for_the_next_try(
+    tmp_path: Path, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.reply_text("Hello.", kind="chat")
+    llm_server.reply_text("not JSON", kind="extraction")
+    llm_server.reply_json(
+        {"entries": [entry("persona", "Dana uses vim for everything.", "Editor")]},
+        kind="extraction",
+    )
+    with Agent(vault=tmp_path / "v", learn=True, llm=config(llm_server)) as agent:
+        reply = agent.run("I use vim.")
+        assert reply.extraction.wait(30)
+        assert reply.extraction.failed and "not valid JSON" in agent.learning_errors[0]
+        last = agent.close()  # learns what failed before
+    assert last.ran and [w["store"] for w in last.written] == ["persona"]
+    assert "I use vim." in extractions(llm_server)[1]["messages"][1]["content"]
+
+
+def test_stream_yields_the_reply_in_pieces_then_records_and_learns(
+    tmp_path: Path, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.reply_text("Run pg_upgrade with --check first, then --link.", kind="chat")
+    llm_server.reply_json(
+        {"entries": [entry("insights", "Dana upgrades with pg_upgrade --link.", "Upgrade")]},
+        kind="extraction",
+    )
+    with Agent(vault=tmp_path / "v", learn=SYNC, memory=True, llm=config(llm_server)) as agent:
+        pieces = list(agent.stream("How do I upgrade Postgres?"))
+        assert len(pieces) > 1
+        assert "".join(pieces) == "Run pg_upgrade with --check first, then --link."
+        reply = agent.last_reply
+        assert reply is not None and reply.text == "".join(pieces)
+        assert [w["store"] for w in reply.written] == ["insights"]
+    assert chats(llm_server)[0]["stream"] is True
+    assert "then --link" in day_files(tmp_path / "v")[0].read_text()
+
+
+# --- recall hygiene ---------------------------------------------------------------------------
+
+
+def test_recall_lists_a_message_once_and_the_assistants_words_below_the_users(
+    tmp_path: Path, llm_server: ScriptedLLMServer
+) -> None:
+    root = tmp_path / "v"
+    llm_server.reply_text("Noted: the Ledger rollback plan is in the wiki.")
+    with Agent(vault=root, memory=True, llm=config(llm_server), user_name="Dana") as agent:
+        agent.run("The Ledger rollback plan lives in the ops wiki.")
+        agent.end_session()  # a new session: the history is no longer in the prompt
+        llm_server.reply_text("In the ops wiki.")
+        agent.run("Where is the Ledger rollback plan?")
+    system = system_of(chats(llm_server)[-1])
+    memory = system.split("### Memory", 1)[1]
+    # Recorded twice (a short-term item and a day-file line), recalled once.
+    assert memory.count("rollback plan lives in the ops wiki") == 1
+    said = [line for line in memory.splitlines() if "rollback plan" in line]
+    assert len(said) == 2
+    assert "the assistant's own earlier words" not in said[0]
+    assert "the assistant's own earlier words, not a fact" in said[1]
