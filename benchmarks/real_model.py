@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -74,16 +75,21 @@ def memkit(
     return done.returncode, done.stdout, done.stderr, time.monotonic() - started
 
 
+TIMEOUT: float | None = None  # --timeout: llm.timeout_seconds for every vault
+
+
 def fresh_vault(root: Path, name: str, context: int | None = None) -> Path:
     vault = root / name
     subprocess.run(
         [sys.executable, "-m", "memkit", "init", str(vault)], capture_output=True, check=True
     )
+    settings = vault / "memkit.yaml"
+    text = settings.read_text()
     if context:
-        settings = vault / "memkit.yaml"
-        text = settings.read_text()
         text = text.replace("llm:\n", f"llm:\n  context_tokens: {context}\n", 1)
-        settings.write_text(text)
+    if TIMEOUT:
+        text = text.replace("llm:\n", f"llm:\n  timeout_seconds: {TIMEOUT}\n", 1)
+    settings.write_text(text)
     return vault
 
 
@@ -188,6 +194,7 @@ def table(rows: list[Runs], base: float, first_reply: float, chat_total: float, 
     return (
         head
         + body
+        + (f"\nllm.timeout_seconds: {TIMEOUT:g}" if TIMEOUT else "")
         + f"\nchat: first reply on stdout after {first_reply:.1f} s; the command (learning "
         f"included) ended after {chat_total:.1f} s.\nbaseline: one plain 16-token completion "
         f"took {base:.1f} s.\nmachine load (uptime): {load}\n"
@@ -200,7 +207,14 @@ def main() -> None:
     parser.add_argument("--model", help="the model name at --base-url")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--timeout", type=float, help="llm.timeout_seconds for the runs (default: memkit's 60)"
+    )
     args = parser.parse_args()
+    global TIMEOUT
+    TIMEOUT = args.timeout
+    # A kill still stops the servers this run started (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     servers: list[RealServer] = []
     try:
         if args.base_url:
