@@ -458,6 +458,7 @@ class Agent:
         if self._closed:
             raise UsageError("this agent is closed; create a new Agent")
         errors: list[str] = []
+        self.llm.check_model()  # once per client (remembered per server): a warning, not an error
         system, used = self._system_prompt(text, errors)
         messages = [{"role": "system", "content": system}] if system else []
         messages += self._history[-2 * self.history_turns :] if self.history_turns else []

@@ -15,7 +15,7 @@ from typing import Any
 
 from memkit.conversations import ConversationMessage
 from memkit.errors import ConflictError, LLMError, MemkitError, SecretRefused, UsageError
-from memkit.llm import ContextOverflowError, LLMClient
+from memkit.llm import ContextOverflowError, LLMClient, LLMTimeoutError
 from memkit.memory import normalise, similarity
 from memkit.records import REJECTED_FOLDER, STORE_TYPES, TYPE_FOLDERS, Record
 from memkit.schema import load_schema
@@ -422,9 +422,11 @@ class Learning:
         learned: list[str] = []
         queue: list[list[TranscriptLine]] | None = None
         overflows = 0
+        halvings = 0  # after a timeout: ask for half the output (fewer, shorter entries)
+        timed_out: LLMTimeoutError | None = None
         done = 0
         while queue is None or done < len(queue):
-            cap = min(llm.config.max_output_tokens, max(128, context // 3))
+            cap = min(llm.config.max_output_tokens, max(128, context // 3)) >> halvings
             probe_schema = extraction_schema(enabled, list(short_to_id), ["m1"], cap)
             fixed = llm.count_tokens(system) + llm.count_tokens(
                 _user_prompt("", shown, session, started=started, part=(9, 9))
@@ -454,6 +456,14 @@ class Learning:
             )
             try:
                 reply = llm.complete_json(system, prompt, schema=schema, max_tokens=cap)
+            except LLMTimeoutError as error:
+                # Never the same request again (a local server may still be generating it): once,
+                # a smaller one, with half the output cap and so fewer entries; else the timeout.
+                if timed_out is not None or cap < 256:
+                    raise (timed_out or error) from None
+                timed_out = error
+                halvings += 1
+                continue
             except ContextOverflowError as error:
                 # The server's count beat our estimate: re-plan what is left with the context it
                 # reported (or a smaller share), up to twice; then say so.

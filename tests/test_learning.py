@@ -659,3 +659,30 @@ def test_learn_cli_says_the_model_looped_in_one_line_and_exits_1(
     assert not (run.root / "learning" / "persona").exists() or not any(
         (run.root / "learning" / "persona").iterdir()
     )
+
+
+def test_an_extraction_that_timed_out_is_asked_again_smaller_once(
+    vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.reply_json({"entries": []}, delay=3.0)
+    llm_server.reply_json({"entries": [entry()]})
+    config = LLMConfig("test-model", llm_server.base_url, None, 0.5, 0)
+    with LLMClient(config) as llm:
+        report = Learning(vault, llm=llm).learn(MESSAGES, mode="agentic")
+    first, second = llm_server.requests
+    assert second["max_tokens"] == first["max_tokens"] // 2  # not the same request again
+    schema = second["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["entries"]["maxItems"] < 3
+    assert len(report.written) == 1
+
+
+def test_a_second_timeout_is_reported_as_a_timeout(
+    vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.reply_json({"entries": []}, delay=3.0)
+    llm_server.reply_json({"entries": []}, delay=3.0)
+    config = LLMConfig("test-model", llm_server.base_url, None, 0.5, 2)
+    with LLMClient(config) as llm, pytest.raises(LLMError, match=r"timed out after 0\.5 s"):
+        Learning(vault, llm=llm).learn(MESSAGES, mode="agentic")
+    assert len(llm_server.requests) == 2
+    assert list(vault.record_paths()) == []
