@@ -720,3 +720,22 @@ def test_a_reply_is_streamed_in_pieces(
     pieces = list(client.stream_chat([{"role": "user", "content": "How?"}]))
     assert len(pieces) > 1 and "".join(pieces) == "Use pg_upgrade with link mode, then analyze."
     assert llm_server.requests[0]["stream"] is True
+
+
+def test_an_unknown_structured_output_mode_names_the_file_and_line(tmp_path: Path) -> None:
+    from memkit.errors import SettingsError
+    from memkit.settings import parse_settings
+
+    text = "llm:\n  model: m\n  structured_output: grammar\n"
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(text, tmp_path / "memkit.yaml")
+    message = str(caught.value)
+    assert "memkit.yaml:3" in message and "auto, json_schema, json_object, prompt" in message
+    settings = parse_settings(
+        "llm:\n  max_output_tokens: 400\n  context_tokens: 2048\n", tmp_path / "memkit.yaml"
+    )
+    config = resolve_llm_config(
+        settings.llm, {"OPENAI_BASE_URL": "http://h/v1"}, vault_root=tmp_path
+    )
+    assert (config.max_output_tokens, config.context_tokens) == (400, 2048)
+    assert config.state_file == tmp_path / ".memkit" / "llm-servers.json"
