@@ -88,7 +88,10 @@ def fresh_vault(root: Path, name: str, context: int | None = None) -> Path:
     if context:
         text = text.replace("llm:\n", f"llm:\n  context_tokens: {context}\n", 1)
     if TIMEOUT:
-        text = text.replace("llm:\n", f"llm:\n  timeout_seconds: {TIMEOUT}\n", 1)
+        # A slow machine: each request may take TIMEOUT, and a long conversation many requests.
+        text = text.replace(
+            "llm:\n", f"llm:\n  timeout_seconds: {TIMEOUT}\n  max_wall_seconds: 3600\n", 1
+        )
     settings.write_text(text)
     return vault
 
@@ -194,7 +197,7 @@ def table(rows: list[Runs], base: float, first_reply: float, chat_total: float, 
     return (
         head
         + body
-        + (f"\nllm.timeout_seconds: {TIMEOUT:g}" if TIMEOUT else "")
+        + (f"\nllm.timeout_seconds: {TIMEOUT:g}, max_wall_seconds: 3600" if TIMEOUT else "")
         + f"\nchat: first reply on stdout after {first_reply:.1f} s; the command (learning "
         f"included) ended after {chat_total:.1f} s.\nbaseline: one plain 16-token completion "
         f"took {base:.1f} s.\nmachine load (uptime): {load}\n"
