@@ -260,6 +260,17 @@ def quality_problem(
     return None
 
 
+def _fitting(lines: Sequence[str], chars: int) -> list[str]:
+    """The latest of `lines` that fit in `chars` characters (in their order)."""
+    kept: list[str] = []
+    for line in reversed(lines):
+        chars -= len(line) + 3
+        if chars < 0:
+            break
+        kept.insert(0, line)
+    return kept
+
+
 def plan_chunks(
     lines: Sequence[TranscriptLine], budget_tokens: int, chars_per_token: float
 ) -> list[list[TranscriptLine]]:
@@ -451,7 +462,7 @@ class Learning:
                 shown,
                 session,
                 started=started,
-                learned=learned[-8:],
+                learned=_fitting(learned, int(learned_room * ratio)),
                 part=(done + 1, len(queue)),
             )
             try:
