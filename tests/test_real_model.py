@@ -44,12 +44,14 @@ def real_env(real_server: RealServer, monkeypatch: pytest.MonkeyPatch) -> RealSe
     return real_server
 
 
-def real_vault(tmp_path: Path) -> Vault:
+def real_vault(tmp_path: Path, *, output_tokens: int = 900) -> Vault:
     vault = Vault.init(tmp_path / "vault")
     settings = vault.root / "memkit.yaml"
-    settings.write_text(
-        settings.read_text().replace("llm:\n", f"llm:\n  timeout_seconds: {TIMEOUT}\n", 1)
+    llm = (
+        f"llm:\n  timeout_seconds: {TIMEOUT}\n  max_wall_seconds: 1800\n"
+        f"  max_output_tokens: {output_tokens}\n  chat_max_output_tokens: 96\n"
     )
+    settings.write_text(settings.read_text().replace("llm:\n", llm, 1))
     return Vault(vault.root)
 
 
@@ -85,7 +87,7 @@ def test_learn_on_a_realistic_conversation(real_env: RealServer, tmp_path: Path)
 def test_a_long_conversation_is_chunked_to_fit_a_2048_token_context(
     real_env: RealServer, tmp_path: Path
 ) -> None:
-    vault = real_vault(tmp_path)
+    vault = real_vault(tmp_path, output_tokens=300)  # one entry per chunk: fewer tokens in CI
     conversation = tmp_path / "long.jsonl"
     conversation.write_text(realistic_conversation(48))
     code, report, stderr = learn(vault, conversation)
@@ -100,7 +102,7 @@ def test_agent_streams_a_reply_and_warns_about_an_unlisted_model(
     environ = {"OPENAI_BASE_URL": real_server.base_url, "MEMKIT_MODEL": "gpt-4o-mini"}
     with Agent(
         "Answer in one short sentence.",
-        vault=real_vault(tmp_path).root,
+        vault=real_vault(tmp_path, output_tokens=300).root,
         memory=True,
         learn=LearnConfig(mode="agentic"),
         environ=environ,
