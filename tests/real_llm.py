@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +77,9 @@ def start(context: int = 8192, *, parallel: int = 1) -> RealServer:
     if done.returncode != 0:
         raise RuntimeError(f"{serve} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     values = dict(
-        line.split("=", 1) for line in done.stdout.splitlines() if "=" in line and line[:4] == "LLM_"
+        line.split("=", 1)
+        for line in done.stdout.splitlines()
+        if "=" in line and line[:4] == "LLM_"
     )
     return RealServer(
         values["LLM_BASE_URL"],
@@ -87,18 +90,27 @@ def start(context: int = 8192, *, parallel: int = 1) -> RealServer:
     )
 
 
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it counts as stopped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return state != "Z"
+
+
 def stop(server: RealServer) -> None:
     try:
         os.kill(server.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     for _ in range(100):
-        try:
-            os.kill(server.pid, 0)
-        except ProcessLookupError:
+        if not _alive(server.pid):
             return
-        import time
-
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.kill(server.pid, signal.SIGKILL)

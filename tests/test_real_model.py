@@ -111,7 +111,8 @@ def test_agent_streams_a_reply_and_warns_about_an_unlisted_model(
         assert pieces and "".join(pieces).strip()
         reply = agent.last_reply
         assert reply is not None and reply.text == "".join(pieces)
-        extraction = agent.end_session()  # waits for the background extraction
+        agent.end_session()  # waits for the background extraction of that turn
+        (extraction,) = agent.extractions
         assert extraction.done and (extraction.ran or extraction.errors)
         # llama.cpp answers whatever model is named; memkit says so.
         assert any("'gpt-4o-mini' is not among" in w for w in agent.llm_warnings)
