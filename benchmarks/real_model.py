@@ -15,7 +15,8 @@ The baseline in the same run is the model server's own speed: one plain chat com
 A table is printed (Markdown), with the machine's load (`uptime`) next to it, since the figures
 depend on what else runs.
 
-    python benchmarks/real_model.py [--base-url URL --model NAME] [--runs 10] [--out FILE]
+    python benchmarks/real_model.py [--base-url URL --model NAME] [--runs 10] [--long 120]
+                                    [--timeout SECONDS] [--out FILE]
 """
 
 from __future__ import annotations
@@ -211,6 +212,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--out", type=Path)
     parser.add_argument(
+        "--long", type=int, default=120, help="messages in the long conversation (default 120)"
+    )
+    parser.add_argument(
         "--timeout", type=float, help="llm.timeout_seconds for the runs (default: memkit's 60)"
     )
     args = parser.parse_args()
@@ -233,7 +237,7 @@ def main() -> None:
             root = Path(folder)
             base = baseline(url, model or "")
             rows = [learn_runs("learn 15", root, env, 15, args.runs, None)]
-            rows.append(learn_runs("learn 120 @2048", root, env_2048, 120, 1, 2048))
+            rows.append(learn_runs(f"learn {args.long} @2048", root, env_2048, args.long, 1, 2048))
             chat, first_reply, chat_total = chat_run(root, env)
             rows.append(chat)
         load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout

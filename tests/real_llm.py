@@ -24,6 +24,7 @@ class RealServer:
     pid: int
     log: str
     context: int
+    shadow: str = ""  # the repaired copy of ../shared/llm, removed by stop()
 
 
 def _repaired_copy(source: Path) -> Path:
@@ -68,8 +69,10 @@ def start(context: int = 8192, *, parallel: int = 1) -> RealServer:
             "next to the repository (see ../shared/llm/README.md)"
         )
     serve = SERVE
+    shadow = ""
     if _needs_repair(SHARED_LLM):
         serve = _repaired_copy(SHARED_LLM) / "serve"
+        shadow = str(serve.parent)
     environment = {**os.environ, "LLM_CTX": str(context), "LLM_PARALLEL": str(parallel)}
     done = subprocess.run(
         [str(serve)], capture_output=True, text=True, env=environment, timeout=120, check=False
@@ -87,6 +90,7 @@ def start(context: int = 8192, *, parallel: int = 1) -> RealServer:
         int(values["LLM_PID"]),
         values.get("LLM_LOG", ""),
         context,
+        shadow,
     )
 
 
@@ -105,15 +109,23 @@ def _alive(pid: int) -> bool:
 
 def stop(server: RealServer) -> None:
     try:
-        os.kill(server.pid, signal.SIGTERM)
+        _stop(server.pid)
+    finally:
+        if server.shadow:
+            shutil.rmtree(server.shadow, ignore_errors=True)
+
+
+def _stop(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     for _ in range(100):
-        if not _alive(server.pid):
+        if not _alive(pid):
             return
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
-        os.kill(server.pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
 
 
 _USER_LINES = [
