@@ -146,7 +146,10 @@ def chat_run(root: Path, env: dict[str, str]) -> tuple[Runs, float, float]:
     process.stdin.close()
     process.stdout.readline()
     first_reply = time.monotonic() - started
-    _out, err = process.communicate()
+    process.stdout.read()
+    assert process.stderr is not None
+    err = process.stderr.read()
+    process.wait()
     total = time.monotonic() - started
     result = Runs("chat (2 turns)", attempted=1)
     result.walls.append(total)
