@@ -31,10 +31,11 @@ FOLDER_STORES = {folder: store for store, folder in STORE_FOLDERS.items()}
 PROPOSAL_ONLY_KEYS = ("store", "op", "target", "target_digest")
 # A rejected proposal this similar to a new entry means "do not propose it again".
 REJECTED_SIMILARITY = 0.8
-# Output characters per token when the model writes JSON in English: the bound that keeps a
-# grammar-enforced reply inside llm.max_output_tokens even when every string is filled.
-_OUTPUT_CHARS_PER_TOKEN = 3.0
-_JSON_KEYS_CHARS = 130  # the keys and punctuation of one entry
+# Output characters per token when a small model writes JSON: the bound that keeps a
+# grammar-enforced reply inside llm.max_output_tokens even when every string is filled
+# (SmolLM2 writes ~2.5; its pretty-printing whitespace is counted in the keys below).
+_OUTPUT_CHARS_PER_TOKEN = 2.5
+_JSON_KEYS_CHARS = 250  # the keys, punctuation and indentation of one entry
 # Tokens kept free beside the estimate: the chat template, and estimates that run short.
 _PROMPT_MARGIN = 0.12
 _MIN_CHUNK_TOKENS = 120
