@@ -191,6 +191,16 @@ def extraction_schema(
     width = max([len(m) for m in message_ids] or [4])
     props["evidence"]["items"] = {"type": "string", "enum": list(message_ids), "maxLength": width}
     per_entry = math.ceil(_entry_chars(schema) / _OUTPUT_CHARS_PER_TOKEN)
+    if per_entry > max_output_tokens - 20:
+        # Not even one full entry fits the cap: shorten the long strings until one does.
+        over = (per_entry - (max_output_tokens - 20)) * _OUTPUT_CHARS_PER_TOKEN
+        for key, floor in (("rationale", 20), ("text", 60), ("title", 30)):
+            length = props[key].get("maxLength", 80)
+            cut = min(length - floor, math.ceil(over))
+            if cut > 0:
+                props[key]["maxLength"] = length - cut
+                over -= cut
+        per_entry = math.ceil(_entry_chars(schema) / _OUTPUT_CHARS_PER_TOKEN)
     room = max(1, (max_output_tokens - 20) // per_entry)
     entries["maxItems"] = max(1, min(int(entries.get("maxItems", 5)), room))
     return schema

@@ -691,3 +691,16 @@ def test_a_second_timeout_is_reported_as_a_timeout(
         Learning(vault, llm=llm).learn(MESSAGES, mode="agentic")
     assert len(llm_server.requests) == 2
     assert list(vault.record_paths()) == []
+
+
+@pytest.mark.parametrize("cap", [900, 682, 300, 256])
+def test_the_schema_never_allows_more_than_the_output_cap_holds(cap: int) -> None:
+    from memkit.learning import _OUTPUT_CHARS_PER_TOKEN, _entry_chars, extraction_schema
+
+    schema = extraction_schema(["persona", "insights"], ["e1"], ["m1", "m2"], cap)
+    entries = schema["properties"]["entries"]
+    worst = entries["maxItems"] * _entry_chars(schema) / _OUTPUT_CHARS_PER_TOKEN + 20
+    assert entries["maxItems"] >= 1 and worst <= cap
+    props = entries["items"]["properties"]
+    assert props["store"]["enum"] == ["persona", "insights"]
+    assert props["target"]["enum"] == ["e1", None] and props["op"]["enum"][0] == "add"
