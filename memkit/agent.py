@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -100,6 +101,9 @@ class LearnConfig:
     cadence: str | int = "turn"
     context: bool = True  # put persona and relevant learned entries into the prompt
     budget: int = 400  # tokens of learned entries in the prompt
+    # Extract in a background worker after the reply is returned (one at a time, in order);
+    # False: extract before `run` returns.
+    background: bool = True
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in LEARNING_MODES:
@@ -127,23 +131,50 @@ class LearnConfig:
         return 1 if self.cadence == "turn" else int(self.cadence)
 
 
+def _finished_event() -> threading.Event:
+    event = threading.Event()
+    event.set()  # an Extraction made for nothing to do is finished from the start
+    return event
+
+
 @dataclass
 class Extraction:
-    """What one learning extraction did (nothing ran when `ran` is False and no errors)."""
+    """What one learning extraction did (nothing ran when `ran` is False and no errors).
+
+    With background learning it is filled in later: `done` says whether it has finished and
+    `wait()` waits for it.
+    """
 
     ran: bool = False
     written: list[dict[str, str]] = field(default_factory=list)  # {id, path, store, op}
     proposed: list[dict[str, str]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # "store 'title': reason"
     errors: list[str] = field(default_factory=list)
+    chunks: int = 0
+    _finished: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+
+    @property
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    @property
+    def failed(self) -> bool:
+        """It was attempted and errored (nothing was learned from those messages)."""
+        return bool(self.errors) and not self.ran
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until this extraction has finished; False when `timeout` ran out first."""
+        return self._finished.wait(timeout)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "ran": self.ran,
+            "done": self.done,
             "written": self.written,
             "proposed": self.proposed,
             "refused": self.refused,
             "errors": self.errors,
+            "chunks": self.chunks,
         }
 
 
@@ -320,7 +351,16 @@ class Agent:
         self._pending: list[ConversationMessage] = []  # messages not yet learned from
         self._turns_since_extraction = 0
         self._lock = threading.RLock()
+        self._pending_lock = threading.Lock()  # _pending, shared with the learning worker
         self._closed = False
+        # Every extraction scheduled, in order: results and errors stay readable here.
+        self.extractions: list[Extraction] = []
+        self.last_reply: AgentReply | None = None  # set by `stream` once the reply is complete
+        self._jobs: queue.Queue[tuple[list[ConversationMessage], Extraction, str] | None] = (
+            queue.Queue()
+        )
+        self._worker: threading.Thread | None = None
+        self._worker_learning: Learning | None = None
 
     # --- what the agent is built on (opened on first use) ------------------------------------
 
@@ -360,7 +400,9 @@ class Agent:
             if isinstance(given, LLMConfig):
                 config = given
             else:
-                config = resolve_llm_config(self.vault.settings.llm, self.environ)
+                config = resolve_llm_config(
+                    self.vault.settings.llm, self.environ, vault_root=self.vault.root
+                )
                 if isinstance(given, str):
                     # A model named in code wins over MEMKIT_MODEL: it is the more specific ask.
                     config = replace(config, model=given)
@@ -391,36 +433,58 @@ class Agent:
 
         Only a failure to get a reply raises (LLMError); failures to recall, record or learn
         are logged and listed in the reply's `errors`, and the reply is returned all the same.
+        Learning runs after the reply, in a background worker unless
+        `LearnConfig(background=False)`: `reply.extraction` fills in when it is done.
         """
+        with self._lock:
+            messages, errors, used = self._prepare(text)
+            answer = self.llm.chat(messages)
+            return self._finish(text, answer, errors, used)
+
+    def stream(self, text: str) -> Iterator[str]:
+        """Like `run`, but yields the reply in pieces as the model writes it; the complete
+        reply (what memory and learning did) is then in `last_reply`."""
+        with self._lock:
+            messages, errors, used = self._prepare(text)
+            pieces: list[str] = []
+            for piece in self.llm.stream_chat(messages):
+                pieces.append(piece)
+                yield piece
+            self.last_reply = self._finish(text, "".join(pieces), errors, used)
+
+    def _prepare(self, text: str) -> tuple[list[dict[str, str]], list[str], list[str]]:
         if not text.strip():
             raise UsageError("nothing to say: the message is empty")
-        with self._lock:
-            if self._closed:
-                raise UsageError("this agent is closed; create a new Agent")
-            errors: list[str] = []
-            with self.memory.index.operation():  # one freshness check for the turn's recall
-                system, used = self._system_prompt(text, errors)
-            messages = [{"role": "system", "content": system}] if system else []
-            messages += self._history[-2 * self.history_turns :] if self.history_turns else []
-            messages.append({"role": "user", "content": text})
-            answer = self.llm.chat(messages)
-            self._history += [
-                {"role": "user", "content": text},
-                {"role": "assistant", "content": answer},
-            ]
-            with self.memory.index.batch():  # the turn's writes indexed in one commit
-                turn = self._record(text, answer, errors)
-            reply = AgentReply(
-                answer, self.session, [m.message_id for m in turn], used, errors=errors
-            )
-            if self.learn_config is not None:
+        if self._closed:
+            raise UsageError("this agent is closed; create a new Agent")
+        errors: list[str] = []
+        self.llm.check_model()  # once per client (remembered per server): a warning, not an error
+        with self.memory.index.operation():  # one freshness check for the turn's recall
+            system, used = self._system_prompt(text, errors)
+        messages = [{"role": "system", "content": system}] if system else []
+        messages += self._history[-2 * self.history_turns :] if self.history_turns else []
+        messages.append({"role": "user", "content": text})
+        return messages, errors, used
+
+    def _finish(self, text: str, answer: str, errors: list[str], used: list[str]) -> AgentReply:
+        self._history += [
+            {"role": "user", "content": text},
+            {"role": "assistant", "content": answer},
+        ]
+        with self.memory.index.batch():  # the turn's writes indexed in one commit
+            turn = self._record(text, answer, errors)
+        reply = AgentReply(answer, self.session, [m.message_id for m in turn], used, errors=errors)
+        if self.learn_config is not None:
+            with self._pending_lock:
                 self._pending += turn
-                self._turns_since_extraction += 1
-                every = self.learn_config.every
-                if every is not None and self._turns_since_extraction >= every:
-                    reply.extraction = self._extract()
+            self._turns_since_extraction += 1
+            every = self.learn_config.every
+            if every is not None and self._turns_since_extraction >= every:
+                reply.extraction = self._extract()
+                if reply.extraction.done:
                     errors += reply.extraction.errors
-            return reply
+        self.last_reply = reply
+        return reply
 
     def _system_prompt(self, text: str, errors: list[str]) -> tuple[str, list[str]]:
         recall = self.memory_config is not None and self.memory_config.recall
@@ -439,6 +503,10 @@ class Agent:
                     memory=recall,
                     learning=learned,
                     memory_obj=self.memory,
+                    assistant_names=(self.name, "assistant"),
+                    # The turns already in the prompt as history are not recalled again.
+                    exclude=[m["content"] for m in self._history[-2 * self.history_turns :]]
+                    + [text],
                 )
                 context, used = block.text, block.used
             except MemkitError as error:
@@ -480,26 +548,85 @@ class Agent:
         log.warning("%s", message, exc_info=not isinstance(error, MemkitError))
 
     def _extract(self) -> Extraction:
-        result = Extraction()
+        """Learn from the pending messages: queued for the worker, or now (background=False)."""
+        result = Extraction(_finished=threading.Event())
         self._turns_since_extraction = 0
-        if not self._pending or not self.extracting:
+        with self._pending_lock:
+            batch = list(self._pending)
             self._pending.clear()
+        if not batch or not self.extracting:
+            result._finished.set()
             return result
+        self.extractions.append(result)
+        assert self.learn_config is not None
+        if self.learn_config.background:
+            self._start_worker()
+            self._jobs.put((batch, result, self.session))
+        else:
+            self._learn_from(batch, result, self.session, self.learning)
+        return result
+
+    def _start_worker(self) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(
+                target=self._work, name=f"memkit-learning-{self.session}", daemon=True
+            )
+            self._worker.start()
+
+    def _work(self) -> None:
+        """The learning worker: one extraction at a time, in the order they were asked for."""
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                batch, result, session = job
+                if self._worker_learning is None:
+                    # Its own index handle: the chat thread keeps using memory's meanwhile.
+                    self._worker_learning = Learning(self.vault)
+                self._learn_from(batch, result, session, self._worker_learning)
+            finally:
+                self._jobs.task_done()
+
+    def _learn_from(
+        self,
+        batch: list[ConversationMessage],
+        result: Extraction,
+        session: str,
+        learning: Learning,
+    ) -> None:
         try:
-            learning = self.learning
             learning.llm = self.llm
-            report = learning.learn(list(self._pending), session=self.session)
+            report = learning.learn(batch, session=session)
         except Exception as error:  # whatever it is, learning must never take the chat down
             self._failed(result.errors, "learning", error)
-            # Kept for the next extraction, so a short outage loses nothing.
-            del self._pending[:-MAX_PENDING_MESSAGES]
-            return result
-        self._pending.clear()
-        result.ran = True
-        result.written = report.written
-        result.proposed = report.proposed
-        result.refused = [f"{r.store} {r.title!r}: {r.reason}" for r in report.refused]
-        return result
+            with self._pending_lock:
+                # Kept for the next extraction, so a short outage loses nothing.
+                self._pending[:0] = batch
+                del self._pending[:-MAX_PENDING_MESSAGES]
+        else:
+            result.ran = True
+            result.written = report.written
+            result.proposed = report.proposed
+            result.chunks = report.chunks
+            result.refused = [f"{r.store} {r.title!r}: {r.reason}" for r in report.refused]
+        finally:
+            result._finished.set()
+
+    def wait_for_learning(self) -> None:
+        """Wait until every extraction asked for so far has finished."""
+        if self._worker is not None:
+            self._jobs.join()
+
+    @property
+    def llm_warnings(self) -> list[str]:
+        """Warnings about the model server (e.g. the model is not among those it lists)."""
+        return list(self._llm.warnings) if self._llm is not None else []
+
+    @property
+    def learning_errors(self) -> list[str]:
+        """Errors of every extraction so far (each also logged)."""
+        return [error for extraction in self.extractions for error in extraction.errors]
 
     # --- sessions and closing -----------------------------------------------------------------
 
@@ -507,6 +634,7 @@ class Agent:
         """Learn from what is not learned yet, then start a new session (history cleared)."""
         with self._lock:
             extraction = self._extract() if self.learn_config is not None else Extraction()
+            self.wait_for_learning()
             self._history.clear()
             self.session = _new_session()
             return extraction
@@ -518,8 +646,15 @@ class Agent:
                 return Extraction()
             try:
                 extraction = self.end_session() if self._pending else Extraction()
+                self.wait_for_learning()
             finally:
                 self._closed = True
+                if self._worker is not None:
+                    self._jobs.put(None)
+                    self._worker.join()
+                    self._worker = None
+                if self._worker_learning is not None:
+                    self._worker_learning.close()
                 if self._memory is not None:
                     self._memory.close()
                 if self._learning is not None:

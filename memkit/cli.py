@@ -939,7 +939,7 @@ def make_llm(vault: Vault) -> Any:
     """The LLM client for this vault; only the CLI (a composition root) reads the environment."""
     from memkit.llm import LLMClient, resolve_llm_config
 
-    return LLMClient(resolve_llm_config(vault.settings.llm, os.environ))
+    return LLMClient(resolve_llm_config(vault.settings.llm, os.environ, vault_root=vault.root))
 
 
 @cli.command()
@@ -1013,6 +1013,17 @@ def learn(
         warn(f"refused {refusal.store} entry {refusal.title!r}: {refusal.reason}")
     for title in report.duplicates:
         click.echo(f"duplicate dropped: {title}", err=True)
+    for warning in report.warnings:
+        warn(warning)
+    if report.chunks > 1:
+        click.echo(
+            f"The conversation was learned in {report.chunks} parts to fit the model's context "
+            f"({report.context_tokens} tokens).",
+            err=True,
+        )
+    for fallback in report.fallbacks:
+        refused, _, used = fallback.partition("->")
+        click.echo(f"structured output: the server refused {refused}; used {used}", err=True)
     if report.mode != "disabled" and not (report.written or report.proposed):
         click.echo("Nothing new to learn.", err=True)
     return message
@@ -1447,12 +1458,13 @@ CHAT_COMMANDS = """\
 
 
 def show_turn(reply: Any) -> None:
-    """What memory and learning did around a reply: on stderr, so stdout holds replies only."""
+    """What memory did around a reply: on stderr, so stdout holds replies only (learning is
+    reported when it finishes, by `chat`)."""
     if reply.memories_used:
         click.echo(f"memory used: {', '.join(reply.memories_used)}", err=True)
-    show_extraction(reply.extraction, errors=False)
     for error in reply.errors:
-        warn(error)
+        if not error.startswith("learning failed: "):
+            warn(error)
 
 
 def show_extraction(extraction: Any, *, errors: bool = True) -> None:
@@ -1519,6 +1531,11 @@ def chat_command(agent: Any, line: str) -> bool:
 @click.option("--instructions", default="", help="The agent's instructions (its system prompt).")
 @click.option("--model", help="The model (default: llm.model in memkit.yaml, or MEMKIT_MODEL).")
 @click.option("--session", help="Session id (default: a new one).")
+@click.option(
+    "--stream/--no-stream",
+    default=None,
+    help="Show each reply as the model writes it (default: on when stdout is a terminal).",
+)
 @pass_vault
 def chat(
     vault: Vault,
@@ -1527,25 +1544,43 @@ def chat(
     instructions: str,
     model: str | None,
     session: str | None,
+    stream: bool | None,
 ) -> None:
-    """Chat with an agent that remembers and learns in the vault (lines from stdin; /help)."""
-    from memkit.agent import Agent
+    """Chat with an agent that remembers and learns in the vault (lines from stdin; /help).
+
+    Each reply is shown as soon as it comes; learning from it runs afterwards, in the
+    background, and reports on stderr.
+    """
+    from memkit.agent import Agent, LearnConfig
 
     agent = Agent(
         instructions,
         vault=vault,
         memory=memory,
-        learn=learn_mode or True,
+        learn=LearnConfig(mode=learn_mode, background=True),
         llm=model,
         session=session,
     )
     stdin = sys.stdin
     interactive = stdin.isatty()
+    streaming = sys.stdout.isatty() if stream is None else stream
     failed = False
+    shown = 0  # extractions reported so far
+
+    def report_learning(*, wait: bool = False) -> None:
+        nonlocal shown
+        while shown < len(agent.extractions):
+            extraction = agent.extractions[shown]
+            if not (wait and extraction.wait()) and not extraction.done:
+                return  # later ones finish after this one: report in order
+            show_extraction(extraction)
+            shown += 1
+
     if interactive:
         click.echo(f"memkit chat in {vault.root}; /help lists commands, /quit leaves", err=True)
     try:
         while True:
+            report_learning()
             if interactive:
                 click.echo("you> ", nl=False, err=True)
             line = stdin.readline()
@@ -1559,18 +1594,32 @@ def chat(
                     if not chat_command(agent, text):
                         break
                     continue
-                reply = agent.run(text)
+                if streaming:
+                    for piece in agent.stream(text):
+                        click.echo(piece, nl=False)
+                        sys.stdout.flush()
+                    click.echo("")
+                    reply = agent.last_reply
+                else:
+                    reply = agent.run(text)
+                    click.echo(reply.text)
             except MemkitError as error:
                 # One failed turn or command does not end the conversation; the exit status
                 # still tells a script that something failed.
                 click.echo(f"error: {error}", err=True)
                 failed = True
                 continue
-            click.echo(reply.text)
-            show_turn(reply)
+            if reply is not None:
+                show_turn(reply)
     finally:
-        show_extraction(agent.close())
-    if failed:
+        last = agent.close()
+        for warning in agent.llm_warnings:
+            warn(warning)
+        report_learning(wait=True)
+        if last not in agent.extractions:
+            show_extraction(last)
+    attempted = [e for e in agent.extractions if e.ran or e.errors]
+    if failed or (attempted and all(e.failed for e in attempted)):
         sys.exit(1)
 
 

@@ -2,36 +2,84 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import re
+import threading
 import time
-from collections.abc import Callable, Mapping
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 from memkit.errors import LLMError
-from memkit.settings import LLMSettings
+from memkit.settings import STRUCTURED_OUTPUT_MODES, LLMSettings
 
 if TYPE_CHECKING:
     # Types only: importing openai costs ~400 ms, so the real import waits for the first call.
     import openai
     from openai.types.chat import ChatCompletion
 
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
+
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # Local servers (Ollama, vLLM, llama.cpp) ignore the key, but the openai client refuses to
 # start without one.
 KEYLESS_API_KEY = "not-needed"
+# What memkit learned about each server and model (derived state under .memkit/, safe to delete).
+SERVERS_STATE_FILE = ".memkit/llm-servers.json"
+# When neither llm.context_tokens nor the server says: small enough for most local setups.
+DEFAULT_CONTEXT_TOKENS = 8192
+# Characters per token on conversation transcripts, measured with SmolLM2's tokenizer (2.3-2.4:
+# ids and timestamps are expensive); larger vocabularies do better, so this errs on the safe side.
+CHARS_PER_TOKEN = 2.3
+_PROBE_TIMEOUT_SECONDS = 5.0
 
 _SHOWN_CHARS = 200  # how much of a bad reply an error message quotes
 _BACKOFF_FIRST_SECONDS = 0.2
 _BACKOFF_CAP_SECONDS = 2.0
+_RETRY_AFTER_CAP_SECONDS = 60.0
 # What servers say when they do not support structured output (OpenAI, vLLM, Ollama, llama.cpp
-# and LiteLLM word it differently); matched only on HTTP 400/422.
+# and LiteLLM word it differently); matched on HTTP 400/422.
 _REFUSES_SCHEMA = re.compile(
     r"response[_ ]format|json[_ ]schema|not supported|unsupported", re.IGNORECASE
 )
+# A 5xx counts as a refusal only when its body names the feature: llama-cpp-python's server
+# answers json_schema with HTTP 500 and a pydantic literal_error on ('body', 'response_format',
+# 'type'); any other 5xx is an outage, retried.
+_REFUSES_SCHEMA_5XX = re.compile(r"response[_ ]format|json[_ ]schema", re.IGNORECASE)
+_CONTEXT_OVERFLOW = re.compile(
+    r"context[_ ]length|context size|context window|maximum context|exceed_context|"
+    r"too many tokens|n_ctx|prompt is too long",
+    re.IGNORECASE,
+)
 _FENCE = re.compile(r"\A\s*```[\w-]*[ \t]*\n(?P<body>.*?)\n?[ \t]*```\s*\Z", re.DOTALL)
+_NEXT_MODE = {"json_schema": "json_object", "json_object": "prompt"}
+
+
+class ContextOverflowError(LLMError):
+    """The request did not fit the model's context window."""
+
+    def __init__(
+        self, message: str, prompt_tokens: int | None = None, context_tokens: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.prompt_tokens = prompt_tokens
+        self.context_tokens = context_tokens
+
+
+class OutputCutError(LLMError):
+    """The reply reached its output cap before it was finished (the model kept writing)."""
+
+
+class LLMTimeoutError(LLMError):
+    """The server did not answer within llm.timeout_seconds (or the command's time bound)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +91,14 @@ class LLMConfig:
     api_key: str | None = field(repr=False)  # kept out of repr so tracebacks and logs never show it
     timeout_seconds: float = 60.0
     max_retries: int = 2
+    max_output_tokens: int = 900
+    chat_max_output_tokens: int = 1024
+    extraction_temperature: float = 0.2
+    structured_output: str = "auto"
+    context_tokens: int = 0  # 0: ask the server
+    max_wall_seconds: float = 300.0
+    # Where to remember what each server supports (None: only for this client's life).
+    state_file: Path | None = None
 
 
 def _how_to_configure(api_key_env: str) -> str:
@@ -60,7 +116,9 @@ def _how_to_configure(api_key_env: str) -> str:
     )
 
 
-def resolve_llm_config(settings: LLMSettings, environ: Mapping[str, str]) -> LLMConfig:
+def resolve_llm_config(
+    settings: LLMSettings, environ: Mapping[str, str], *, vault_root: Path | None = None
+) -> LLMConfig:
     """Combine memkit.yaml's llm settings with the environment, which wins."""
     model = environ.get("MEMKIT_MODEL", "").strip() or (settings.model or "").strip()
     base_url = environ.get("OPENAI_BASE_URL", "").strip() or (settings.base_url or "").strip()
@@ -79,18 +137,35 @@ def resolve_llm_config(settings: LLMSettings, environ: Mapping[str, str]) -> LLM
         )
     if not api_key and not base_url:
         raise LLMError(_how_to_configure(settings.api_key_env))
+    if settings.structured_output not in STRUCTURED_OUTPUT_MODES:
+        raise LLMError(
+            f"llm.structured_output must be one of {', '.join(STRUCTURED_OUTPUT_MODES)}, "
+            f"not {settings.structured_output!r}"
+        )
     return LLMConfig(
         model=model,
         base_url=base_url or None,
         api_key=api_key or KEYLESS_API_KEY,
         timeout_seconds=float(settings.timeout_seconds),
         max_retries=int(settings.max_retries),
+        max_output_tokens=int(settings.max_output_tokens),
+        chat_max_output_tokens=int(settings.chat_max_output_tokens),
+        extraction_temperature=float(settings.extraction_temperature),
+        structured_output=settings.structured_output,
+        context_tokens=int(settings.context_tokens),
+        max_wall_seconds=float(settings.max_wall_seconds),
+        state_file=vault_root / SERVERS_STATE_FILE if vault_root is not None else None,
     )
 
 
 def _quote(text: str) -> str:
     shown = text[:_SHOWN_CHARS]
     return repr(shown) + ("..." if len(text) > _SHOWN_CHARS else "")
+
+
+def _body_text(error: openai.APIStatusError) -> str:
+    body = error.body if isinstance(error.body, str) else json.dumps(error.body)
+    return f"{error.message} {body}"
 
 
 def _error_detail(error: openai.APIStatusError) -> str:
@@ -107,16 +182,67 @@ def _error_detail(error: openai.APIStatusError) -> str:
     return _quote(text)
 
 
-def _refuses_json_schema(error: openai.APIStatusError) -> bool:
-    if error.status_code not in (400, 422):
+def _refuses_structured_output(error: openai.APIStatusError) -> bool:
+    if _is_context_overflow(error):
         return False
-    body = error.body if isinstance(error.body, str) else json.dumps(error.body)
-    return bool(_REFUSES_SCHEMA.search(f"{error.message} {body}"))
+    if error.status_code in (400, 422):
+        return bool(_REFUSES_SCHEMA.search(_body_text(error)))
+    if error.status_code >= 500:
+        return bool(_REFUSES_SCHEMA_5XX.search(_body_text(error)))
+    return False
+
+
+def _is_context_overflow(error: openai.APIStatusError) -> bool:
+    return error.status_code in (400, 413, 422, 500) and bool(
+        _CONTEXT_OVERFLOW.search(_body_text(error))
+    )
+
+
+def _overflow_counts(error: openai.APIStatusError) -> tuple[int | None, int | None]:
+    """(tokens in the request, the context size) from llama.cpp's or OpenAI's wording."""
+    body: Any = error.body
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(inner, dict) and isinstance(inner.get("n_ctx"), int):
+        prompt = inner.get("n_prompt_tokens")
+        return (prompt if isinstance(prompt, int) else None), inner["n_ctx"]
+    text = _body_text(error)
+    llama = re.search(r"\((\d+) tokens\) exceeds the available context size \((\d+)", text)
+    if llama:
+        return int(llama.group(1)), int(llama.group(2))
+    context = re.search(r"maximum context length is (\d+)", text)
+    prompt = re.search(r"(?:resulted in|requested|you requested) (\d+) tokens", text)
+    return (
+        int(prompt.group(1)) if prompt else None,
+        int(context.group(1)) if context else None,
+    )
 
 
 def _is_transient(error: openai.APIStatusError) -> bool:
     # 408 is a proxy or server giving up on a slow request: as worth retrying as our own timeout.
     return error.status_code in (408, 429) or error.status_code >= 500
+
+
+def _retry_after(error: openai.APIStatusError) -> float | None:
+    """Seconds the server asked us to wait (retry-after-ms or Retry-After), if it said."""
+    headers = getattr(error.response, "headers", None) or {}
+    milliseconds = headers.get("retry-after-ms")
+    try:
+        if milliseconds is not None:
+            return max(0.0, float(milliseconds) / 1000)
+    except ValueError:
+        pass
+    seconds = headers.get("retry-after")
+    if seconds is None:
+        return None
+    try:
+        return max(0.0, float(seconds))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(seconds).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
 
 
 def _strip_fence(text: str) -> str:
@@ -125,16 +251,29 @@ def _strip_fence(text: str) -> str:
     return match.group("body") if match else text
 
 
+class _Refused(Exception):
+    """Internal: the server refused this structured-output mode."""
+
+    def __init__(self, error: openai.APIStatusError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class LLMClient:
     """Chat completions with structured output, bounded retries and errors written for people."""
 
     def __init__(self, config: LLMConfig) -> None:
         self.config = config
         self._client: openai.OpenAI | None = None
-        # Set to False after the server refuses json_schema once, so later calls do not pay
-        # for a failing request each time.
-        self._json_schema_supported = True
         self._last_usage: dict[str, int] | None = None
+        self._state_lock = threading.Lock()
+        self._memory: dict[str, Any] = {}  # what this client learned when there is no state file
+        self._local = threading.local()  # the time budget belongs to the thread that set it
+        self._model_checked = False
+        self.warnings: list[str] = []  # said once each (model not listed, ...); also logged
+        self.fallbacks: list[str] = []  # structured-output modes given up on, "json_schema->..."
+        self.usage_total: dict[str, int] = {"prompt_tokens": 0, "completion_tokens": 0}
+        self.requests_sent = 0
 
     @property
     def base_url(self) -> str:
@@ -176,6 +315,190 @@ class LLMClient:
             )
         return self._client
 
+    # --- what memkit remembers about a server ------------------------------------------------
+
+    @property
+    def _state_key(self) -> str:
+        return f"{self.base_url.rstrip('/')} {self.config.model}"
+
+    def _read_state(self) -> dict[str, Any]:
+        file = self.config.state_file
+        if file is None:
+            return dict(self._memory)
+        try:
+            data = json.loads(file.read_text("utf-8"))
+        except (OSError, ValueError):
+            return dict(self._memory)
+        entry = data.get(self._state_key) if isinstance(data, dict) else None
+        return {**self._memory, **entry} if isinstance(entry, dict) else dict(self._memory)
+
+    def _remember(self, **values: Any) -> None:
+        with self._state_lock:
+            self._memory.update(values)
+            file = self.config.state_file
+            if file is None or not file.parent.is_dir():
+                return  # no .memkit/ yet: never created just for this
+            try:
+                data = json.loads(file.read_text("utf-8"))
+                if not isinstance(data, dict):
+                    data = {}
+            except (OSError, ValueError):
+                data = {}
+            entry = data.get(self._state_key)
+            data[self._state_key] = {**(entry if isinstance(entry, dict) else {}), **values}
+            temporary = file.with_name(f"{file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            try:
+                temporary.write_text(json.dumps(data, indent=1, sort_keys=True), "utf-8")
+                os.replace(temporary, file)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
+
+    def structured_output_mode(self) -> str:
+        """The structured-output mode the next extraction uses (remembered per server)."""
+        if self.config.structured_output != "auto":
+            return self.config.structured_output
+        mode = self._read_state().get("structured_output")
+        return mode if mode in _NEXT_MODE or mode == "prompt" else "json_schema"
+
+    # --- time budget ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def time_budget(self, seconds: float | None = None) -> Iterator[None]:
+        """All requests inside share one bound on wall time (llm.max_wall_seconds by default)."""
+        outer: float | None = getattr(self._local, "deadline", None)
+        span = seconds if seconds is not None else self.config.max_wall_seconds
+        limit = time.monotonic() + span
+        self._local.deadline = limit if outer is None else min(outer, limit)
+        try:
+            yield
+        finally:
+            self._local.deadline = outer
+
+    def _remaining(self) -> float | None:
+        deadline: float | None = getattr(self._local, "deadline", None)
+        return None if deadline is None else deadline - time.monotonic()
+
+    # --- what the server says about itself -----------------------------------------------------
+
+    @property
+    def _root_url(self) -> str:
+        base = self.base_url.rstrip("/")
+        return base[: -len("/v1")] if base.endswith("/v1") else base
+
+    def _probe(self, url: str, payload: dict[str, Any] | None = None) -> Any:
+        """GET (or POST `payload` to) a server endpoint outside the OpenAI API; None on failure."""
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+        request.add_header("Content-Type", "application/json")
+        if self.config.api_key and self.config.api_key != KEYLESS_API_KEY:
+            request.add_header("Authorization", f"Bearer {self.config.api_key}")
+        try:
+            timeout = min(_PROBE_TIMEOUT_SECONDS, self.config.timeout_seconds)
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read().decode("utf-8"))
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+
+    def _is_openai(self) -> bool:
+        return self.config.base_url is None or "api.openai.com" in self.base_url
+
+    def context_tokens(self) -> int:
+        """The model's context window: llm.context_tokens, else what the server says, else 8192."""
+        if self.config.context_tokens > 0:
+            return self.config.context_tokens
+        known = self._read_state().get("context_tokens")
+        if isinstance(known, int) and known > 0:
+            return known
+        found = None if self._is_openai() else self._discover_context()
+        self._remember(context_tokens=found or DEFAULT_CONTEXT_TOKENS)
+        return found or DEFAULT_CONTEXT_TOKENS
+
+    def _discover_context(self) -> int | None:
+        root = self._root_url
+        # llama.cpp's llama-server: the context each slot really has.
+        props = self._probe(f"{root}/props")
+        if isinstance(props, dict):
+            settings = props.get("default_generation_settings")
+            n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+            if isinstance(n_ctx, int) and n_ctx > 0:
+                return n_ctx
+        models = self._probe(f"{self.base_url.rstrip('/')}/models")
+        for item in models.get("data", []) if isinstance(models, dict) else []:
+            if not isinstance(item, dict) or item.get("id") != self.config.model:
+                continue
+            meta: dict[str, Any] = item["meta"] if isinstance(item.get("meta"), dict) else {}
+            # llama.cpp (meta.n_ctx), vLLM (max_model_len), LM Studio and others.
+            for value in (
+                meta.get("n_ctx"),
+                item.get("max_model_len"),
+                item.get("context_length"),
+                item.get("loaded_context_length"),
+            ):
+                if isinstance(value, int) and value > 0:
+                    return value
+        # Ollama: num_ctx when the model sets it; else Ollama's own default window (4096), not
+        # the model's trained length, which Ollama does not use unless asked.
+        show = self._probe(f"{root}/api/show", {"model": self.config.model})
+        if isinstance(show, dict) and ("model_info" in show or "parameters" in show):
+            parameters = str(show.get("parameters") or "")
+            match = re.search(r"num_ctx\s+(\d+)", parameters)
+            return int(match.group(1)) if match else 4096
+        # LM Studio's own API: the context the model was loaded with.
+        studio = self._probe(f"{root}/api/v0/models/{self.config.model}")
+        if isinstance(studio, dict):
+            value = studio.get("loaded_context_length") or studio.get("max_context_length")
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def chars_per_token(self, sample: str = "") -> float:
+        """Characters per token, measured once with the server's /tokenize when it has one."""
+        known = self._read_state().get("chars_per_token")
+        if isinstance(known, (int, float)) and known > 0:
+            return float(known)
+        ratio = CHARS_PER_TOKEN
+        if sample and len(sample) >= 200 and not self._is_openai():
+            reply = self._probe(f"{self._root_url}/tokenize", {"content": sample[:20_000]})
+            tokens = reply.get("tokens") if isinstance(reply, dict) else None
+            if isinstance(tokens, list) and tokens:
+                # A little under the measured ratio: the sample is not the whole prompt.
+                ratio = max(1.0, 0.95 * len(sample[:20_000]) / len(tokens))
+                self._remember(chars_per_token=round(ratio, 3))
+        return ratio
+
+    def count_tokens(self, text: str) -> int:
+        """An estimate of the tokens in `text` (calibrated ratio, rounded up)."""
+        ratio = self.chars_per_token()
+        return int(len(text) / ratio) + 1
+
+    def check_model(self) -> str | None:
+        """Warn (once per server, remembered) when the model is not among those the server lists."""
+        if self._model_checked:
+            return None
+        self._model_checked = True
+        state = self._read_state()
+        listed = state.get("models")
+        if not isinstance(listed, list):
+            try:
+                page = self._openai().models.list()
+                listed = sorted({str(getattr(m, "id", "")) for m in page.data} - {""})
+            except Exception:  # a server without /models is no reason to fail
+                listed = []
+            self._remember(models=listed)
+        if not listed or self.config.model in listed:
+            return None
+        warning = (
+            f"the model {self.config.model!r} is not among the models the server at "
+            f"{self.base_url} lists ({', '.join(listed[:5])}); some servers (llama.cpp) answer "
+            "with their own model whatever is asked. Set llm.model or MEMKIT_MODEL to a listed one."
+        )
+        self.warnings.append(warning)
+        log.warning("%s", warning)
+        return warning
+
+    # --- requests ------------------------------------------------------------------------------
+
     def complete_json(
         self,
         system: str,
@@ -183,57 +506,131 @@ class LLMClient:
         *,
         schema: dict[str, Any],
         schema_name: str = "extraction",
+        max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> dict[str, Any]:
-        """Ask for one JSON object matching `schema` and return it parsed."""
+        """Ask for one JSON object matching `schema` and return it parsed.
+
+        The structured-output mode adapts: a server that refuses json_schema (400/422, or a 5xx
+        naming response_format) gets json_object with the schema, then a plain prompt; the mode
+        that works is remembered per server and model so the refused request is never sent again.
+        """
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        if self._json_schema_supported:
-            request = self._json_schema_request(messages, schema, schema_name)
-        else:
-            request = self._json_object_request(messages, schema)
-        completion = self._send(
-            request, fallback=lambda: self._json_object_request(messages, schema)
-        )
-        text = self._reply_text(completion)
+        cap = max_tokens or self.config.max_output_tokens
+        heat = self.config.extraction_temperature if temperature is None else temperature
+        mode = self.structured_output_mode()
+        while True:
+            request = self._structured_request(mode, messages, schema, schema_name)
+            request.update(max_tokens=cap, temperature=heat)
+            adaptive = self.config.structured_output == "auto" and mode in _NEXT_MODE
+            try:
+                completion = self._send(request, refusal=adaptive)
+            except _Refused as refused:
+                following = _NEXT_MODE[mode]
+                self.fallbacks.append(f"{mode}->{following}")
+                log.info("%s refused %s (%s); using %s", self.base_url, mode, refused, following)
+                self._remember(structured_output=following)
+                mode = following
+                continue
+            break
+        text = self._reply_text(completion, cap)
         return self._parse_object(text)
 
-    def chat(self, messages: list[dict[str, str]], *, temperature: float | None = None) -> str:
-        """A plain chat completion (an agent's reply); returns the reply text."""
-        request: dict[str, Any] = {"model": self.config.model, "messages": messages}
-        if temperature is not None:
-            request["temperature"] = temperature
-        return self._reply_text(self._send(request, fallback=None))
-
-    def _json_schema_request(
-        self, messages: list[dict[str, str]], schema: dict[str, Any], schema_name: str
+    def _structured_request(
+        self,
+        mode: str,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any],
+        schema_name: str,
     ) -> dict[str, Any]:
-        return {
-            "model": self.config.model,
-            "messages": messages,
-            "response_format": {
+        request: dict[str, Any] = {"model": self.config.model}
+        if mode == "json_schema":
+            request["messages"] = messages
+            request["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": schema_name, "schema": schema, "strict": True},
-            },
-        }
-
-    def _json_object_request(
-        self, messages: list[dict[str, str]], schema: dict[str, Any]
-    ) -> dict[str, Any]:
-        # json_object mode does not enforce the schema, so the model has to read it; OpenAI also
-        # rejects json_object requests whose messages never mention JSON.
+            }
+            return request
+        # Without json_schema the model has to read the schema; OpenAI also rejects json_object
+        # requests whose messages never mention JSON.
         system = messages[0]["content"] + (
             "\n\nReply with one JSON object only, no other text, matching this JSON Schema:\n"
-            + json.dumps(schema)
+            + json.dumps(schema, separators=(",", ":"))
         )
-        return {
-            "model": self.config.model,
-            "messages": [{"role": "system", "content": system}, *messages[1:]],
-            "response_format": {"type": "json_object"},
-        }
+        request["messages"] = [{"role": "system", "content": system}, *messages[1:]]
+        if mode == "json_object":
+            # Servers that enforce json_object with a grammar (llama.cpp, llama-cpp-python) use
+            # the schema given here; the others ignore it.
+            request["response_format"] = {"type": "json_object", "schema": schema}
+        return request
 
-    def _send(
-        self, request: dict[str, Any], fallback: Callable[[], dict[str, Any]] | None
-    ) -> ChatCompletion:
-        """One completion with at most max_retries retries (+1 json_object fallback)."""
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> str:
+        """A plain chat completion (an agent's reply); returns the reply text."""
+        request: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": messages,
+            "max_tokens": max_tokens or self.config.chat_max_output_tokens,
+        }
+        if temperature is not None:
+            request["temperature"] = temperature
+        completion = self._send(request, refusal=False)
+        return self._reply_text(completion, None)
+
+    def stream_chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> Iterator[str]:
+        """A chat completion streamed: yields the reply in pieces as the server sends them."""
+        import openai
+
+        request: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": messages,
+            "max_tokens": max_tokens or self.config.chat_max_output_tokens,
+            "stream": True,
+        }
+        if temperature is not None:
+            request["temperature"] = temperature
+        stream = self._send(request, refusal=False)
+        any_text = False
+        try:
+            for chunk in cast("Any", stream):
+                for choice in getattr(chunk, "choices", None) or []:
+                    delta = getattr(choice, "delta", None)
+                    piece = getattr(delta, "content", None)
+                    if isinstance(piece, str) and piece:
+                        any_text = True
+                        yield piece
+        except openai.APITimeoutError as error:
+            raise self._gave_up(error, 1) from error
+        except openai.OpenAIError as error:
+            raise LLMError(
+                f"the model server at {self.base_url} broke off a streamed reply: "
+                f"{_quote(str(error))}"
+            ) from error
+        finally:
+            closer = getattr(stream, "close", None)
+            if callable(closer):
+                closer()
+        if not any_text:
+            raise self._bad_reply("an empty reply", "try again, or use a more capable model")
+
+    def _send(self, request: dict[str, Any], *, refusal: bool) -> Any:
+        """One completion with at most max_retries retries of transient failures.
+
+        A timeout is never re-sent as it was: a local server keeps generating an abandoned
+        request, so the same request again only queues behind it. A 429 waits as long as the
+        server asks. With `refusal`, a refused structured-output mode raises _Refused.
+        """
         import openai
 
         self._last_usage = None
@@ -242,24 +639,35 @@ class LLMClient:
         retries_left = self.config.max_retries
         while True:
             attempts += 1
+            remaining = self._remaining()
+            if remaining is not None and remaining <= 0.5:
+                raise LLMTimeoutError(
+                    f"memkit stopped asking the model server at {self.base_url}: this command "
+                    f"used its {self.config.max_wall_seconds:g} s for model calls "
+                    "(llm.max_wall_seconds in memkit.yaml)"
+                )
+            timeout = self.config.timeout_seconds
+            if remaining is not None:
+                timeout = min(timeout, remaining)
             failure: openai.APIError
+            wait: float | None = None
             try:
-                completion: ChatCompletion = client.chat.completions.create(**request)
+                self.requests_sent += 1
+                completion = client.with_options(timeout=timeout).chat.completions.create(**request)
             except openai.APIStatusError as error:
-                if (
-                    fallback is not None
-                    and request.get("response_format", {}).get("type") == "json_schema"
-                    and _refuses_json_schema(error)
-                ):
-                    # The server cannot do structured output: ask for plain JSON instead, once,
-                    # and remember it for this client's later calls.
-                    self._json_schema_supported = False
-                    request = fallback()
-                    continue
+                if _is_context_overflow(error):
+                    raise self._overflow(error) from error
+                if "response_format" in request and _refuses_structured_output(error):
+                    if refusal:
+                        raise _Refused(error) from error
+                    raise self._rejected(error) from error
                 if not _is_transient(error):
                     raise self._rejected(error) from error
                 failure = error
-            except openai.APIConnectionError as error:  # includes APITimeoutError
+                wait = _retry_after(error)
+            except openai.APITimeoutError as error:
+                raise self._gave_up(error, attempts) from error
+            except openai.APIConnectionError as error:
                 failure = error
             except openai.OpenAIError as error:
                 raise LLMError(
@@ -269,27 +677,51 @@ class LLMClient:
                 ) from error
             else:
                 self._last_usage = _usage_of(completion)
+                for key, value in (self._last_usage or {}).items():
+                    if key in self.usage_total:
+                        self.usage_total[key] += value
                 return completion
             if retries_left <= 0:
                 raise self._gave_up(failure, attempts) from failure
-            # Transient trouble (overload, rate limit, restart): wait a little longer each time.
-            time.sleep(
-                min(
+            if wait is None:
+                # Transient trouble (overload, restart): wait a little longer each time.
+                wait = min(
                     _BACKOFF_CAP_SECONDS,
                     _BACKOFF_FIRST_SECONDS * 2 ** (self.config.max_retries - retries_left),
                 )
-            )
+            wait = min(wait, _RETRY_AFTER_CAP_SECONDS)
+            remaining = self._remaining()
+            if remaining is not None and wait >= remaining:
+                raise self._gave_up(failure, attempts) from failure
+            time.sleep(wait)
             retries_left -= 1
+
+    def _overflow(self, error: openai.APIStatusError) -> ContextOverflowError:
+        prompt, context = _overflow_counts(error)
+        if context:
+            self._remember(context_tokens=context)
+        had = f"{prompt} tokens" if prompt else "more tokens than fit"
+        holds = f"holds {context} tokens" if context else "is smaller"
+        return ContextOverflowError(
+            f"the request to {self.config.model!r} at {self.base_url} had {had} but the model's "
+            f"context {holds} (HTTP {error.status_code}: {_error_detail(error)}). memkit splits "
+            "a long conversation into chunks that fit; set llm.context_tokens in memkit.yaml to "
+            "the server's real context size if it is wrong, or start the server with a larger "
+            "context",
+            prompt,
+            context,
+        )
 
     def _gave_up(self, error: openai.APIError, attempts: int) -> LLMError:
         import openai
 
         tries = f"{attempts} attempt" + ("s" if attempts != 1 else "")
         if isinstance(error, openai.APITimeoutError):
-            return LLMError(
+            return LLMTimeoutError(
                 f"the model server at {self.base_url} timed out after "
-                f"{self.config.timeout_seconds:g} s ({tries}). A slow or busy model may need a "
-                "larger llm.timeout_seconds in memkit.yaml; check the server is not stuck."
+                f"{self.config.timeout_seconds:g} s (llm.timeout_seconds) and memkit stopped "
+                "waiting and did not send the request again. A slow model may need a larger "
+                "llm.timeout_seconds in memkit.yaml; check the server is not stuck."
             )
         if isinstance(error, openai.APIConnectionError):
             cause = error.__cause__ or error
@@ -325,12 +757,18 @@ class LLMClient:
                 f"model name {self.config.model!r} (llm.model or MEMKIT_MODEL) and that "
                 "llm.base_url is the API root (it usually ends in /v1)."
             )
+        if _refuses_structured_output(error):
+            return LLMError(
+                f"the model server at {self.base_url} refused the structured-output request "
+                f"(HTTP {code}): {detail}. Set llm.structured_output in memkit.yaml to auto "
+                "(memkit then finds a mode the server accepts), json_object or prompt."
+            )
         return LLMError(
             f"the model server at {self.base_url} rejected the request (HTTP {code}): {detail}. "
             f"The model {self.config.model!r} may not support this request; try another model."
         )
 
-    def _reply_text(self, completion: ChatCompletion) -> str:
+    def _reply_text(self, completion: ChatCompletion, cap: int | None) -> str:
         """The first choice's text, or an LLMError saying what came back instead."""
         # getattr throughout: a server that is only loosely OpenAI-compatible may leave out any
         # field, and the openai client does not check (it may even hand back a plain string).
@@ -351,11 +789,14 @@ class LLMClient:
                 f"a refusal instead of an answer: {_quote(str(refusal))}",
                 "rephrase the request or use another model",
             )
-        if finish_reason == "length":
-            raise self._bad_reply(
-                "a reply cut short at its output token limit (finish_reason 'length'): "
-                f"{_quote(content or '')}",
-                "shorten the input, or use a model or server setting that allows longer replies",
+        if finish_reason == "length" and cap is not None:
+            # With a bounded schema a finished answer fits the cap easily: reaching it means the
+            # model kept writing (typically repeating itself inside a string).
+            raise OutputCutError(
+                f"the model {self.config.model!r} at {self.base_url} kept writing until its "
+                f"output cap of {cap} tokens (llm.max_output_tokens) without finishing its "
+                f"answer; it was probably looping: {_quote(content or '')}. Nothing was "
+                "written. Try again, or use a larger or better instruction-following model."
             )
         if finish_reason == "content_filter":
             raise self._bad_reply(

@@ -13,6 +13,7 @@ from memkit.yaml_reader import load_yaml_fast, load_yaml_slow
 
 SETTINGS_FILE = "memkit.yaml"
 LEARNING_MODES = ("agentic", "propose", "disabled")
+STRUCTURED_OUTPUT_MODES = ("auto", "json_schema", "json_object", "prompt")
 DEFAULT_STORES = {
     "persona": True,
     "insights": True,
@@ -76,6 +77,12 @@ class LLMSettings:
     api_key_env: str = "OPENAI_API_KEY"
     timeout_seconds: float = 60.0
     max_retries: int = 2
+    max_output_tokens: int = 900  # cap on an extraction reply (small models loop without one)
+    chat_max_output_tokens: int = 1024  # cap on a chat reply
+    extraction_temperature: float = 0.2
+    structured_output: str = "auto"  # auto | json_schema | json_object | prompt
+    context_tokens: int = 0  # the model's context window; 0: ask the server, else 8192
+    max_wall_seconds: float = 300.0  # bound on all model calls of one learn
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,9 @@ llm:
   model: gpt-4o-mini        # any model your OpenAI-compatible server offers (MEMKIT_MODEL overrides)
   base_url: null            # e.g. http://localhost:11434/v1 for Ollama (OPENAI_BASE_URL overrides)
   api_key_env: OPENAI_API_KEY  # the environment variable holding the key; never put a key here
+  # max_output_tokens: 900     # cap on an extraction reply; chat_max_output_tokens: 1024
+  # structured_output: auto    # auto | json_schema | json_object | prompt
+  # context_tokens: 0          # the model's context window; 0 = ask the server (else 8192)
 
 git:
   autocommit: false         # commit each memkit write to the vault's git repository
@@ -226,6 +236,13 @@ def _build(cls: Any, data: Any, path: list[str], text: str, file: Path) -> Any:
             file,
             _line_of(text, [*path, "mode"]),
             f"learning.mode must be one of {', '.join(LEARNING_MODES)}, not {built.mode!r}",
+        )
+    if cls is LLMSettings and built.structured_output not in STRUCTURED_OUTPUT_MODES:
+        raise SettingsError(
+            file,
+            _line_of(text, [*path, "structured_output"]),
+            f"llm.structured_output must be one of {', '.join(STRUCTURED_OUTPUT_MODES)}, "
+            f"not {built.structured_output!r}",
         )
     return built
 

@@ -278,10 +278,12 @@ def socket_address(address: str) -> str | bytes:
     return b"\0" + address[1:].encode() if address.startswith("@") else address
 
 
-def ask_watcher(state_dir: Path, timeout: float = WATCHER_ANSWER_SECONDS) -> WatcherAnswer | None:
+def ask_watcher(state_dir: Path, timeout: float | None = None) -> WatcherAnswer | None:
     """Ask the vault's running watcher what changed that its index does not hold yet (it first
     makes sure it has seen every file event up to now: see memkit/watcher.py). None when no
     healthy watcher answers in time (absent, starting, overflowed, polling, slow): walk then."""
+    if timeout is None:
+        timeout = WATCHER_ANSWER_SECONDS  # read at call time: a loaded test machine raises it
     try:
         info = json.loads((state_dir / WATCHER_FILE).read_bytes())
         address = str(info["socket"])

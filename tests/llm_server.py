@@ -34,6 +34,12 @@ class _Reply:
     delay: float = 0.0
     choices: list[dict[str, Any]] | None = None
     usage: bool = True
+    headers: tuple[tuple[str, str], ...] = ()
+    stream: bool = False  # send the completion as server-sent events (stream=True requests)
+    # "chat" or "extraction" (a request with a response_format): only answers that kind of
+    # request, so a test stays deterministic while an Agent learns in the background.
+    kind: str | None = None
+    gate: threading.Event | None = None  # held until the test sets it
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -52,9 +58,24 @@ class _Handler(BaseHTTPRequestHandler):
         reply = self.server.owner._answer(self.path, body)
         if reply.delay and self.server.owner._closing.wait(reply.delay):
             return  # the server is closing: the client gave up long ago
+        if reply.gate is not None:
+            while not reply.gate.wait(0.01):
+                if self.server.owner._closing.is_set():
+                    return
         try:
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)
+            for name, value in reply.headers:
+                self.send_header(name, value)
+            if reply.stream:
+                self.end_headers()
+                for event in reply.body.split(b"\n\n"):
+                    if event:
+                        self.wfile.write(event + b"\n\n")
+                        self.wfile.flush()
+                        if self.server.owner._closing.wait(self.server.owner.stream_gap):
+                            return
+                return
             self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
             self.wfile.write(reply.body)
@@ -85,8 +106,15 @@ class ScriptedLLMServer:
     """Answers chat completions from a queue of scripted replies, recording every request."""
 
     def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.paths: list[str] = []
+        self.requests: list[dict[str, Any]] = []  # chat completions only
+        self.paths: list[str] = []  # every path asked for, probes included
+        self.probes: list[str] = []  # requests outside /v1/chat/completions (/v1/models, /props)
+        # What the server says about itself; None: answer 404 as a plain OpenAI-compatible
+        # server without the endpoint does.
+        self.models: list[str] | None = None
+        self.props: dict[str, Any] | None = None
+        self.tokenize_ratio: float | None = None  # characters per token for /tokenize
+        self.stream_gap = 0.0  # seconds between streamed events
         self.errors: list[str] = []
         self._replies: deque[_Reply] = deque()
         self._lock = threading.Lock()
@@ -135,9 +163,18 @@ class ScriptedLLMServer:
         finish_reason: str = "stop",
         delay: float = 0.0,
         usage: bool = True,
+        kind: str | None = None,
+        gate: threading.Event | None = None,
     ) -> None:
         """Queue a completion whose message content is json.dumps(obj)."""
-        self.reply_text(json.dumps(obj), finish_reason=finish_reason, delay=delay, usage=usage)
+        self.reply_text(
+            json.dumps(obj),
+            finish_reason=finish_reason,
+            delay=delay,
+            usage=usage,
+            kind=kind,
+            gate=gate,
+        )
 
     def reply_text(
         self,
@@ -147,11 +184,15 @@ class ScriptedLLMServer:
         delay: float = 0.0,
         usage: bool = True,
         refusal: str | None = None,
+        kind: str | None = None,
+        gate: threading.Event | None = None,
     ) -> None:
         """Queue a completion with this raw content (None: a null content)."""
         message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": refusal}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
-        self._queue(_Reply(200, b"", delay=delay, choices=[choice], usage=usage))
+        self._queue(
+            _Reply(200, b"", delay=delay, choices=[choice], usage=usage, kind=kind, gate=gate)
+        )
 
     def reply_refusal(self, refusal: str, *, delay: float = 0.0) -> None:
         """Queue a completion where the model refused (content null, refusal set)."""
@@ -161,12 +202,32 @@ class ScriptedLLMServer:
         """Queue an HTTP 200 with exactly this body, for shapes the helpers above cannot make."""
         self._queue(_Reply(200, json.dumps(body).encode(), delay=delay))
 
-    def reply_error(self, status: int, body: dict[str, Any] | str, *, delay: float = 0.0) -> None:
+    def reply_error(
+        self,
+        status: int,
+        body: dict[str, Any] | str,
+        *,
+        delay: float = 0.0,
+        headers: dict[str, str] | None = None,
+        kind: str | None = None,
+    ) -> None:
         """Queue an HTTP error with a JSON (dict) or plain text (str) body."""
+        extra = tuple((headers or {}).items())
         if isinstance(body, str):
-            self._queue(_Reply(status, body.encode(), "text/plain; charset=utf-8", delay))
+            self._queue(
+                _Reply(
+                    status,
+                    body.encode(),
+                    "text/plain; charset=utf-8",
+                    delay,
+                    headers=extra,
+                    kind=kind,
+                )
+            )
         else:
-            self._queue(_Reply(status, json.dumps(body).encode(), delay=delay))
+            self._queue(
+                _Reply(status, json.dumps(body).encode(), delay=delay, headers=extra, kind=kind)
+            )
 
     def refuse_json_schema(self) -> None:
         """From now on, answer json_schema requests with HTTP 400, as servers without it do."""
@@ -180,27 +241,51 @@ class ScriptedLLMServer:
 
     def _answer(self, path: str, request: dict[str, Any]) -> _Reply:
         with self._lock:
-            self.requests.append(request)
             self.paths.append(path)
-            number = len(self.requests)
             if path.rstrip("/") != "/v1/chat/completions":
-                return _error_reply(
-                    404, f"ScriptedLLMServer only serves /v1/chat/completions, not {path}"
-                )
+                self.probes.append(path)
+                return self._probe_reply(path.rstrip("/"), request)
+            self.requests.append(request)
+            number = len(self.requests)
             response_format = request.get("response_format") or {}
             if self._refuse_json_schema and response_format.get("type") == "json_schema":
                 return _Reply(400, json.dumps(SCHEMA_REFUSAL).encode())
-            if not self._replies:
+            kind = "extraction" if response_format else "chat"
+            reply = next((r for r in self._replies if r.kind in (None, kind)), None)
+            if reply is None:
                 return _error_reply(
                     500,
-                    f"ScriptedLLMServer: no reply scripted for request #{number}; "
+                    f"ScriptedLLMServer: no reply scripted for request #{number} ({kind}); "
                     "queue one with reply_json / reply_text / reply_error",
                 )
-            reply = self._replies.popleft()
+            self._replies.remove(reply)
         if reply.choices is None:
             return reply
         completion = self._completion(request, reply.choices, reply.usage)
-        return _Reply(reply.status, json.dumps(completion).encode(), delay=reply.delay)
+        if request.get("stream"):
+            return _Reply(
+                reply.status,
+                _events(completion),
+                "text/event-stream",
+                delay=reply.delay,
+                stream=True,
+                gate=reply.gate,
+            )
+        return _Reply(
+            reply.status, json.dumps(completion).encode(), delay=reply.delay, gate=reply.gate
+        )
+
+    def _probe_reply(self, path: str, request: dict[str, Any]) -> _Reply:
+        if path == "/v1/models" and self.models is not None:
+            data = [{"id": name, "object": "model", "owned_by": "scripted"} for name in self.models]
+            return _Reply(200, json.dumps({"object": "list", "data": data}).encode())
+        if path == "/props" and self.props is not None:
+            return _Reply(200, json.dumps(self.props).encode())
+        if path == "/tokenize" and self.tokenize_ratio is not None:
+            content = str(request.get("content", ""))
+            count = max(1, int(len(content) / self.tokenize_ratio))
+            return _Reply(200, json.dumps({"tokens": list(range(count))}).encode())
+        return _error_reply(404, f"ScriptedLLMServer does not serve {path}")
 
     def _completion(
         self, request: dict[str, Any], choices: list[dict[str, Any]], usage: bool
@@ -228,6 +313,34 @@ class ScriptedLLMServer:
                 "total_tokens": prompt + completion,
             }
         return body
+
+
+def _events(completion: dict[str, Any]) -> bytes:
+    """A completion as server-sent events: the content in three-word pieces, then [DONE]."""
+    choice = completion["choices"][0]
+    words = str(choice["message"].get("content") or "").split(" ")
+    pieces = [" ".join(words[i : i + 3]) + " " for i in range(0, len(words), 3)]
+    if pieces:
+        pieces[-1] = pieces[-1][:-1]
+    events = []
+    for number, piece in enumerate(pieces):
+        last = number == len(pieces) - 1
+        chunk = {
+            "id": completion["id"],
+            "object": "chat.completion.chunk",
+            "created": completion["created"],
+            "model": completion["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": piece},
+                    "finish_reason": choice["finish_reason"] if last else None,
+                }
+            ],
+        }
+        events.append(b"data: " + json.dumps(chunk).encode())
+    events.append(b"data: [DONE]")
+    return b"\n\n".join(events) + b"\n\n"
 
 
 def _error_reply(status: int, message: str) -> _Reply:

@@ -8,6 +8,7 @@ import contextlib
 import io
 import logging
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ from memkit.llm import LLMConfig
 
 from .conftest import REPO
 from .llm_server import ScriptedLLMServer
+
+# Extraction before `run` returns: tests that script several turns need the requests in order.
+SYNC = LearnConfig(background=False)
 
 
 def config(server: ScriptedLLMServer) -> LLMConfig:
@@ -40,7 +44,7 @@ def entry(store: str, text: str, title: str, op: str = "add") -> dict[str, Any]:
         "text": text,
         "importance": 0.7,
         "tags": [],
-        "evidence": [],
+        "evidence": ["m1"],
         "rationale": "said so",
     }
 
@@ -106,7 +110,7 @@ def test_learning_only_puts_persona_first_and_learns_after_each_turn(
     llm_server.reply_json(
         {"entries": [entry("persona", "Dana deploys Ledger herself.", "Deploys herself")]}
     )
-    with Agent(vault=vault.root, learn=True, llm=config(llm_server), user_name="Dana") as agent:
+    with Agent(vault=vault.root, learn=SYNC, llm=config(llm_server), user_name="Dana") as agent:
         reply = agent.run("I am deploying Ledger today, what should I check?")
 
     system = system_of(chats(llm_server)[0])
@@ -118,7 +122,7 @@ def test_learning_only_puts_persona_first_and_learns_after_each_turn(
     (extraction,) = extractions(llm_server)
     assert extraction["response_format"]["type"] == "json_schema"
     prompt = extraction["messages"][1]["content"]
-    assert f"[{reply.message_ids[0]}]" in prompt and "Dana: I am deploying Ledger" in prompt
+    assert "[m1] +0m Dana: I am deploying Ledger" in prompt
     assert [w["store"] for w in reply.written] == ["persona"] and reply.extraction.ran
     assert (
         (vault.root / reply.written[0]["path"])
@@ -133,7 +137,9 @@ def test_learning_modes_propose_and_disabled(tmp_path: Path, llm_server: Scripte
     root = tmp_path / "vault"
     llm_server.reply_text("Sure.")
     llm_server.reply_json({"entries": [entry("insights", "Dana ships on Fridays.", "Fridays")]})
-    with Agent(vault=root, learn="propose", llm=config(llm_server)) as agent:
+    with Agent(
+        vault=root, learn=LearnConfig(mode="propose", background=False), llm=config(llm_server)
+    ) as agent:
         reply = agent.run("We ship on Fridays.")
     assert reply.written == [] and len(reply.proposed) == 1
     assert reply.proposed[0]["path"].startswith("learning/proposals/")
@@ -152,7 +158,7 @@ def test_memory_and_learning_together_neither_disables_the_other(
     vault.create("long-term", "Ledger runs on Postgres 16.", title="Ledger database")
     llm_server.reply_text("Use pg_upgrade.")
     llm_server.reply_json({"entries": [entry("insights", "Dana upgrades Postgres.", "Upgrades")]})
-    with Agent(vault=vault.root, memory=True, learn=True, llm=config(llm_server)) as agent:
+    with Agent(vault=vault.root, memory=True, learn=SYNC, llm=config(llm_server)) as agent:
         reply = agent.run("How do I upgrade the Ledger Postgres database?")
     system = system_of(chats(llm_server)[0])
     assert system.index("### About the user") < system.index("### Memory")
@@ -168,7 +174,11 @@ def test_custom_config_overrides_the_vault_settings_for_that_agent_only(
     settings_text = (vault.root / "memkit.yaml").read_bytes()
     memory = MemoryConfig(episodic=False, capacity=2, ttl_hours=1.5, retention_days=7)
     learn = LearnConfig(
-        mode="propose", stores={"decisions": True, "threads": False}, cadence=2, related_entries=3
+        mode="propose",
+        stores={"decisions": True, "threads": False},
+        cadence=2,
+        related_entries=3,
+        background=False,
     )
     agent = Agent(vault=vault.root, memory=memory, learn=learn, llm=config(llm_server))
     try:
@@ -184,7 +194,9 @@ def test_custom_config_overrides_the_vault_settings_for_that_agent_only(
         for number in (1, 2, 3):
             llm_server.reply_text(f"Reply {number}.")
             if number == 2:
-                llm_server.reply_json({"entries": [entry("decisions", "Use RQ.", "Queue")]})
+                llm_server.reply_json(
+                    {"entries": [entry("decisions", "Use RQ for the job queue.", "Queue")]}
+                )
             replies.append(agent.run(f"Message {number} about the job queue."))
         assert [r.extraction.ran for r in replies] == [False, True, False]
         assert len(replies[1].proposed) == 1 and replies[1].written == []
@@ -208,7 +220,7 @@ def test_custom_config_overrides_the_vault_settings_for_that_agent_only(
 def test_session_end_cadence_extracts_once_over_the_whole_session(
     tmp_path: Path, llm_server: ScriptedLLMServer
 ) -> None:
-    learn = LearnConfig(cadence="session_end")
+    learn = LearnConfig(cadence="session_end", background=False)
     with Agent(vault=tmp_path / "v", learn=learn, llm=config(llm_server)) as agent:
         for number in (1, 2):
             llm_server.reply_text(f"Reply {number}.")
@@ -234,7 +246,7 @@ def test_extraction_failure_never_breaks_the_chat(
 ) -> None:
     llm_server.reply_text("Hello Dana.")
     llm_server.reply_text("this is not JSON")
-    with Agent(vault=tmp_path / "v", learn=True, llm=config(llm_server)) as agent:
+    with Agent(vault=tmp_path / "v", learn=SYNC, llm=config(llm_server)) as agent:
         with caplog.at_level(logging.WARNING, logger="memkit.agent"):
             reply = agent.run("Hi, I am Dana.")
         assert reply.text == "Hello Dana."
@@ -256,7 +268,7 @@ def test_a_failed_reply_raises_and_records_nothing(
 ) -> None:
     llm_server.reply_error(400, {"error": {"message": "bad request"}})
     with (
-        Agent(vault=tmp_path / "v", memory=True, learn=True, llm=config(llm_server)) as agent,
+        Agent(vault=tmp_path / "v", memory=True, learn=SYNC, llm=config(llm_server)) as agent,
         pytest.raises(LLMError, match="HTTP 400"),
     ):
         agent.run("Hello?")
@@ -338,3 +350,94 @@ def test_the_readme_agent_examples_run(
     assert (tmp_path / "agent-vault" / "memkit.yaml").is_file()
     assert (tmp_path / "memkit-vaults" / "dana" / "memkit.yaml").is_file()
     assert not Vault(tmp_path / "agent-vault").check().problems
+
+
+# --- a reply never waits for learning --------------------------------------------------------
+
+
+def test_the_reply_returns_before_learning_which_runs_in_the_background(
+    tmp_path: Path, llm_server: ScriptedLLMServer
+) -> None:
+    release = threading.Event()
+    llm_server.reply_text("Hello Dana.", kind="chat")
+    llm_server.reply_json(
+        {"entries": [entry("persona", "Dana prefers short answers.", "Answer style")]},
+        kind="extraction",
+        gate=release,  # the server holds the extraction until the test lets it go
+    )
+    llm_server.reply_text("Sure.", kind="chat")
+    llm_server.reply_json({"entries": []}, kind="extraction")
+    with Agent(vault=tmp_path / "v", learn=True, llm=config(llm_server)) as agent:
+        first = agent.run("Hi, I am Dana; keep answers short.")
+        assert first.text == "Hello Dana." and not first.extraction.done
+        # The next turn does not wait either; its extraction queues behind the first.
+        second = agent.run("What is pg_upgrade?")
+        assert second.text == "Sure." and not second.extraction.done
+        release.set()
+        agent.end_session()  # waits for both, in order
+        assert first.extraction.done and second.extraction.done
+        assert [w["store"] for w in first.extraction.written] == ["persona"]
+        assert agent.extractions == [first.extraction, second.extraction]
+        assert agent.learning_errors == []
+    prompts = [r["messages"][1]["content"] for r in extractions(llm_server)]
+    assert "Hi, I am Dana" in prompts[0] and "What is pg_upgrade?" in prompts[1]
+
+
+def test_background_errors_stay_readable_and_the_messages_are_kept_for_the_next_try(
+    tmp_path: Path, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.reply_text("Hello.", kind="chat")
+    llm_server.reply_text("not JSON", kind="extraction")
+    llm_server.reply_json(
+        {"entries": [entry("persona", "Dana uses vim for everything.", "Editor")]},
+        kind="extraction",
+    )
+    with Agent(vault=tmp_path / "v", learn=True, llm=config(llm_server)) as agent:
+        reply = agent.run("I use vim.")
+        assert reply.extraction.wait(30)
+        assert reply.extraction.failed and "not valid JSON" in agent.learning_errors[0]
+        last = agent.close()  # learns what failed before
+    assert last.ran and [w["store"] for w in last.written] == ["persona"]
+    assert "I use vim." in extractions(llm_server)[1]["messages"][1]["content"]
+
+
+def test_stream_yields_the_reply_in_pieces_then_records_and_learns(
+    tmp_path: Path, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.reply_text("Run pg_upgrade with --check first, then --link.", kind="chat")
+    llm_server.reply_json(
+        {"entries": [entry("insights", "Dana upgrades with pg_upgrade --link.", "Upgrade")]},
+        kind="extraction",
+    )
+    with Agent(vault=tmp_path / "v", learn=SYNC, memory=True, llm=config(llm_server)) as agent:
+        pieces = list(agent.stream("How do I upgrade Postgres?"))
+        assert len(pieces) > 1
+        assert "".join(pieces) == "Run pg_upgrade with --check first, then --link."
+        reply = agent.last_reply
+        assert reply is not None and reply.text == "".join(pieces)
+        assert [w["store"] for w in reply.written] == ["insights"]
+    assert chats(llm_server)[0]["stream"] is True
+    assert "then --link" in day_files(tmp_path / "v")[0].read_text()
+
+
+# --- recall hygiene ---------------------------------------------------------------------------
+
+
+def test_recall_lists_a_message_once_and_the_assistants_words_below_the_users(
+    tmp_path: Path, llm_server: ScriptedLLMServer
+) -> None:
+    root = tmp_path / "v"
+    llm_server.reply_text("Noted: the Ledger rollback plan is in the wiki.")
+    with Agent(vault=root, memory=True, llm=config(llm_server), user_name="Dana") as agent:
+        agent.run("The Ledger rollback plan lives in the ops wiki.")
+        agent.end_session()  # a new session: the history is no longer in the prompt
+        llm_server.reply_text("In the ops wiki.")
+        agent.run("Where is the Ledger rollback plan?")
+    system = system_of(chats(llm_server)[-1])
+    memory = system.split("### Memory", 1)[1]
+    # Recorded twice (a short-term item and a day-file line), recalled once.
+    assert memory.count("rollback plan lives in the ops wiki") == 1
+    said = [line for line in memory.splitlines() if "rollback plan" in line]
+    assert len(said) == 2
+    assert "the assistant's own earlier words" not in said[0]
+    assert "the assistant's own earlier words, not a fact" in said[1]

@@ -107,7 +107,18 @@ def test_agentic_writes_entries_and_asks_for_structured_output(
     assert request["response_format"]["type"] == "json_schema"
     assert request["response_format"]["json_schema"]["schema"]["required"] == ["entries"]
     prompt = request["messages"][1]["content"]
-    assert "[m-1]" in prompt and "Please keep answers short" in prompt
+    # Compact lines: short ids and times relative to the session start, not ULIDs and ISO stamps.
+    assert "[m1] +0m Dana: Please keep answers short" in prompt
+    schema = request["response_format"]["json_schema"]["schema"]
+    item = schema["properties"]["entries"]["items"]["properties"]
+    assert item["store"]["enum"] == ["persona", "insights", "threads"]
+    assert item["evidence"]["items"]["enum"] == ["m1", "m2"]
+    assert item["target"] == {"type": "null"}  # nothing was shown, so nothing can be targeted
+    assert (
+        schema["properties"]["entries"]["maxItems"] == 2
+    )  # what fits 900 tokens with every string full
+    assert item["text"]["maxLength"] == 200 and item["title"]["maxLength"] == 60
+    assert request["max_tokens"] == 900 and request["temperature"] == 0.2
     assert not vault.check().problems
 
 
@@ -194,11 +205,25 @@ def test_consolidation_shows_existing_entries_and_updates_or_supersedes(
         }
     )
     report = learning.learn(
-        [*MESSAGES, ConversationMessage("We deploy Ledger on Tuesdays and Thursdays; Priya wants rollback plans.", "Dana", "m-3", "s-1", utcnow())],
+        [
+            *MESSAGES,
+            ConversationMessage(
+                "We deploy Ledger on Tuesdays and Thursdays; Priya wants rollback plans.",
+                "Dana",
+                "m-3",
+                "s-1",
+                utcnow(),
+            ),
+        ],
         mode="agentic",
     )
     assert set(report.shown) >= {old.id, other.id}
-    assert f"id {old.id}" in llm_server.requests[0]["messages"][1]["content"]
+    prompt = llm_server.requests[0]["messages"][1]["content"]
+    assert "- id e1 [insights]" in prompt and "- id e2 [insights]" in prompt
+    targets = llm_server.requests[0]["response_format"]["json_schema"]["schema"]["properties"][
+        "entries"
+    ]["items"]["properties"]["target"]["enum"]
+    assert targets == ["e1", "e2", None]
     updated = vault.get(old.id)
     assert updated.body == "Dana deploys Ledger on Tuesdays and Thursdays.\n"
     assert updated.tags == ["deploys", "ledger"] and updated.meta["title"] == "Deploy days"
@@ -262,7 +287,10 @@ def test_structured_output_fallback(
     llm_server.reply_json({"entries": [entry()]})
     report = learning.learn(MESSAGES, mode="agentic")
     assert len(report.written) == 1
-    assert llm_server.requests[-1]["response_format"] == {"type": "json_object"}
+    # json_object still carries the schema: servers that enforce it with a grammar use it.
+    response_format = llm_server.requests[-1]["response_format"]
+    assert response_format["type"] == "json_object"
+    assert response_format["schema"]["properties"]["entries"]["maxItems"] == 2
 
 
 def propose_two(learning: Learning, llm_server: ScriptedLLMServer, vault: Vault) -> list[str]:
@@ -422,3 +450,257 @@ def test_learn_cli_against_the_local_server(
         == []
     )
     assert run.run("learn", str(conversation), "--store", "diary").exit_code == 2
+
+
+# --- real-model robustness: chunks, quality floor, near-duplicates, failures ------------------
+
+
+def long_talk(count: int) -> list[ConversationMessage]:
+    start = utcnow()
+    return [
+        ConversationMessage(
+            f"Message {n}: Dana explains step {n} of the Postgres upgrade plan in some detail.",
+            "Dana" if n % 2 else "assistant",
+            f"msg-{n:03d}",
+            "s-long",
+            start,
+        )
+        for n in range(1, count + 1)
+    ]
+
+
+def small_context(llm_server: ScriptedLLMServer, context: int = 1200) -> LLMClient:
+    return LLMClient(
+        LLMConfig(
+            "test-model",
+            llm_server.base_url,
+            None,
+            5.0,
+            0,
+            context_tokens=context,
+            max_output_tokens=300,
+        )
+    )
+
+
+def test_a_conversation_longer_than_the_context_is_learned_in_chunks_of_whole_messages(
+    vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    talk = long_talk(40)
+    for n in range(10):
+        llm_server.reply_json(
+            {
+                "entries": [
+                    entry(
+                        "insights",
+                        text=[
+                            "Dana documents every step of the upgrade plan.",
+                            "Priya reviews the rollback plan before each run.",
+                        ][n],
+                        title=f"Upgrade step {n}",
+                        evidence=[f"m{i}" for i in range(1, 41)],
+                    )
+                ]
+                if n < 2
+                else []
+            }
+        )
+    with small_context(llm_server) as llm:
+        report = Learning(vault, llm=llm).learn(talk, mode="agentic")
+    prompts = [r["messages"][1]["content"] for r in llm_server.requests]
+    assert report.chunks == len(prompts) > 1 and report.context_tokens == 1200
+    seen: list[str] = []
+    for number, request in enumerate(llm_server.requests):
+        prompt = request["messages"][1]["content"]
+        assert f"PART {number + 1} of {len(prompts)}" in prompt
+        ids = request["response_format"]["json_schema"]["schema"]["properties"]["entries"]["items"][
+            "properties"
+        ]["evidence"]["items"]["enum"]
+        # Whole messages, in order, each in exactly one chunk; evidence only from this chunk.
+        for short in ids:
+            number_of = int(short[1:])
+            assert f"[{short}] +0m " in prompt
+            assert f"Message {number_of}: Dana explains step {number_of} of" in prompt
+        seen += ids
+        assert request["max_tokens"] <= 300
+    assert seen == [f"m{n}" for n in range(1, 41)]
+    # Later chunks are told what earlier ones found; one merged report.
+    assert "ALREADY LEARNED FROM EARLIER PARTS" in prompts[-1] and "Upgrade step 0" in prompts[-1]
+    assert [w["store"] for w in report.written] == ["insights", "insights"]
+    written = [vault.read_record(w["path"]) for w in report.written]
+    # Short ids mapped back to the conversation's own: chunk 1's messages only.
+    assert written[0].meta["evidence"][0] == "msg-001"
+    assert "msg-001" not in written[1].meta["evidence"]  # the second chunk's own messages
+
+
+def test_a_context_overflow_the_estimate_missed_is_planned_again_smaller(
+    vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.reply_error(
+        400,
+        {
+            "error": {
+                "code": 400,
+                "message": "request (1900 tokens) exceeds the available context size (1600 "
+                "tokens), try increasing it",
+                "type": "exceed_context_size_error",
+                "n_prompt_tokens": 1900,
+                "n_ctx": 1600,
+            }
+        },
+    )
+    for _ in range(12):
+        llm_server.reply_json({"entries": []})
+    with small_context(llm_server, 2000) as llm:
+        report = Learning(vault, llm=llm).learn(long_talk(30), mode="agentic")
+    assert report.context_tokens <= 1600 and report.chunks >= 2
+    # Every message was still sent once after the failed request.
+    later = "\n".join(r["messages"][1]["content"] for r in llm_server.requests[1:])
+    assert all(f"Message {n}: " in later for n in range(1, 31))
+
+
+def test_entries_below_the_quality_floor_are_refused_and_reported(
+    learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.reply_json(
+        {
+            "entries": [
+                entry("persona", title="PERSONA", text="PERSONA"),
+                entry("persona", title="Editor", text="Uses vim"),
+                entry("insights", title="m-1", text="Dana keeps answers short and code first."),
+                entry("insights", title="2026-11-20 09:00", text="Dana wants code first, always."),
+                entry("insights", title="Made up", text="Dana works at night.", evidence=["m-99"]),
+                entry("persona", title="Answer style", text="Dana wants the code before the why."),
+            ]
+        }
+    )
+    report = learning.learn(MESSAGES, mode="agentic")
+    reasons = [(r.title, r.reason) for r in report.refused]
+    assert reasons == [
+        ("PERSONA", "its text only repeats its title"),
+        ("Editor", "its text is only a word or two"),
+        ("m-1", "its title is an id or a timestamp, not what the entry is about"),
+        ("2026-11-20 09:00", "its title is an id or a timestamp, not what the entry is about"),
+        ("Made up", "its evidence cites no message of the conversation"),
+    ]
+    assert [w["store"] for w in report.written] == ["persona"]
+    assert [r.title for r in stored(vault, "persona")] == ["Answer style"]
+
+
+def test_a_near_duplicate_of_an_existing_entry_becomes_an_update(
+    learning: Learning, vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    old = vault.create(
+        "persona", "Dana prefers short answers with the code first.", title="Answer style"
+    )
+    learning.index.sync()
+    llm_server.reply_json(
+        {
+            "entries": [
+                entry(text="Dana prefers short answers with the code first, always."),
+                entry(text="Dana prefers short answers with the code first, always!"),
+            ]
+        }
+    )
+    report = learning.learn(MESSAGES, mode="agentic")
+    assert [(w["op"], w["id"]) for w in report.written] == [("update", old.id)]
+    assert report.duplicates == ["Code first"]  # the second said it again: dropped
+    (only,) = stored(vault, "persona")
+    assert only.body == "Dana prefers short answers with the code first, always.\n"
+
+
+def test_a_failed_chunk_leaves_nothing_partial(vault: Vault, llm_server: ScriptedLLMServer) -> None:
+    llm_server.reply_json(
+        {"entries": [entry("insights", text="Dana documents every upgrade step.", title="Docs")]}
+    )
+    llm_server.reply_text('{"entries": [{"store": "insights", "title": "Lo', finish_reason="length")
+    with small_context(llm_server) as llm, pytest.raises(LLMError, match="looping"):
+        Learning(vault, llm=llm).learn(long_talk(40), mode="agentic")
+    assert len(llm_server.requests) == 2
+    assert list(vault.record_paths()) == []  # nothing in learning/ (nor anywhere)
+
+
+def test_learn_cli_through_a_server_that_refuses_json_schema_with_500(
+    run: Runner, llm_server: ScriptedLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .test_llm import LLAMA_CPP_PYTHON_500
+
+    conversation = tmp_path / "talk.jsonl"
+    conversation.write_text(
+        "\n".join(
+            json.dumps({"id": m.message_id, "speaker": m.speaker, "text": m.text}) for m in MESSAGES
+        )
+    )
+    monkeypatch.setenv("OPENAI_BASE_URL", llm_server.base_url)
+    monkeypatch.setenv("MEMKIT_MODEL", "test-model")
+    llm_server.reply_error(500, LLAMA_CPP_PYTHON_500)
+    llm_server.reply_json({"entries": [entry()]})
+    result = run.run("learn", str(conversation))
+    assert result.exit_code == 0, result.output
+    assert "structured output: the server refused json_schema; used json_object" in result.stderr
+    assert len(stored(Vault(run.root), "persona")) == 1
+    llm_server.reply_json(
+        {"entries": [entry("insights", text="Dana reviews plans with Priya.", title="Reviews")]}
+    )
+    assert run.run("learn", str(conversation)).exit_code == 0
+    kinds = [r["response_format"]["type"] for r in llm_server.requests]
+    assert kinds == ["json_schema", "json_object", "json_object"]  # one refusal, ever
+
+
+def test_learn_cli_says_the_model_looped_in_one_line_and_exits_1(
+    run: Runner, llm_server: ScriptedLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conversation = tmp_path / "talk.jsonl"
+    conversation.write_text(json.dumps({"speaker": "Dana", "text": "Keep it short."}) + "\n")
+    monkeypatch.setenv("OPENAI_BASE_URL", llm_server.base_url)
+    llm_server.reply_text('{"entries": [{"text": "short short short short', finish_reason="length")
+    result = run.run("learn", str(conversation))
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "kept writing until its output cap" in line and "looping" in line
+    assert not (run.root / "learning" / "persona").exists() or not any(
+        (run.root / "learning" / "persona").iterdir()
+    )
+
+
+def test_an_extraction_that_timed_out_is_asked_again_smaller_once(
+    vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.reply_json({"entries": []}, delay=3.0)
+    llm_server.reply_json({"entries": [entry()]})
+    config = LLMConfig("test-model", llm_server.base_url, None, 0.5, 0)
+    with LLMClient(config) as llm:
+        report = Learning(vault, llm=llm).learn(MESSAGES, mode="agentic")
+    first, second = llm_server.requests
+    assert second["max_tokens"] == first["max_tokens"] // 2  # not the same request again
+    items = [
+        r["response_format"]["json_schema"]["schema"]["properties"]["entries"]["maxItems"]
+        for r in (first, second)
+    ]
+    assert items[1] < items[0]
+    assert len(report.written) == 1
+
+
+def test_a_second_timeout_is_reported_as_a_timeout(
+    vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    llm_server.reply_json({"entries": []}, delay=3.0)
+    llm_server.reply_json({"entries": []}, delay=3.0)
+    config = LLMConfig("test-model", llm_server.base_url, None, 0.5, 2)
+    with LLMClient(config) as llm, pytest.raises(LLMError, match=r"timed out after 0\.5 s"):
+        Learning(vault, llm=llm).learn(MESSAGES, mode="agentic")
+    assert len(llm_server.requests) == 2
+    assert list(vault.record_paths()) == []
+
+
+@pytest.mark.parametrize("cap", [900, 682, 300, 256])
+def test_the_schema_never_allows_more_than_the_output_cap_holds(cap: int) -> None:
+    from memkit.learning import _OUTPUT_CHARS_PER_TOKEN, _entry_chars, extraction_schema
+
+    schema = extraction_schema(["persona", "insights"], ["e1"], ["m1", "m2"], cap)
+    entries = schema["properties"]["entries"]
+    worst = entries["maxItems"] * _entry_chars(schema) / _OUTPUT_CHARS_PER_TOKEN + 20
+    assert entries["maxItems"] >= 1 and worst <= cap
+    props = entries["items"]["properties"]
+    assert props["store"]["enum"] == ["persona", "insights"]
+    assert props["target"]["enum"] == ["e1", None] and props["op"]["enum"][0] == "add"

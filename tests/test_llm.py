@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memkit.errors import LLMError
-from memkit.llm import KEYLESS_API_KEY, LLMClient, LLMConfig, resolve_llm_config
+from memkit.llm import (
+    KEYLESS_API_KEY,
+    ContextOverflowError,
+    LLMClient,
+    LLMConfig,
+    LLMTimeoutError,
+    resolve_llm_config,
+)
 from memkit.settings import LLMSettings
 
 from .conftest import REPO
@@ -173,7 +182,7 @@ def test_a_server_without_json_schema_gets_json_object_and_it_is_remembered(
     system = llm_server.requests[1]["messages"][0]["content"]
     assert system.startswith(SYSTEM)
     assert "JSON" in system
-    assert json.dumps(SCHEMA) in system
+    assert json.dumps(SCHEMA, separators=(",", ":")) in system
     assert llm_server.requests[1]["messages"][1] == {"role": "user", "content": USER}
 
 
@@ -229,7 +238,11 @@ def test_an_unknown_model_names_the_model(
         ('"just a string"', "stop", "JSON that is a string"),
         ("42", "stop", "JSON that is a number"),
         ("null", "stop", "JSON that is null"),
-        ('{"facts": ["Lyon", "te', "length", r"cut short.*'length'.*Lyon"),
+        (
+            '{"facts": ["Lyon", "te',
+            "length",
+            r"kept writing until its output cap of 900 tokens.*looping.*Lyon",
+        ),
         ('{"facts": []}', "content_filter", "content filter"),
     ],
 )
@@ -368,12 +381,14 @@ def test_a_slow_server_times_out(llm_server: ScriptedLLMServer) -> None:  # noqa
     assert len(llm_server.requests) == 1
 
 
-def test_a_timeout_is_retried(llm_server: ScriptedLLMServer) -> None:  # noqa: F811
+def test_a_timeout_is_not_sent_again(llm_server: ScriptedLLMServer) -> None:  # noqa: F811
+    # A local server keeps generating an abandoned request: the same request again would only
+    # queue behind it, so a timeout is reported at once, as a timeout.
     llm_server.reply_json({"facts": ["late"]}, delay=3.0)
-    llm_server.reply_json({"facts": ["on time"]})
-    with make_client(llm_server, retries=1, timeout=0.3) as llm:
-        assert llm.complete_json(SYSTEM, USER, schema=SCHEMA) == {"facts": ["on time"]}
-    assert len(llm_server.requests) == 2
+    llm_server.reply_json({"facts": ["never asked"]})
+    with make_client(llm_server, retries=2, timeout=0.3) as llm, pytest.raises(LLMTimeoutError):
+        llm.complete_json(SYSTEM, USER, schema=SCHEMA)
+    assert len(llm_server.requests) == 1
 
 
 def test_a_server_error_is_retried(
@@ -471,3 +486,256 @@ def test_a_failed_call_clears_last_usage(
     with pytest.raises(LLMError):
         client.complete_json(SYSTEM, USER, schema=SCHEMA)
     assert client.last_usage is None
+
+
+# --- real-server quirks ---------------------------------------------------------------------
+
+# llama-cpp-python's server answers a json_schema response_format with HTTP 500 and pydantic's
+# validation error (its wording, as it sends it).
+LLAMA_CPP_PYTHON_500 = {
+    "error": {
+        "message": "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+        "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+        "'ctx': {'expected': \"'text' or 'json_object'\"}}]",
+        "type": "internal_server_error",
+        "param": None,
+        "code": None,
+    }
+}
+
+
+def stateful(server: ScriptedLLMServer, state: Path, **more: Any) -> LLMClient:
+    return LLMClient(
+        LLMConfig("test-model", server.base_url, None, 5.0, 2, state_file=state, **more)
+    )
+
+
+def test_a_500_naming_response_format_falls_back_once_per_server_and_model_ever(
+    llm_server: ScriptedLLMServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / ".memkit" / "llm-servers.json"
+    state.parent.mkdir()
+    llm_server.reply_error(500, LLAMA_CPP_PYTHON_500)
+    llm_server.reply_json({"facts": ["a"]})
+    with stateful(llm_server, state) as llm:
+        assert llm.complete_json(SYSTEM, USER, schema=SCHEMA) == {"facts": ["a"]}
+        assert llm.fallbacks == ["json_schema->json_object"]
+    # A later process (a new client) skips the refused request altogether.
+    llm_server.reply_json({"facts": ["b"]})
+    with stateful(llm_server, state) as llm:
+        assert llm.complete_json(SYSTEM, USER, schema=SCHEMA) == {"facts": ["b"]}
+    kinds = [r["response_format"]["type"] for r in llm_server.requests]
+    assert kinds == ["json_schema", "json_object", "json_object"]
+    assert llm_server.requests[1]["response_format"]["schema"] == SCHEMA
+    key = f"{llm_server.base_url} test-model"
+    assert json.loads(state.read_text())[key]["structured_output"] == "json_object"
+
+
+def test_a_plain_500_is_an_outage_and_retried_not_a_refusal(
+    llm_server: ScriptedLLMServer,  # noqa: F811
+    client: LLMClient,
+) -> None:
+    llm_server.reply_error(500, {"error": {"message": "CUDA out of memory"}})
+    llm_server.reply_json({"facts": []})
+    assert client.complete_json(SYSTEM, USER, schema=SCHEMA) == {"facts": []}
+    kinds = [r["response_format"]["type"] for r in llm_server.requests]
+    assert kinds == ["json_schema", "json_schema"] and client.fallbacks == []
+
+
+def test_json_object_refused_too_falls_back_to_the_prompt(
+    llm_server: ScriptedLLMServer,  # noqa: F811
+    client: LLMClient,
+) -> None:
+    llm_server.reply_error(400, {"error": {"message": "response_format is not supported"}})
+    llm_server.reply_error(422, {"detail": "json_object: unsupported response_format type"})
+    llm_server.reply_text('```json\n{"facts": ["c"]}\n```')
+    assert client.complete_json(SYSTEM, USER, schema=SCHEMA) == {"facts": ["c"]}
+    assert "response_format" not in llm_server.requests[2]
+    assert "JSON Schema" in llm_server.requests[2]["messages"][0]["content"]
+    assert client.structured_output_mode() == "prompt"
+
+
+def test_a_fixed_structured_output_mode_never_falls_back(
+    llm_server: ScriptedLLMServer,  # noqa: F811
+) -> None:
+    llm_server.reply_error(500, LLAMA_CPP_PYTHON_500)
+    config = LLMConfig(
+        "test-model", llm_server.base_url, None, 5.0, 0, structured_output="json_schema"
+    )
+    with LLMClient(config) as llm, pytest.raises(LLMError, match=r"llm\.structured_output"):
+        llm.complete_json(SYSTEM, USER, schema=SCHEMA)
+    assert len(llm_server.requests) == 1
+
+
+def test_every_request_carries_an_output_cap_and_extraction_a_low_temperature(
+    llm_server: ScriptedLLMServer,  # noqa: F811
+    client: LLMClient,
+) -> None:
+    llm_server.reply_json({"facts": []})
+    llm_server.reply_text("Hello.")
+    client.complete_json(SYSTEM, USER, schema=SCHEMA)
+    client.chat([{"role": "user", "content": "Hi"}])
+    extraction, chat = llm_server.requests
+    assert extraction["max_tokens"] == 900 and extraction["temperature"] == 0.2
+    assert chat["max_tokens"] == 1024 and "temperature" not in chat
+
+
+def test_429_waits_as_long_as_retry_after_ms_says(
+    llm_server: ScriptedLLMServer,  # noqa: F811
+    client: LLMClient,
+) -> None:
+    llm_server.reply_error(
+        429, {"error": {"message": "slow down"}}, headers={"retry-after-ms": "50"}
+    )
+    llm_server.reply_json({"facts": ["after the wait"]})
+    assert client.complete_json(SYSTEM, USER, schema=SCHEMA) == {"facts": ["after the wait"]}
+    assert len(llm_server.requests) == 2
+
+
+def test_a_retry_after_beyond_the_time_budget_gives_up_without_resending(
+    llm_server: ScriptedLLMServer,  # noqa: F811
+    client: LLMClient,
+) -> None:
+    llm_server.reply_error(429, {"error": {"message": "quota"}}, headers={"Retry-After": "30"})
+    llm_server.reply_json({"facts": ["never asked"]})
+    with client.time_budget(5.0), pytest.raises(LLMError, match=r"rate limiting.*HTTP 429"):
+        client.complete_json(SYSTEM, USER, schema=SCHEMA)
+    assert len(llm_server.requests) == 1  # it did not hammer the server inside its wait
+
+
+def test_a_spent_time_budget_stops_before_sending(
+    llm_server: ScriptedLLMServer,  # noqa: F811
+    client: LLMClient,
+) -> None:
+    with client.time_budget(0.0), pytest.raises(LLMTimeoutError, match=r"llm\.max_wall_seconds"):
+        client.complete_json(SYSTEM, USER, schema=SCHEMA)
+    assert llm_server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "prompt", "context"),
+    [
+        (  # llama.cpp's llama-server
+            400,
+            {
+                "error": {
+                    "code": 400,
+                    "message": "request (2131 tokens) exceeds the available context size "
+                    "(2048 tokens), try increasing it",
+                    "type": "exceed_context_size_error",
+                    "n_prompt_tokens": 2131,
+                    "n_ctx": 2048,
+                }
+            },
+            2131,
+            2048,
+        ),
+        (  # OpenAI
+            400,
+            {
+                "error": {
+                    "message": "This model's maximum context length is 8192 tokens. However, "
+                    "your messages resulted in 9013 tokens. Please reduce the length of the "
+                    "messages.",
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }
+            },
+            9013,
+            8192,
+        ),
+    ],
+)
+def test_a_context_overflow_says_how_many_tokens_and_what_memkit_does(
+    llm_server: ScriptedLLMServer,  # noqa: F811
+    client: LLMClient,
+    status: int,
+    body: dict[str, Any],
+    prompt: int,
+    context: int,
+) -> None:
+    llm_server.reply_error(status, body)
+    with pytest.raises(ContextOverflowError) as caught:
+        client.complete_json(SYSTEM, USER, schema=SCHEMA)
+    error = caught.value
+    assert (error.prompt_tokens, error.context_tokens) == (prompt, context)
+    message = str(error)
+    assert f"had {prompt} tokens" in message and f"holds {context} tokens" in message
+    assert "chunks" in message and "try another model" not in message
+    assert len(llm_server.requests) == 1  # not retried, not a structured-output refusal
+    assert client.context_tokens() == context  # learned for the next plan
+
+
+def test_the_context_comes_from_settings_then_props_then_models_then_a_default(
+    llm_server: ScriptedLLMServer,  # noqa: F811
+) -> None:
+    config = LLMConfig("test-model", llm_server.base_url, None, 5.0, 0)
+    with LLMClient(config) as llm:
+        assert llm.context_tokens() == 8192  # the server says nothing
+    llm_server.models = ["test-model"]
+    with LLMClient(replace(config, context_tokens=3000)) as llm:
+        assert llm.context_tokens() == 3000
+    llm_server.props = {"default_generation_settings": {"n_ctx": 2048}}
+    with LLMClient(config) as llm:
+        assert llm.context_tokens() == 2048
+        assert llm.context_tokens() == 2048
+    assert llm_server.probes.count("/props") == 2  # asked once per client without a state file
+    assert llm_server.requests == []
+
+
+def test_token_estimates_are_calibrated_by_the_servers_tokenizer(
+    llm_server: ScriptedLLMServer,  # noqa: F811
+    client: LLMClient,
+) -> None:
+    llm_server.tokenize_ratio = 4.0
+    sample = "Dana prefers short answers with the commands first. " * 20
+    assert client.chars_per_token(sample) == pytest.approx(3.8)
+    assert client.count_tokens("x" * 380) == 101
+    assert llm_server.probes == ["/tokenize"]
+
+
+def test_a_model_the_server_does_not_list_is_warned_about_once(
+    llm_server: ScriptedLLMServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / ".memkit" / "llm-servers.json"
+    state.parent.mkdir()
+    llm_server.models = ["smollm2-135m-instruct"]
+    with stateful(llm_server, state) as llm:
+        warning = llm.check_model()
+        assert warning is not None and "'test-model' is not among" in warning
+        assert "smollm2-135m-instruct" in warning and llm.check_model() is None
+    with stateful(llm_server, state) as llm:
+        assert llm.check_model() is not None  # still said, from what was remembered
+    assert llm_server.probes == ["/v1/models"]  # the server was asked once
+
+
+def test_a_reply_is_streamed_in_pieces(
+    llm_server: ScriptedLLMServer,  # noqa: F811
+    client: LLMClient,
+) -> None:
+    llm_server.reply_text("Use pg_upgrade with link mode, then analyze.")
+    pieces = list(client.stream_chat([{"role": "user", "content": "How?"}]))
+    assert len(pieces) > 1 and "".join(pieces) == "Use pg_upgrade with link mode, then analyze."
+    assert llm_server.requests[0]["stream"] is True
+
+
+def test_an_unknown_structured_output_mode_names_the_file_and_line(tmp_path: Path) -> None:
+    from memkit.errors import SettingsError
+    from memkit.settings import parse_settings
+
+    text = "llm:\n  model: m\n  structured_output: grammar\n"
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(text, tmp_path / "memkit.yaml")
+    message = str(caught.value)
+    assert "memkit.yaml:3" in message and "auto, json_schema, json_object, prompt" in message
+    settings = parse_settings(
+        "llm:\n  max_output_tokens: 400\n  context_tokens: 2048\n", tmp_path / "memkit.yaml"
+    )
+    config = resolve_llm_config(
+        settings.llm, {"OPENAI_BASE_URL": "http://h/v1"}, vault_root=tmp_path
+    )
+    assert (config.max_output_tokens, config.context_tokens) == (400, 2048)
+    assert config.state_file == tmp_path / ".memkit" / "llm-servers.json"
