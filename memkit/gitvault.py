@@ -37,6 +37,12 @@ CHANGES = {"A": "added", "M": "modified", "D": "deleted", "R": "renamed", "C": "
 RENAME_SIMILARITY = "30%"
 
 
+def quoted(text: str, limit: int = 60) -> str:
+    """A title for a commit message: one line, at most `limit` characters, in quotes."""
+    line = " ".join(text.split())
+    return '"' + (line if len(line) <= limit else line[: limit - 3].rstrip() + "...") + '"'
+
+
 @dataclass
 class GitInitReport:
     """What `GitVault.init` did."""

@@ -1,12 +1,15 @@
-"""Keeping a vault in order: sync plus finalising approvals-by-move, status, the watch loop."""
+"""Keeping a vault in order: sync plus finalising approvals-by-move, sync with a git remote,
+status, the watch loop."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from memkit.errors import LockTimeout, MemkitError
+from memkit.gitvault import GitVault, RemoteSyncReport, quoted
 from memkit.learning import Learning
 from memkit.sync import Progress, SyncReport, VaultIndex, ask_watcher
 from memkit.vault import Problem, Vault
@@ -81,6 +84,51 @@ def index_own_writes(vault: Vault) -> None:
             index.index_writes()
     finally:
         index.close()
+
+
+@dataclass
+class RemoteSync:
+    """What `sync_with_remote` did: the git side (pull, conflicts, push) and the index sync."""
+
+    git: RemoteSyncReport
+    index: SyncReport
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.index.to_json(), "git": self.git.to_json()}
+
+
+def approvals_message(vault: Vault, paths: Iterable[str]) -> str | None:
+    """The commit message for proposals finalised after a pull (moved into a store in git)."""
+    finalised = []
+    for path in sorted(paths):
+        if path.endswith(".md") and vault.safe_path(path).is_file():
+            record = vault.read_record(path)
+            finalised.append(f"{record.type} {quoted(record.title)}")
+    if not finalised:
+        return None
+    if len(finalised) == 1:
+        return f"memkit: approve {finalised[0]} (moved into its store in git)"
+    return f"memkit: approve {len(finalised)} proposals moved into their stores in git"
+
+
+def sync_with_remote(
+    vault: Vault, remote: str | None = None, *, progress: Progress | None = None
+) -> RemoteSync:
+    """Commit the vault's changes, pull `remote` (None: the branch's upstream, else origin),
+    sync the index and finalise approvals that came with the pull (committed), push.
+
+    Conflicts are kept as copies and listed in the result's `git.conflicts`, for the caller to
+    tell a person; nothing is printed here.
+    """
+    synced: list[SyncReport] = []
+
+    def after_pull(_report: RemoteSyncReport) -> str | None:
+        before = set(vault.touched)
+        synced.append(refresh(vault, progress=progress))
+        return approvals_message(vault, vault.touched - before)
+
+    git_report = GitVault(vault).sync_remote(remote, after_pull=after_pull)
+    return RemoteSync(git=git_report, index=synced[-1])
 
 
 def vault_status(vault: Vault) -> dict[str, Any]:

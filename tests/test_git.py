@@ -15,6 +15,7 @@ from memkit.conversations import ConversationMessage, Episodes
 from memkit.errors import GitError
 from memkit.gitvault import GitVault
 from memkit.learning import Learning
+from memkit.maintenance import sync_with_remote
 from memkit.memory import Memory
 from memkit.timeutil import parse_time
 
@@ -426,6 +427,43 @@ def test_an_approval_by_git_mv_on_one_machine_is_finalised_after_pull(
     a.run.run("sync", "--remote")
     assert a.fresh().read_record(f"learning/persona/{name}").type == "persona"
     assert json.loads(a.run.run("proposals", "--json").stdout) == []
+
+
+def test_the_library_syncs_with_the_remote_as_the_cli_does(
+    machines: tuple[Machine, Machine], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`maintenance.sync_with_remote` (what the MCP server or an Agent would call): pull, sync
+    the index, finalise an approval that came by `git mv`, commit it, push; it prints nothing
+    and its JSON is the CLI's."""
+    a, b = machines
+    learning = Learning(b.vault)
+    try:
+        proposal = learning.propose("persona", "Answers in English.", title="English answers")
+    finally:
+        learning.close()
+    GitVault(b.vault).commit(b.vault.touched, "memkit: propose persona")
+    GitVault(b.fresh()).sync_remote()
+    GitVault(a.fresh()).sync_remote()
+    name = Path(str(proposal.path)).name
+    git(a.root, "mv", str(proposal.path), f"learning/persona/{name}")
+    git(a.root, "commit", "--quiet", "-m", "Approve: English answers")
+    git(a.root, "push", "--quiet")
+    capsys.readouterr()
+
+    result = sync_with_remote(b.fresh())
+    assert capsys.readouterr() == ("", "")
+    assert result.git.merged == "fast-forward" and result.git.pushed
+    assert result.git.conflicts == [] and len(result.git.commits) == 1
+    assert f"learning/persona/{name}" in result.index.changed
+    assert result.index.proposals_in_stores == [] and result.index.problems == []
+    assert log(b.root, "-1") == [
+        'memkit: approve persona "English answers" (moved into its store in git)'
+    ]
+    assert b.fresh().read_record(f"learning/persona/{name}").type == "persona"
+    assert result.to_json() == {**result.index.to_json(), "git": result.git.to_json()}
+    cli_json = json.loads(b.run.run("sync", "--remote", "--json").stdout)
+    assert set(cli_json) == set(result.to_json())
+    assert cli_json["git"]["merged"] == "up to date" and cli_json["git"]["pushed"] is False
 
 
 def test_sync_remote_says_what_is_missing(tmp_path: Path) -> None:
