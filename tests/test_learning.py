@@ -165,7 +165,7 @@ def test_disabled_unknown_and_bad_entries_are_refused(
     assert "unknown store 'diary'" in reasons
     assert any("unknown target" in r for r in reasons)
     assert "the entry has no text" in reasons
-    assert "the text contains a credential" in reasons
+    assert "the text holds a credential" in reasons
     assert "unknown op 'rewrite'" in reasons
     assert len(report.refused) == 7 and report.written == []
     assert not list(vault.record_paths())
