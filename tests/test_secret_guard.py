@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memkit import secret_guard
+from memkit import secret_guard, secret_patterns
 from memkit.errors import SecretRefused
 from memkit.secret_guard import (
     SecretFinding,
@@ -555,10 +555,10 @@ def test_adversarial_input_does_not_hang(chunk: str) -> None:
 
 
 def test_uses_only_the_standard_library() -> None:
-    tree = ast.parse(Path(secret_guard.__file__).read_text())
     imported = {
         node.module if isinstance(node, ast.ImportFrom) else alias.name
-        for node in ast.walk(tree)
+        for module in (secret_guard, secret_patterns)
+        for node in ast.walk(ast.parse(Path(module.__file__ or "").read_text()))
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in node.names
     }
@@ -575,6 +575,7 @@ def test_uses_only_the_standard_library() -> None:
         "re",
         "typing",
         "memkit.errors",
+        "memkit.secret_patterns",
     }
     assert imported <= allowed
 
