@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import memkit.manifest
 import memkit.sync as sync_module
 from memkit import Vault
 from memkit.sync import FileState, VaultIndex
@@ -1044,7 +1045,7 @@ def test_an_agent_turn_indexes_its_writes_in_one_commit(
 def test_a_process_reads_just_the_saves_it_missed_and_agrees_with_a_fresh_read(
     vault: Vault, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sync_module, "TOMBSTONES", 3)  # prune often: older readers load it all
+    monkeypatch.setattr(memkit.manifest, "TOMBSTONES", 3)  # prune often: older readers load it all
     rng = random.Random(7)
     first, second = VaultIndex(vault), VaultIndex(vault)
     try:

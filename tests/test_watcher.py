@@ -652,7 +652,7 @@ def test_the_watchers_syncs_save_to_the_manifest_that_other_processes_read(
 def test_a_healthy_watcher_tells_other_processes_what_changed_instead_of_a_walk(
     vault: Vault, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import memkit.sync
+    import memkit.watch_protocol
     import memkit.watcher
     from memkit.maintenance import vault_status
     from memkit.sync import ask_watcher
@@ -660,7 +660,7 @@ def test_a_healthy_watcher_tells_other_processes_what_changed_instead_of_a_walk(
     # A slow answer is a legitimate reason to walk; on a loaded test machine the cookie's round
     # trip can pass the production bounds, so this test gives the watcher time to answer.
     monkeypatch.setattr(memkit.watcher, "COOKIE_SECONDS", 5.0)
-    monkeypatch.setattr(memkit.sync, "WATCHER_ANSWER_SECONDS", 6.0)
+    monkeypatch.setattr(memkit.watch_protocol, "WATCHER_ANSWER_SECONDS", 6.0)
 
     write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
     # A long quiet time: the watcher's own sync of the edit below comes seconds later, so what
