@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memkit.index import SCHEMA_VERSION
-from memkit.vault import (
+from memkit.files import (
     RECORD_ROOTS,
     FileStat,
     NotRegularFile,
-    Vault,
     is_record_path,
     read_regular,
     walk_record_files,
 )
+from memkit.index import SCHEMA_VERSION
+from memkit.vault import Vault
 
 # The manifest: one SQLite file (WAL) under `.memkit/`, a row per file. A sync saves what it
 # changed in one transaction after its index commit, so a `kill -9` leaves either the old rows or

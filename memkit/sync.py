@@ -18,13 +18,14 @@ from typing import Any
 from memkit import locking
 from memkit.documents import documents_for
 from memkit.errors import InvalidRecord, LockTimeout
+from memkit.files import FileStat, NotRegularFile, read_regular
 from memkit.index import SCHEMA_VERSION, Hit, IndexDoc, RankWeights, SearchIndex, SearchResult
 from memkit.manifest import MANIFEST_FILE as MANIFEST_FILE
 from memkit.manifest import MANIFEST_VERSION as MANIFEST_VERSION
 from memkit.manifest import UNKNOWN_ROW as UNKNOWN_ROW
 from memkit.manifest import FileState, Manifest, Row
 from memkit.records import STORE_TYPES, TYPE_FOLDERS, parse_record
-from memkit.vault import FileStat, NotRegularFile, Problem, Vault, read_regular
+from memkit.vault import Problem, Vault
 from memkit.watch_protocol import WATCHER_FILE as WATCHER_FILE
 from memkit.watch_protocol import WATCHER_STALE_SECONDS
 from memkit.watch_protocol import WatcherAnswer as WatcherAnswer

@@ -103,7 +103,6 @@ OVER_THE_LIMIT = {
     "memkit/llm.py",
     "memkit/mcp_server.py",
     "memkit/secret_guard.py",
-    "memkit/vault.py",
 }
 
 
