@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,7 +20,15 @@ from memkit import locking
 from memkit.documents import documents_for
 from memkit.errors import InvalidRecord, LockTimeout
 from memkit.files import FileStat, NotRegularFile, read_regular
-from memkit.index import SCHEMA_VERSION, Hit, IndexDoc, RankWeights, SearchIndex, SearchResult
+from memkit.index import (
+    SCHEMA_VERSION,
+    Hit,
+    IndexDoc,
+    RankWeights,
+    SearchIndex,
+    SearchRequest,
+    SearchResult,
+)
 from memkit.manifest import MANIFEST_FILE as MANIFEST_FILE
 from memkit.manifest import MANIFEST_VERSION as MANIFEST_VERSION
 from memkit.manifest import UNKNOWN_ROW as UNKNOWN_ROW
@@ -173,7 +182,7 @@ class VaultIndex(Manifest):
     @property
     def index(self) -> SearchIndex:
         """The search index, opened on first use and again when its folder was deleted or
-        replaced under this process (then it asks for a rebuild: `rebuilt` is set)."""
+        replaced under this process (then it asks for a rebuild: `needs_rebuild` is set)."""
         if self._index is not None and self._index_missing():
             self.close()
         if self._index is None:
@@ -206,7 +215,7 @@ class VaultIndex(Manifest):
         The same answer as `freshness` gives (any file added, gone or with another stat; a
         racily clean one whose content changed), but it stops at the first difference and reads
         no file unless all stats agree."""
-        if self.index.rebuilt:
+        if self.index.needs_rebuild:
             return True
         answer = ask_watcher(self.vault.state_dir)
         if answer is not None:  # a healthy watcher names what may differ: no walk
@@ -237,7 +246,7 @@ class VaultIndex(Manifest):
         that follows reuses. Returns which answered: "watcher" or "walk" ("rebuilt" when the
         index had to be rebuilt). Raises LockTimeout when another process holds the index."""
         self.index_writes(lock_timeout=lock_timeout)
-        if self.index.rebuilt:
+        if self.index.needs_rebuild:
             self.sync(lock_timeout=lock_timeout)
             self.last_check = "rebuilt"
             return self.last_check
@@ -399,7 +408,7 @@ class VaultIndex(Manifest):
             # (Paths pending from a killed sync are in it, as UNKNOWN_ROW.)
             on_disk = manifest = self._manifest_rows()
             scanned_ns = self._scanned_ns
-            if index.rebuilt or not manifest:
+            if index.needs_rebuild or not manifest:
                 full = True
             stats: Mapping[str, FileStat]
             if not full and (paths is not None or directories):
@@ -492,7 +501,7 @@ class VaultIndex(Manifest):
                     path for path in looked_at if path not in new_manifest and path in on_disk
                 )
                 self._save_changes(new_manifest, changed_rows, deleted_rows, scanned_ns)
-            index.rebuilt = False
+            index.needs_rebuild = False
         problems, proposals = self._marked(
             new_manifest, manifest, parsed_paths.union(gone, vanished)
         )
@@ -510,7 +519,7 @@ class VaultIndex(Manifest):
         if self._rows is not None:
             return None
         with self.lock(lock_timeout):
-            if self.index.rebuilt:
+            if self.index.needs_rebuild:
                 return None
             try:
                 db = self._connect()
@@ -576,7 +585,7 @@ class VaultIndex(Manifest):
 
     def search(
         self,
-        query: str,
+        query: str | SearchRequest,
         *,
         k: int = 10,
         types: Sequence[str] = (),
@@ -588,7 +597,21 @@ class VaultIndex(Manifest):
         now: datetime | None = None,
     ) -> tuple[SearchResult, bool]:
         """Search, syncing first when files changed (one check per `operation()`); returns
-        (result, stale)."""
+        (result, stale). Takes a `SearchRequest` (then only `sync` besides), or the same fields
+        as keywords; a request without weights ranks with the vault's settings."""
+        if isinstance(query, SearchRequest):
+            request = query
+        else:
+            request = SearchRequest(
+                query,
+                k=k,
+                types=types,
+                tags=tags,
+                since=since,
+                until=until,
+                include_hidden=include_hidden,
+                now=now,
+            )
         stale = False
         if sync:
             try:
@@ -601,28 +624,19 @@ class VaultIndex(Manifest):
                         self._checked = True
             except LockTimeout:
                 stale = True  # someone else is writing the index right now; say so
-        settings = self.vault.settings.search
-        weights = RankWeights(
-            bm25=settings.weights.bm25,
-            importance=settings.weights.importance,
-            recency=settings.weights.recency,
-            recency_half_life_days=settings.recency_half_life_days,
-        )
+        if request.weights is None:
+            settings = self.vault.settings.search
+            weights = RankWeights(
+                bm25=settings.weights.bm25,
+                importance=settings.weights.importance,
+                recency=settings.weights.recency,
+                recency_half_life_days=settings.recency_half_life_days,
+            )
+            request = dataclasses.replace(request, weights=weights)
         # An index waiting for its rebuild (deleted, another schema) is not to be trusted.
         index = self.index
-        stale = stale or index.rebuilt
-        result = index.search(
-            query,
-            k=k,
-            types=types,
-            tags=tags,
-            since=since,
-            until=until,
-            include_hidden=include_hidden,
-            now=now,
-            weights=weights,
-        )
-        return result, stale
+        stale = stale or index.needs_rebuild
+        return index.search(request), stale
 
     # --- watcher presence ---------------------------------------------------------------------
 

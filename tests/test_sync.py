@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 import memkit.manifest
 import memkit.sync as sync_module
 from memkit import Vault
+from memkit.index import RankWeights, SearchRequest
 from memkit.sync import FileState, VaultIndex
 from memkit.vault import is_record_path, is_temporary_name
 
@@ -1074,3 +1076,28 @@ def test_a_process_reads_just_the_saves_it_missed_and_agrees_with_a_fresh_read(
     finally:
         first.close()
         second.close()
+
+
+def test_search_takes_a_request_or_the_same_fields_as_keywords(
+    vault: Vault, vault_index: VaultIndex
+) -> None:
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples and pears")
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "apples")
+    write_record(vault, f"{INSIGHTS}/c.md", "Charlie", "apples", type_="insight")
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    by_keywords, _ = vault_index.search("apples", k=5, types=["long-term"], now=now)
+    by_request, stale = vault_index.search(
+        SearchRequest("apples", k=5, types=["long-term"], now=now)
+    )
+    assert not stale
+    assert [(h.path, h.score) for h in by_request.hits] == [
+        (h.path, h.score) for h in by_keywords.hits
+    ]
+    assert {h.path for h in by_request.hits} == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"}
+    # A request's own weights rank; without them the vault's settings do (as for keywords).
+    only_bm25 = RankWeights(bm25=1.0, importance=0.0, recency=0.0)
+    weighted, _ = vault_index.search(SearchRequest("apples", k=5, now=now, weights=only_bm25))
+    top = max(h.bm25 for h in weighted.hits)
+    assert all(h.score == pytest.approx(h.bm25 / top) for h in weighted.hits)
+    top = max(h.bm25 for h in by_keywords.hits)
+    assert any(h.score != pytest.approx(h.bm25 / top) for h in by_keywords.hits)
