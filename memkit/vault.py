@@ -276,7 +276,7 @@ class Vault(VaultFiles):
         return self.read_record(self.resolve(ref, cwd))
 
     # --- writing ---------------------------------------------------------------------------
-    #
+    # How a write never loses a person's save: the take-aside machinery in memkit/files.py.
 
     def _validate_for_write(self, record: Record, *, allow_secrets: bool = False) -> None:
         if not allow_secrets:
