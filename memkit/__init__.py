@@ -18,6 +18,7 @@ _EXPORTS = {
     "Problem": "memkit.vault",
     "find_vault_root": "memkit.vault",
     "Record": "memkit.records",
+    "SearchRequest": "memkit.index",
     "RECORD_TYPES": "memkit.records",
     "Memory": "memkit.memory",
     "Episodes": "memkit.conversations",
@@ -67,6 +68,7 @@ __all__ = [
     "Problem",
     "Record",
     "RecordNotFound",
+    "SearchRequest",
     "SecretRefused",
     "Settings",
     "SettingsError",
@@ -105,6 +107,7 @@ if TYPE_CHECKING:
         VaultError,
         VaultNotFound,
     )
+    from memkit.index import SearchRequest
     from memkit.learning import Learning
     from memkit.llm import LLMClient, resolve_llm_config
     from memkit.memory import Memory

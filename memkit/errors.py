@@ -12,7 +12,7 @@ MemkitError
  +-- ConflictError        a file changed on disk since memkit read it
  +-- SecretRefused        text to remember holds a credential
  +-- UsageError           the caller asked for something that cannot be (unknown type, ...)
- +-- SearchIndexError     the search index cannot be used (old name: IndexError_)
+ +-- SearchIndexError     the search index cannot be used
  +-- LockTimeout          another process held the vault's write lock for too long
  +-- StorageError         the file system refused (disk full, read-only, permission denied)
  +-- LLMError             the language model could not be reached or replied badly
@@ -154,11 +154,6 @@ class UsageError(MemkitError):
 
 class SearchIndexError(MemkitError):
     """The search index could not be opened or written."""
-
-
-# The old name (its trailing underscore only dodged the builtin IndexError), kept while other
-# modules may still use it.
-IndexError_ = SearchIndexError
 
 
 class LockTimeout(MemkitError):

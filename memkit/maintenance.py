@@ -138,7 +138,7 @@ def vault_status(vault: Vault) -> dict[str, Any]:
     ("watcher") or a walk of the files ("walk")."""
     index = VaultIndex(vault)
     try:
-        rebuild_needed = index.index.rebuilt
+        rebuild_needed = index.index.needs_rebuild
         answer = ask_watcher(vault.state_dir)
         changed: list[str]
         gone: list[str]

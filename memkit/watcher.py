@@ -376,7 +376,7 @@ class Watcher:
         # A proposal in a store folder is handed on even when this sync changed nothing: another
         # process asking this watcher may have synced the move itself, and only the watcher's
         # callback finalises approvals.
-        if self.on_sync is None or not (report.touched or report.proposals_in_stores):
+        if self.on_sync is None or not (report.files_changed or report.proposals_in_stores):
             return
         try:
             self.on_sync(report)

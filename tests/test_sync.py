@@ -13,14 +13,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import memkit.manifest
 import memkit.sync as sync_module
 from memkit import Vault
+from memkit.index import RankWeights, SearchRequest
 from memkit.sync import FileState, VaultIndex
 from memkit.vault import is_record_path, is_temporary_name
 
@@ -318,7 +321,7 @@ def test_a_sync_saves_just_what_it_changed_and_other_processes_read_it(
         assert set(other.load_manifest()) == expected
         assert other.load_manifest() == vault_index.load_manifest()
         assert not other.is_stale()
-        assert not other.sync().touched
+        assert not other.sync().files_changed
     finally:
         other.close()
     assert vault_index.load_manifest()[f"{LONG_TERM}/a.md"] == FileState(
@@ -345,7 +348,7 @@ def test_a_process_sees_what_another_saved(vault: Vault, vault_index: VaultIndex
         assert set(other.load_manifest()) == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"}
         write_record(vault, f"{LONG_TERM}/c.md", "Charlie")
         assert other.sync().added == [f"{LONG_TERM}/c.md"]
-        assert not vault_index.sync().touched  # and back the other way
+        assert not vault_index.sync().files_changed  # and back the other way
     finally:
         other.close()
 
@@ -1044,7 +1047,7 @@ def test_an_agent_turn_indexes_its_writes_in_one_commit(
 def test_a_process_reads_just_the_saves_it_missed_and_agrees_with_a_fresh_read(
     vault: Vault, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sync_module, "TOMBSTONES", 3)  # prune often: older readers load it all
+    monkeypatch.setattr(memkit.manifest, "TOMBSTONES", 3)  # prune often: older readers load it all
     rng = random.Random(7)
     first, second = VaultIndex(vault), VaultIndex(vault)
     try:
@@ -1073,3 +1076,28 @@ def test_a_process_reads_just_the_saves_it_missed_and_agrees_with_a_fresh_read(
     finally:
         first.close()
         second.close()
+
+
+def test_search_takes_a_request_or_the_same_fields_as_keywords(
+    vault: Vault, vault_index: VaultIndex
+) -> None:
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples and pears")
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "apples")
+    write_record(vault, f"{INSIGHTS}/c.md", "Charlie", "apples", type_="insight")
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    by_keywords, _ = vault_index.search("apples", k=5, types=["long-term"], now=now)
+    by_request, stale = vault_index.search(
+        SearchRequest("apples", k=5, types=["long-term"], now=now)
+    )
+    assert not stale
+    assert [(h.path, h.score) for h in by_request.hits] == [
+        (h.path, h.score) for h in by_keywords.hits
+    ]
+    assert {h.path for h in by_request.hits} == {f"{LONG_TERM}/a.md", f"{LONG_TERM}/b.md"}
+    # A request's own weights rank; without them the vault's settings do (as for keywords).
+    only_bm25 = RankWeights(bm25=1.0, importance=0.0, recency=0.0)
+    weighted, _ = vault_index.search(SearchRequest("apples", k=5, now=now, weights=only_bm25))
+    top = max(h.bm25 for h in weighted.hits)
+    assert all(h.score == pytest.approx(h.bm25 / top) for h in weighted.hits)
+    top = max(h.bm25 for h in by_keywords.hits)
+    assert any(h.score != pytest.approx(h.bm25 / top) for h in by_keywords.hits)

@@ -641,7 +641,7 @@ def test_the_watchers_syncs_save_to_the_manifest_that_other_processes_read(
         watching.until_titles({A: "Alpha three", B: "Bravo"})
         wait_until(lambda: not other.is_stale(), what="the other process to see it all")
         assert other.load_manifest() == watching.index.load_manifest()
-        assert not other.sync().touched
+        assert not other.sync().files_changed
     finally:
         other.close()
 
@@ -652,7 +652,7 @@ def test_the_watchers_syncs_save_to_the_manifest_that_other_processes_read(
 def test_a_healthy_watcher_tells_other_processes_what_changed_instead_of_a_walk(
     vault: Vault, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import memkit.sync
+    import memkit.watch_protocol
     import memkit.watcher
     from memkit.maintenance import vault_status
     from memkit.sync import ask_watcher
@@ -660,7 +660,7 @@ def test_a_healthy_watcher_tells_other_processes_what_changed_instead_of_a_walk(
     # A slow answer is a legitimate reason to walk; on a loaded test machine the cookie's round
     # trip can pass the production bounds, so this test gives the watcher time to answer.
     monkeypatch.setattr(memkit.watcher, "COOKIE_SECONDS", 5.0)
-    monkeypatch.setattr(memkit.sync, "WATCHER_ANSWER_SECONDS", 6.0)
+    monkeypatch.setattr(memkit.watch_protocol, "WATCHER_ANSWER_SECONDS", 6.0)
 
     write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
     # A long quiet time: the watcher's own sync of the edit below comes seconds later, so what
@@ -732,7 +732,7 @@ def test_memkit_sync_with_a_healthy_watcher_reports_without_a_walk(vault: Vault)
     try:
         report = refresh(vault)  # a fresh process's view: no rows in memory
         assert report.checked_by == "watcher"
-        assert report.touched == 0 and report.unchanged == 2
+        assert report.files_changed == 0 and report.unchanged == 2
         assert [p.path for p in report.problems] == [f"{LONG_TERM}/bad.md"]
         write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
         report = refresh(vault)
@@ -743,4 +743,4 @@ def test_memkit_sync_with_a_healthy_watcher_reports_without_a_walk(vault: Vault)
     finally:
         stop_watching(watching)
     report = refresh(vault)
-    assert report.checked_by == "walk" and report.touched == 0 and report.unchanged == 3
+    assert report.checked_by == "walk" and report.files_changed == 0 and report.unchanged == 3

@@ -119,7 +119,7 @@ def watch(vault: Vault, polling: bool, reconcile_seconds: float, json_: bool) ->
     def on_sync(report: Any) -> None:
         if json_:
             click.echo(json.dumps(report.to_json(), ensure_ascii=False))
-        elif report.touched > 20:
+        elif report.files_changed > 20:
             # A first start or a `git checkout`: one summary line, not a line per file.
             click.echo(
                 f"indexed {len(report.added)} new, {len(report.changed)} changed, "
@@ -187,20 +187,20 @@ def search(
     json_: bool,
 ) -> None:
     """Search the vault (free text, "phrases", type:T, tag:T)."""
-    text = " ".join(query)
-    since_at, until_at = _parse_date(since, "--since"), _parse_date(until, "--until")
+    from memkit.index import SearchRequest
+
+    request = SearchRequest(
+        " ".join(query),
+        k=k,
+        types=types,
+        tags=tags,
+        since=_parse_date(since, "--since"),
+        until=_parse_date(until, "--until"),
+        include_hidden=include_hidden,
+    )
     index = open_index(vault)
     try:
-        result, stale = index.search(
-            text,
-            k=k,
-            types=types,
-            tags=tags,
-            since=since_at,
-            until=until_at,
-            include_hidden=include_hidden,
-            sync=not no_sync,
-        )
+        result, stale = index.search(request, sync=not no_sync)
         if no_sync:
             stale = index.is_stale()
     finally:
@@ -213,7 +213,7 @@ def search(
     if json_:
         emit_json(
             {
-                "query": text,
+                "query": request.query,
                 "total": result.total,
                 "stale": stale,
                 "hits": [hit.to_json() for hit in result.hits],
@@ -257,7 +257,9 @@ def status(vault: Vault, json_: bool) -> None:
         if index["fresh"]
         else (f"stale: {index['changed']} changed, {index['deleted']} deleted since the last sync")
     )
-    click.echo(f"index: {index['documents']} documents, {freshness} (checked by {index['checked_by']})")
+    click.echo(
+        f"index: {index['documents']} documents, {freshness} (checked by {index['checked_by']})"
+    )
     watcher = info["watcher"]
     click.echo(
         "watcher: " + (f"running (pid {watcher['pid']})" if watcher["running"] else "not running")

@@ -162,10 +162,6 @@ class IndexStorage:
         with suppress(OSError):
             (self._path / _READY_MARKER).unlink(missing_ok=True)
 
-    # The old, misleading name ("rebuilt" meant "needs a rebuild"), kept while sync.py and
-    # maintenance.py still use it.
-    rebuilt = needs_rebuild
-
     # ----------------------------------------------------------------- opening
     def _open(self) -> tantivy.Index:
         try:

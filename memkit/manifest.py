@@ -1,0 +1,516 @@
+"""The manifest under `.memkit/`: one SQLite file, a row per file, and comparing the files with it."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from memkit.files import (
+    RECORD_ROOTS,
+    FileStat,
+    NotRegularFile,
+    is_record_path,
+    read_regular,
+    walk_record_files,
+)
+from memkit.index import SCHEMA_VERSION
+from memkit.vault import Vault
+
+# The manifest: one SQLite file (WAL) under `.memkit/`, a row per file. A sync saves what it
+# changed in one transaction after its index commit, so a `kill -9` leaves either the old rows or
+# the new ones. Its `user_version` is MANIFEST_VERSION: another version (or the JSON manifest,
+# journal and pending list of earlier releases) means a rebuild from the files, never an error.
+MANIFEST_FILE = "manifest.db"
+MANIFEST_VERSION = 5  # 4: SQLite, with ctime and inode; 5: rows and tombstones carry a save number
+OLD_MANIFEST_FILES = ("manifest.json", "manifest.journal", "pending.json")
+# The manifest's columns after the path, in this order (a Row holds them in the same order).
+COLUMNS = ("mtime_ns", "size", "sha256", "record_id", "type", "problem", "line", "ctime_ns", "ino")
+# One file's manifest entry, as kept in memory: the columns above, in that order.
+Row = tuple[int, int, str, str, str, str, int, int, int]
+# Every save has a number (`seq` in meta); each row it writes, and each path it deletes (a
+# tombstone in `gone`), carries it. A process holding the rows of save N reads just what saves
+# after N changed (a watcher's one-file sync: one row), not 100k rows; a rebuild starts a new
+# `generation`, and tombstones are pruned past TOMBSTONES (then older readers load it all).
+_CREATE = """
+CREATE TABLE files (
+    path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, record_id TEXT NOT NULL, type TEXT NOT NULL, problem TEXT NOT NULL,
+    line INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX files_seq ON files (seq);
+CREATE TABLE gone (path TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX gone_seq ON gone (seq);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+_SELECT = "SELECT path, " + ", ".join(COLUMNS) + " FROM files"
+_UPSERT = "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SET_META = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
+_UPSERT_GONE = "INSERT OR REPLACE INTO gone VALUES (?, ?)"
+TOMBSTONES = 20_000
+# How many syncs saved changes (each after its one index commit): for `status` and tests.
+_COUNT_SAVE = (
+    "INSERT INTO meta VALUES ('saves', '1') "
+    "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+)
+# A file whose mtime is at or after the moment a sync began looking at the files may have been
+# changed again within one tick of the file system's clock without its mtime or size changing
+# ("racily clean", as git calls it): the next sync compares its content, not just its stat.
+# That moment is read from the file system's own clock by touching this file, so it has the
+# same granularity (and, on a network share, the same clock) as the files' mtimes.
+CLOCK_FILE = "scan.stamp"
+
+
+@dataclass
+class FileState:
+    """What the manifest remembers of one file."""
+
+    mtime_ns: int
+    size: int
+    sha256: str
+    record_id: str = ""
+    type: str = ""
+    problem: str = ""  # "line: message" when the file is not a valid record
+    line: int = 0
+    ctime_ns: int = 0
+    ino: int = 0
+
+    def to_row(self) -> Row:
+        """The manifest's form: the fields in declaration order (what `from_row` reads back)."""
+        return (
+            self.mtime_ns,
+            self.size,
+            self.sha256,
+            self.record_id,
+            self.type,
+            self.problem,
+            self.line,
+            self.ctime_ns,
+            self.ino,
+        )
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> FileState:
+        return cls(*row)
+
+
+def _same_content(root: str, relpath: str, sha256: str) -> bool:
+    """Whether the file still hashes as the manifest says (False when it is gone)."""
+    try:
+        data, _stat = read_regular(Path(root), os.path.join(root, relpath))
+    except NotRegularFile:
+        return sha256 == f"!{relpath}"
+    except OSError:
+        return False
+    return hashlib.sha256(data).hexdigest() == sha256
+
+
+# Manifest entry of a path whose documents may be in the index after a killed sync: matches no
+# file, so the next sync reads the file again or, when it is gone, deletes its documents.
+UNKNOWN_ROW: Row = (-1, -1, "", "", "", "", 0, -1, -1)
+
+
+class Manifest:
+    """The manifest of a vault's index (path -> what the index holds of that file), cached per
+    process, and the files compared with it: the part of `VaultIndex` that reads no index."""
+
+    def __init__(self, vault: Vault, *, lock_timeout: float = 30.0) -> None:
+        self.vault = vault
+        self.lock_timeout = lock_timeout
+        # The manifest as last read or written: never changed in place, only replaced, so a
+        # caller may hold on to it. Valid while the database's `data_version` is `_version`.
+        self._rows: dict[str, Row] | None = None
+        self._version = -1
+        self._scanned_ns = 0
+        # The save (generation, number) `_rows` reflects: later saves are read as changes.
+        self._generation = ""
+        self._seq = 0
+        # The open manifest database, and the (device, inode) of the file it opened.
+        self._db: sqlite3.Connection | None = None
+        self._db_identity: tuple[int, int] | None = None
+
+    # --- state files ---------------------------------------------------------------------
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.vault.state_dir / MANIFEST_FILE
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db, self._db_identity = None, None
+        self._forget_manifest()
+
+    def load_manifest(self) -> dict[str, FileState]:
+        """The manifest (path -> FileState), paths pending from a killed sync included.
+
+        Empty when there is none, it is damaged or it was written for another index schema:
+        the next sync then rebuilds the index from the files.
+        """
+        return {path: FileState.from_row(row) for path, row in self._current_rows().items()}
+
+    def _current_rows(self) -> dict[str, Row]:
+        """The manifest as rows, with the paths pending from a killed sync as UNKNOWN_ROW.
+        Do not change it: it may be the cached one."""
+        return self._manifest_rows()
+
+    def _forget_manifest(self) -> None:
+        self._rows, self._version, self._scanned_ns = None, -1, 0
+        self._generation, self._seq = "", 0
+
+    def _connect(self) -> sqlite3.Connection:
+        """The manifest database, opened again when its file was deleted or replaced (a
+        `rm -rf .memkit`, say). A damaged file is removed (derived state: a rebuild follows)."""
+        path = self.manifest_path
+        try:
+            stat = os.stat(path)
+            identity: tuple[int, int] | None = (stat.st_dev, stat.st_ino)
+        except FileNotFoundError:
+            identity = None
+        if self._db is not None and identity == self._db_identity:
+            return self._db
+        self._close_db()
+        for name in OLD_MANIFEST_FILES:  # an earlier release's manifest: rebuilt, never read
+            with contextlib.suppress(OSError):
+                (self.vault.state_dir / name).unlink()
+        for attempt in range(2):
+            try:
+                db = sqlite3.connect(
+                    path, timeout=self.lock_timeout, isolation_level=None, check_same_thread=False
+                )
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("PRAGMA synchronous=NORMAL")  # WAL: a kill -9 loses nothing
+                    db.execute("PRAGMA user_version").fetchone()
+                except sqlite3.Error:
+                    db.close()
+                    raise
+                break
+            except sqlite3.DatabaseError:
+                if attempt:
+                    raise
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"{path}{suffix}")
+        stat = os.stat(path)
+        self._db, self._db_identity = db, (stat.st_dev, stat.st_ino)
+        return db
+
+    @staticmethod
+    def _schema_ok(db: sqlite3.Connection) -> bool:
+        """Whether the manifest was written by this version for this index schema."""
+        if db.execute("PRAGMA user_version").fetchone()[0] != MANIFEST_VERSION:
+            return False
+        tables = db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('files', 'gone', 'meta')"
+        )
+        if tables.fetchone()[0] != 3:
+            return False
+        row = db.execute("SELECT value FROM meta WHERE key = 'index_schema'").fetchone()
+        return row is not None and str(row[0]) == str(SCHEMA_VERSION)
+
+    def _manifest_rows(self) -> dict[str, Row]:
+        """The manifest on disk, paths pending from a killed sync included (as UNKNOWN_ROW);
+        cached while no other process changed it. Do not change the dict returned."""
+        try:
+            db = self._connect()
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            if self._rows is not None and version == self._version:
+                return self._rows
+            db.execute("BEGIN")  # one snapshot for meta and rows
+            try:
+                generation, seq = "", 0
+                if not self._schema_ok(db):
+                    rows: dict[str, Row] = {}
+                    scanned_ns = 0
+                else:
+                    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+                    scanned_ns = int(meta.get("scanned_ns", 0))
+                    generation, seq = str(meta.get("generation", "")), int(meta.get("seq", 0))
+                    pruned = int(meta.get("pruned", 0))
+                    if (
+                        self._rows is not None
+                        and generation == self._generation
+                        and pruned <= self._seq <= seq
+                    ):
+                        # Just what later saves changed (a copy: the old dict stays as it was).
+                        rows = dict(self._rows)
+                        for row in db.execute(_SELECT + " WHERE seq > ?", (self._seq,)):
+                            rows[row[0]] = row[1:]
+                        for (path,) in db.execute(
+                            "SELECT path FROM gone WHERE seq > ?", (self._seq,)
+                        ):
+                            rows.pop(path, None)
+                    else:
+                        rows = {row[0]: row[1:] for row in db.execute(_SELECT)}
+            finally:
+                db.execute("COMMIT")
+        except (sqlite3.Error, OSError, ValueError):
+            # Unreadable (a read-only `.memkit`, a damaged file): the next sync rebuilds.
+            self._close_db()
+            return {}
+        self._rows, self._version, self._scanned_ns = rows, version, scanned_ns
+        self._generation, self._seq = generation, seq
+        return rows
+
+    def _next_save(self, db: sqlite3.Connection) -> int:
+        """Start a save: its number, recorded in meta (inside the write transaction)."""
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        seq = int(meta.get("seq", 0)) + 1
+        db.execute(_SET_META, ("seq", str(seq)))
+        self._generation = str(meta.get("generation", ""))
+        return seq
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the manifest (under the index lock). A manifest of another
+        version is replaced by an empty one first (the sync writing is then a rebuild)."""
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if not self._schema_ok(db):
+                for table in ("files", "gone", "meta"):
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
+                for statement in _CREATE.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {MANIFEST_VERSION}")
+                db.execute("INSERT INTO meta VALUES ('index_schema', ?)", (str(SCHEMA_VERSION),))
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self._forget_manifest()
+            raise
+
+    def saves(self) -> int:
+        """How many syncs have saved changes to this manifest (each after one index commit)."""
+        try:
+            row = self._connect().execute("SELECT value FROM meta WHERE key = 'saves'").fetchone()
+        except sqlite3.Error:
+            return 0
+        return int(row[0]) if row else 0
+
+    def _load_pending(self) -> list[str]:
+        """Paths pending from a killed sync: in the manifest itself now (as UNKNOWN_ROW)."""
+        return []
+
+    def _save_pending(self, paths: Sequence[str]) -> None:
+        """Before the index learns of paths the manifest does not list, list them (as
+        UNKNOWN_ROW): if this process dies between the index commit and the manifest save,
+        the next sync still looks at them (and drops their documents when the files are gone)."""
+        with self._writing() as db:
+            seq = self._next_save(db)
+            db.executemany(
+                "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((path, *UNKNOWN_ROW, seq) for path in paths),
+            )
+            db.executemany("DELETE FROM gone WHERE path = ?", ((path,) for path in paths))
+        # This process's cache leaves them out (the save after the commit writes their rows);
+        # should that save never come (an error in between), the next read takes them in.
+        self._version = -1
+
+    def _save_manifest(self, files: dict[str, FileState], scanned_ns: int) -> None:
+        """Write the whole manifest."""
+        self._write_base({path: state.to_row() for path, state in files.items()}, scanned_ns)
+
+    def _write_base(self, rows: dict[str, Row], scanned_ns: int) -> None:
+        """Replace the whole manifest, in one transaction. Under the lock."""
+        generation = os.urandom(8).hex()
+        with self._writing() as db:
+            seq = self._next_save(db)
+            db.execute("DELETE FROM files")
+            db.execute("DELETE FROM gone")
+            db.executemany(_UPSERT, ((path, *row, seq) for path, row in rows.items()))
+            db.executemany(
+                _SET_META,
+                [
+                    ("scanned_ns", str(scanned_ns)),
+                    ("generation", generation),
+                    ("pruned", str(seq)),
+                ],
+            )
+            db.execute(_COUNT_SAVE)
+        self._rows, self._scanned_ns = rows, scanned_ns
+        self._generation, self._seq = generation, seq
+
+    def _save_changes(
+        self,
+        rows: dict[str, Row],
+        changed: dict[str, Row],
+        deleted: Sequence[str],
+        scanned_ns: int,
+    ) -> None:
+        """Save `rows`, the manifest read at the start of this sync (under the lock) with
+        `changed` and `deleted`: just those rows, in one transaction."""
+        if (
+            not changed
+            and not deleted
+            and scanned_ns == self._scanned_ns
+            and self._rows is not None
+        ):
+            self._rows = rows
+            return  # the manifest on disk says it all already
+        with self._writing() as db:
+            seq = self._next_save(db)
+            db.executemany(_UPSERT, ((path, *row, seq) for path, row in changed.items()))
+            db.executemany("DELETE FROM gone WHERE path = ?", ((path,) for path in changed))
+            db.executemany("DELETE FROM files WHERE path = ?", ((path,) for path in deleted))
+            db.executemany(_UPSERT_GONE, ((path, seq) for path in deleted))
+            db.execute(_SET_META, ("scanned_ns", str(scanned_ns)))
+            if db.execute("SELECT count(*) FROM gone").fetchone()[0] > TOMBSTONES:
+                db.execute("DELETE FROM gone")
+                db.execute(_SET_META, ("pruned", str(seq)))
+            db.execute(_COUNT_SAVE)
+        self._rows, self._scanned_ns, self._seq = rows, scanned_ns, seq
+
+    # --- looking at the files --------------------------------------------------------------
+
+    def stat_files(self) -> dict[str, FileStat]:
+        """path -> (mtime_ns, size, ctime_ns, inode) of every entry that may be a record file
+        (`is_record_path`), from the vault's one walk (lstat: special files included, as
+        per-file problems; nothing followed, nothing opened)."""
+        return walk_record_files(self.vault.root, RECORD_ROOTS, self.vault.notes_folders)
+
+    def _is_racy(self, state: FileState) -> bool:
+        return state.mtime_ns >= self._scanned_ns
+
+    def _file_system_now(self) -> int:
+        """The mtime the file system gives a file changed at this moment."""
+        stamp = self.vault.state_dir / CLOCK_FILE
+        try:
+            stamp.touch()
+            return stamp.stat().st_mtime_ns
+        except OSError:
+            # Cannot write the stamp: a margin wide enough for coarse (FAT: 2 s) clocks.
+            return time.time_ns() - 3_000_000_000
+
+    def _compare(
+        self, rows: Mapping[str, Row], stats: Mapping[str, FileStat]
+    ) -> tuple[list[str], list[str]]:
+        """(paths to read, paths gone), both sorted, comparing the files' stats with `rows`.
+        Paths to read include racily clean files (same stat, maybe not the same content)."""
+        scanned_ns = self._scanned_ns
+        get = rows.get
+        to_read = [
+            path
+            for path, (mtime, size, ctime, ino) in stats.items()
+            if (row := get(path)) is None
+            or row[0] != mtime
+            or row[1] != size
+            or row[7] != ctime
+            or row[8] != ino
+            or mtime >= scanned_ns
+        ]
+        to_read.sort()
+        gone = sorted(rows.keys() - stats.keys()) if len(rows) + len(to_read) > len(stats) else []
+        return to_read, gone
+
+    def changes(
+        self,
+    ) -> tuple[dict[str, FileStat], dict[str, FileState], list[str], list[str]]:
+        """(stats, manifest, paths to read, paths gone) comparing files with the manifest.
+
+        Paths to read include racily clean files (same stat, maybe not the same content).
+        """
+        rows = self._current_rows()
+        stats = self.stat_files()
+        to_read, gone = self._compare(rows, stats)
+        manifest = {path: FileState.from_row(row) for path, row in rows.items()}
+        return stats, manifest, to_read, gone
+
+    def freshness(
+        self,
+    ) -> tuple[dict[str, FileStat], dict[str, FileState], list[str], list[str]]:
+        """(stats, manifest, changed, gone): like `changes`, but a racily clean file counts as
+        changed only when its content differs. Reads; never writes."""
+        stats, manifest, to_read, gone = self.changes()
+        root = str(self.vault.root)
+        changed = [
+            path
+            for path in to_read
+            if (state := manifest.get(path)) is None
+            or (state.mtime_ns, state.size, state.ctime_ns, state.ino) != stats[path]
+            or not _same_content(root, path, state.sha256)
+        ]
+        return stats, manifest, changed, gone
+
+    def targeted_changes(
+        self, manifest: Mapping[str, Row], paths: Sequence[str], directories: Sequence[str]
+    ) -> tuple[dict[str, FileStat], list[str], list[str]]:
+        """Like `changes` but only for the given paths and folders (what a watcher saw)."""
+        candidates = set(paths)
+        for directory in directories:
+            prefix = directory.rstrip("/") + "/"
+            candidates.update(p for p in manifest if p.startswith(prefix))
+            for folder, _subdirs, files in os.walk(self.vault.root / directory):
+                base = Path(folder).relative_to(self.vault.root).as_posix()
+                candidates.update(f"{base}/{name}" for name in files)
+        stats: dict[str, FileStat] = {}
+        root = str(self.vault.root)
+        for relpath in candidates:
+            if not is_record_path(relpath, self.vault.notes_folders):
+                continue
+            try:
+                stat = os.lstat(os.path.join(root, relpath))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            stats[relpath] = (stat.st_mtime_ns, stat.st_size, stat.st_ctime_ns, stat.st_ino)
+        named = set(paths)
+        scanned_ns = self._scanned_ns
+        # A path the watcher named changed for sure (an edit may keep mtime and size within
+        # one clock tick): read it; the hash tells whether to reindex.
+        to_read = sorted(
+            path
+            for path, (mtime, size, ctime, ino) in stats.items()
+            if path in named
+            or (row := manifest.get(path)) is None
+            or (row[0], row[1], row[7], row[8]) != (mtime, size, ctime, ino)
+            or mtime >= scanned_ns
+        )
+        gone = sorted(path for path in candidates if path not in stats and path in manifest)
+        return stats, to_read, gone
+
+    def freshness_of(
+        self, paths: Sequence[str], directories: Sequence[str] = ()
+    ) -> tuple[list[str], list[str]]:
+        """(changed, gone) among just these paths and folders (what a watcher named): like
+        `freshness`, without a walk. Reads; never writes."""
+        rows = self._current_rows()
+        stats, _to_read, gone = self.targeted_changes(rows, paths, directories)
+        root, scanned_ns = str(self.vault.root), self._scanned_ns
+        changed = sorted(
+            path
+            for path, stat in stats.items()
+            if (row := rows.get(path)) is None
+            or (row[0], row[1], row[7], row[8]) != stat
+            or (stat[0] >= scanned_ns and not _same_content(root, path, row[2]))
+        )
+        return changed, gone
+
+    def _differs(self, stats: Mapping[str, FileStat]) -> bool:
+        """Whether the walk's `stats` differ from the manifest (see `is_stale`)."""
+        rows = self._current_rows()
+        if not rows:
+            return bool(stats)
+        if len(rows) != len(stats):
+            return True  # a file added or gone
+        scanned_ns = self._scanned_ns
+        get = rows.get
+        racy: list[tuple[str, str]] = []
+        for path, (mtime, size, ctime, ino) in stats.items():
+            row = get(path)
+            if row is None or row[0] != mtime or row[1] != size or row[7] != ctime or row[8] != ino:
+                return True
+            if mtime >= scanned_ns:
+                racy.append((path, row[2]))
+        root = str(self.vault.root)
+        return any(not _same_content(root, path, sha256) for path, sha256 in racy)
