@@ -807,7 +807,7 @@ def child_reindex(vault_root: Path, **_unused: Any) -> dict[str, Any]:
     report = json.loads(stdout)
     reaped = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     vault_index = VaultIndex(Vault(vault_root))
-    docs = vault_index.index.doc_count()
+    docs = vault_index.search_index.doc_count()
     vault_index.close()
     return {
         "seconds": wall,

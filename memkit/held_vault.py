@@ -88,7 +88,7 @@ class _CountedIndex(VaultIndex):
             self._checking_at = -1
             return super().is_stale()
         seen = counter.generation
-        if seen == self._fresh_at and not self.index.needs_rebuild:
+        if seen == self._fresh_at and not self.search_index.needs_rebuild:
             return False
         self._checking_at = seen
         stale = super().is_stale()  # this walk comes after `seen` was counted

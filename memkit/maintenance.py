@@ -138,7 +138,7 @@ def vault_status(vault: Vault) -> dict[str, Any]:
     ("watcher") or a walk of the files ("walk")."""
     index = VaultIndex(vault)
     try:
-        rebuild_needed = index.index.needs_rebuild
+        rebuild_needed = index.search_index.needs_rebuild
         answer = ask_watcher(vault.state_dir)
         changed: list[str]
         gone: list[str]
@@ -163,7 +163,7 @@ def vault_status(vault: Vault) -> dict[str, Any]:
             "records": sum(counts.values()),
             "counts": dict(sorted(counts.items())),
             "index": {
-                "documents": index.index.doc_count(),
+                "documents": index.search_index.doc_count(),
                 "fresh": fresh,
                 "changed": len(changed),
                 "deleted": len(gone),

@@ -181,7 +181,7 @@ class VaultIndex(Manifest):
         self._batches = 0
 
     @property
-    def index(self) -> SearchIndex:
+    def search_index(self) -> SearchIndex:
         """The search index, opened on first use and again when its folder was deleted or
         replaced under this process (then it asks for a rebuild: `needs_rebuild` is set)."""
         if self._index is not None and self._index_missing():
@@ -216,7 +216,7 @@ class VaultIndex(Manifest):
         The same answer as `freshness` gives (any file added, gone or with another stat; a
         racily clean one whose content changed), but it stops at the first difference and reads
         no file unless all stats agree."""
-        if self.index.needs_rebuild:
+        if self.search_index.needs_rebuild:
             return True
         answer = ask_watcher(self.vault.state_dir)
         if answer is not None:  # a healthy watcher names what may differ: no walk
@@ -247,7 +247,7 @@ class VaultIndex(Manifest):
         that follows reuses. Returns which answered: "watcher" or "walk" ("rebuilt" when the
         index had to be rebuilt). Raises LockTimeout when another process holds the index."""
         self.index_writes(lock_timeout=lock_timeout)
-        if self.index.needs_rebuild:
+        if self.search_index.needs_rebuild:
             self.sync(lock_timeout=lock_timeout)
             self.last_check = "rebuilt"
             return self.last_check
@@ -403,7 +403,7 @@ class VaultIndex(Manifest):
         with self.lock(lock_timeout):
             report = SyncReport()
             # One handle for the whole sync (reopened here if its folder was deleted).
-            index = self.index
+            index = self.search_index
             # Read under the lock: the manifest on disk (`on_disk`), and with the paths a
             # killed sync left pending (`manifest`; both the cached dicts: never changed here).
             # (Paths pending from a killed sync are in it, as UNKNOWN_ROW.)
@@ -520,7 +520,7 @@ class VaultIndex(Manifest):
         if self._rows is not None:
             return None
         with self.lock(lock_timeout):
-            if self.index.needs_rebuild:
+            if self.search_index.needs_rebuild:
                 return None
             try:
                 db = self._connect()
@@ -635,7 +635,7 @@ class VaultIndex(Manifest):
             )
             request = dataclasses.replace(request, weights=weights)
         # An index waiting for its rebuild (deleted, another schema) is not to be trusted.
-        index = self.index
+        index = self.search_index
         stale = stale or index.needs_rebuild
         return index.search(request), stale
 
@@ -664,7 +664,7 @@ class VaultIndex(Manifest):
 
         For checks and tests: compare what the index holds with what the files say.
         """
-        index = self.index
+        index = self.search_index
         count = index.doc_count()
         # A search with no words browses the filtered documents: with k above the document
         # count it returns them all.
