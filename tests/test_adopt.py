@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import cast
 
 import frontmatter
 import pytest
@@ -240,7 +241,7 @@ def test_adopted_notes_read_the_same_with_python_frontmatter(vault: Vault) -> No
         assert_same_reading(vault.root / f"notes/{name}.md", f"notes/{name}.md")
 
 
-TEXT = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40).filter(
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40).filter(
     lambda t: t.strip() and "\x00" not in t
 )
 
@@ -268,7 +269,7 @@ def test_records_memkit_writes_read_the_same_with_python_frontmatter(
     assert theirs.metadata["id"] == record.id
     assert theirs.metadata["type"] == record_type
     assert theirs.metadata["title"] == title
-    assert list(theirs.metadata.get("tags") or []) == sorted(set(tags))
+    assert list(cast("list[str]", theirs.metadata.get("tags") or [])) == sorted(set(tags))
 
 
 def test_replace_files_refuses_a_file_that_changed_and_keeps_permissions(vault: Vault) -> None:

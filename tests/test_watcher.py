@@ -241,11 +241,13 @@ def test_the_state_folder_deleted_under_a_running_watcher(watching: Watching) ->
     write_record(watching.vault, A, "Alpha")
     watching.until_titles({A: "Alpha"})
     state = watching.vault.root / ".memkit"
+
     # The watcher may write its heartbeat while the folder is being removed: try until gone.
-    wait_until(
-        lambda: shutil.rmtree(state, ignore_errors=True) or not state.exists(),
-        what="the state folder to be removed",
-    )
+    def removed() -> bool:
+        shutil.rmtree(state, ignore_errors=True)
+        return not state.exists()
+
+    wait_until(removed, what="the state folder to be removed")
     # Another process opens (so creates) a new, empty index before the watcher syncs again:
     # the watcher must notice that its index folder is not the one on disk any more.
     other = VaultIndex(watching.vault)

@@ -257,7 +257,9 @@ def status(vault: Vault, json_: bool) -> None:
         if index["fresh"]
         else (f"stale: {index['changed']} changed, {index['deleted']} deleted since the last sync")
     )
-    click.echo(f"index: {index['documents']} documents, {freshness} (checked by {index['checked_by']})")
+    click.echo(
+        f"index: {index['documents']} documents, {freshness} (checked by {index['checked_by']})"
+    )
     watcher = info["watcher"]
     click.echo(
         "watcher: " + (f"running (pid {watcher['pid']})" if watcher["running"] else "not running")
