@@ -19,7 +19,7 @@ from memkit.notes import adopt, adopted_text, first_heading, read_front_matter, 
 from memkit.records import parse_record
 from memkit.settings import load_settings
 
-from .conftest import SAMPLE_VAULT, Runner
+from .conftest import SAMPLE_VAULT, Runner, examples
 
 PLAIN = (
     "# Rollout checklist\n\nFlag off first, then the big customer.\n\n```\n# not a heading\n```\n"
@@ -247,7 +247,9 @@ TEXT = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     record_type=st.sampled_from(["long-term", "short-term", "persona", "insight", "note"]),

@@ -24,7 +24,7 @@ from memkit import Vault
 from memkit.sync import FileState, VaultIndex
 from memkit.vault import is_record_path, is_temporary_name
 
-from .conftest import REPO, Runner
+from .conftest import REPO, Runner, examples
 from .llm_server import ScriptedLLMServer
 
 LONG_TERM = "memory/long-term"
@@ -754,7 +754,7 @@ OPERATIONS = st.lists(
 
 
 @pytest.mark.slow
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations=OPERATIONS)
 def test_incremental_sync_always_matches_a_full_rebuild(operations: list[tuple[str, ...]]) -> None:
     with tempfile.TemporaryDirectory() as scratch:
