@@ -246,6 +246,7 @@ TEXT = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=examples(60),
     deadline=None,

@@ -654,6 +654,7 @@ for i in range(int(sys.argv[2])):
 """
 
 
+@pytest.mark.slow
 def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     directory = tmp_path / "index"
     parent = SearchIndex(directory)

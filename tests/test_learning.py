@@ -685,6 +685,7 @@ def test_an_extraction_that_timed_out_is_asked_again_smaller_once(
     assert len(report.written) == 1
 
 
+@pytest.mark.slow
 def test_a_second_timeout_is_reported_as_a_timeout(
     vault: Vault, llm_server: ScriptedLLMServer
 ) -> None:

@@ -403,6 +403,7 @@ def front_matter_text(draw: st.DrawFn, clean: bool = False) -> str:
     return "\n".join(lines) + draw(st.sampled_from(["\n", "", "\n\n"]))
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(1500), deadline=None)
 @given(text=front_matter_text() | front_matter_text(clean=True))
 def test_fast_path_matches_the_yaml_loader(text: str) -> None:

@@ -978,6 +978,7 @@ def test_what_memkit_writes_is_indexed_at_once_by_path(run: Runner, vault: Vault
         other.close()
 
 
+@pytest.mark.slow
 def test_expire_promotes_a_batch_with_one_index_commit_and_dedupes_within_it(
     tmp_path: Path,
 ) -> None:
@@ -1041,6 +1042,7 @@ def test_an_agent_turn_indexes_its_writes_in_one_commit(
             other.close()
 
 
+@pytest.mark.slow
 def test_a_process_reads_just_the_saves_it_missed_and_agrees_with_a_fresh_read(
     vault: Vault, monkeypatch: pytest.MonkeyPatch
 ) -> None:

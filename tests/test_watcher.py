@@ -344,6 +344,7 @@ def change_unseen(path: Path, text: str) -> None:
         handle.write(text)
 
 
+@pytest.mark.slow
 def test_changes_made_while_no_watcher_ran_are_reconciled_at_start(vault: Vault) -> None:
     write_record(vault, A, "Alpha")
     write_record(vault, B, "Bravo")
@@ -361,6 +362,7 @@ def test_changes_made_while_no_watcher_ran_are_reconciled_at_start(vault: Vault)
         stop_watching(second)
 
 
+@pytest.mark.slow
 def test_periodic_reconcile_finds_changes_no_event_reported(vault: Vault, tmp_path: Path) -> None:
     write_record(vault, A, "Alpha")
     link = tmp_path / "a-link.md"
@@ -609,6 +611,7 @@ def test_remember_from_other_processes_while_a_watcher_runs(vault: Vault) -> Non
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_an_idle_watcher_stays_idle(watching: Watching) -> None:
     # Its own heartbeat file is an event in the vault: it must not wake it into writing another.
     heartbeat = watching.vault.state_dir / "watcher.json"
@@ -700,6 +703,7 @@ def test_a_healthy_watcher_tells_other_processes_what_changed_instead_of_a_walk(
         other.close()
 
 
+@pytest.mark.slow
 def test_a_watcher_due_to_reconcile_or_polling_sends_others_to_walk(vault: Vault) -> None:
     from memkit.sync import ask_watcher
 
