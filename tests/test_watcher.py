@@ -124,6 +124,7 @@ def test_renames_and_moves_between_folders_are_seen_at_both_ends(watching: Watch
     assert (A, B) in watching.moves()
 
 
+@pytest.mark.slow
 def test_folder_moves_inside_into_and_out_of_the_vault(watching: Watching, tmp_path: Path) -> None:
     root = watching.vault.root
     for name in ("x", "y", "z"):
