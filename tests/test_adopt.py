@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import cast
 
 import frontmatter
 import pytest
@@ -18,7 +19,7 @@ from memkit.notes import adopt, adopted_text, first_heading, read_front_matter, 
 from memkit.records import parse_record
 from memkit.settings import load_settings
 
-from .conftest import SAMPLE_VAULT, Runner
+from .conftest import SAMPLE_VAULT, Runner, examples
 
 PLAIN = (
     "# Rollout checklist\n\nFlag off first, then the big customer.\n\n```\n# not a heading\n```\n"
@@ -240,13 +241,16 @@ def test_adopted_notes_read_the_same_with_python_frontmatter(vault: Vault) -> No
         assert_same_reading(vault.root / f"notes/{name}.md", f"notes/{name}.md")
 
 
-TEXT = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40).filter(
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40).filter(
     lambda t: t.strip() and "\x00" not in t
 )
 
 
+@pytest.mark.slow
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     record_type=st.sampled_from(["long-term", "short-term", "persona", "insight", "note"]),
@@ -268,7 +272,7 @@ def test_records_memkit_writes_read_the_same_with_python_frontmatter(
     assert theirs.metadata["id"] == record.id
     assert theirs.metadata["type"] == record_type
     assert theirs.metadata["title"] == title
-    assert list(theirs.metadata.get("tags") or []) == sorted(set(tags))
+    assert list(cast("list[str]", theirs.metadata.get("tags") or [])) == sorted(set(tags))
 
 
 def test_replace_files_refuses_a_file_that_changed_and_keeps_permissions(vault: Vault) -> None:

@@ -71,6 +71,7 @@ def short_term(root: Path) -> list[Path]:
     return sorted((root / "memory" / "short-term").glob("*.md"))
 
 
+@pytest.mark.slow
 def test_memory_only_records_each_interaction_and_recalls_it_later(
     tmp_path: Path, llm_server: ScriptedLLMServer
 ) -> None:
@@ -331,6 +332,7 @@ def test_bad_configurations_are_refused_with_what_to_do() -> None:
         Agent(vault=Path("unused"), learn=42)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_the_readme_agent_examples_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llm_server: ScriptedLLMServer
 ) -> None:

@@ -85,6 +85,7 @@ def test_slash_commands_remember_recall_proposals_approve(
     assert "Priya does." in out
     listed = [line for line in out if line.startswith(waiting.id)]
     assert len(listed) == 1 and "persona" in listed[0]  # listed once, then approved
+    assert waiting.path is not None
     assert f"Approved: learning/persona/{waiting.path.split('/')[-1]}" in out
     assert "proposed: insights learning/proposals/" in result.stderr
     # The fact remembered in the chat was in the prompt of the next turn.

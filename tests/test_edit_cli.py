@@ -15,7 +15,7 @@ from memkit.editing import RecordEdit, parse_assignment, update_record
 from memkit.errors import AmbiguousRef, ConflictError, NoRecordNamed, UsageError
 from memkit.timeutil import parse_time
 
-from .conftest import Runner
+from .conftest import Runner, examples
 
 PERSON_FILE = """---
 id: 01JC000000000000000000PRSN
@@ -250,7 +250,9 @@ def test_parse_assignment_reads_values_as_the_file_would() -> None:
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(40),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     body=st.text(

@@ -20,6 +20,8 @@ import memkit.index.storage as storage_module
 from memkit.errors import LockTimeout, SearchIndexError
 from memkit.index import SCHEMA_VERSION, IndexDoc, RankWeights, SearchIndex, SearchRequest
 
+from .conftest import examples
+
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -539,7 +541,7 @@ def test_any_query_text_is_accepted(shared: SearchIndex, query: str) -> None:
             assert 0 <= start < end <= len(hit.snippet)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.text())
 def test_random_query_text_is_accepted(shared: SearchIndex, query: str) -> None:
     shared.search(query, k=3, now=NOW)
@@ -652,6 +654,7 @@ for i in range(int(sys.argv[2])):
 """
 
 
+@pytest.mark.slow
 def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     directory = tmp_path / "index"
     parent = SearchIndex(directory)

@@ -19,7 +19,7 @@ from memkit.learning import Learning
 from memkit.llm import LLMClient, LLMConfig
 from memkit.maintenance import refresh
 from memkit.records import STORE_TYPES, TYPE_FOLDERS
-from memkit.sync import VaultIndex
+from memkit.sync import SyncReport, VaultIndex
 from memkit.timeutil import utcnow
 
 from .conftest import Runner
@@ -415,7 +415,11 @@ def test_approval_by_move_with_the_watcher_running(
     add_path, _ = propose_two(learning, llm_server, vault)
     moved = vault.root / f"learning/persona/{Path(add_path).name}"
     index = VaultIndex(vault)
-    watcher = Watcher(index, on_sync=lambda report: finalise_moved_proposals(vault, report))
+
+    def finalise(report: SyncReport) -> None:
+        finalise_moved_proposals(vault, report)
+
+    watcher = Watcher(index, on_sync=finalise)
     with watcher:
         (vault.root / add_path).rename(moved)
         deadline = time.monotonic() + 10
@@ -681,6 +685,7 @@ def test_an_extraction_that_timed_out_is_asked_again_smaller_once(
     assert len(report.written) == 1
 
 
+@pytest.mark.slow
 def test_a_second_timeout_is_reported_as_a_timeout(
     vault: Vault, llm_server: ScriptedLLMServer
 ) -> None:

@@ -27,7 +27,7 @@ from memkit.llm import (
 )
 from memkit.settings import LLMSettings
 
-from .conftest import REPO
+from .conftest import REPO, examples
 from .llm_server import ScriptedLLMServer, llm_server  # noqa: F401
 
 SCHEMA: dict[str, Any] = {
@@ -335,7 +335,7 @@ JSON_VALUES = st.recursive(
 
 
 @settings(
-    max_examples=30,
+    max_examples=examples(30),
     deadline=None,
     # One server and client serve every example: each example queues its own reply.
     suppress_health_check=[HealthCheck.function_scoped_fixture],

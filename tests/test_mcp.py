@@ -237,7 +237,9 @@ async def browse_and_edit(root: Path, errlog: Any, alias: str) -> dict[str, Any]
         ClientSession(read, write) as session,
     ):
         initialized = await session.initialize()
-        seen["server"] = getattr(initialized, "server_info", None) or initialized.serverInfo
+        # mcp 2 renamed the camelCase fields; 1.x (still allowed by the extra) has the old ones.
+        server = getattr(initialized, "server_info", None)
+        seen["server"] = server or getattr(initialized, "serverInfo", None)
         seen["tools"] = {tool.name: tool for tool in (await session.list_tools()).tools}
         client = Client(session)
 
@@ -333,7 +335,8 @@ async def browse_and_edit(root: Path, errlog: Any, alias: str) -> dict[str, Any]
         }
 
         listed = await session.list_resource_templates()
-        templates = getattr(listed, "resource_templates", None) or listed.resourceTemplates
+        templates = getattr(listed, "resource_templates", None)
+        templates = templates or getattr(listed, "resourceTemplates", [])
         seen["templates"] = [getattr(t, "uri_template", None) or t.uriTemplate for t in templates]
         resource = await session.read_resource(f"memkit://record/{fact['id']}")
         seen["resource"] = resource.contents[0]

@@ -15,6 +15,8 @@ from memkit.conversations import ConversationMessage, Episodes
 from memkit.documents import NEIGHBOUR_TURNS, SURROUNDING_TURNS
 from memkit.index import QUERY_STOP_WORDS, IndexDoc, SearchIndex
 
+from .conftest import examples
+
 START = datetime(2025, 6, 2, 9, 0, tzinfo=timezone.utc)  # a Monday
 
 
@@ -169,7 +171,7 @@ def test_queries_with_speaker_names_work(speakers: SearchIndex, query: str) -> N
     assert speakers.search(query).hits
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.text())
 def test_random_questions_never_fail(speakers: SearchIndex, query: str) -> None:
     speakers.search(query, k=3)

@@ -26,6 +26,8 @@ from memkit.secret_guard import (
     redact_secrets,
 )
 
+from .conftest import examples
+
 ALNUM = string.ascii_letters + string.digits
 URLSAFE = ALNUM + "-_"
 UPPER_DIGITS = string.ascii_uppercase + string.digits
@@ -439,7 +441,7 @@ VOCABULARY = (
 WORDS = VOCABULARY.split()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.sampled_from(WORDS), min_size=1, max_size=80))
 def test_plain_words_are_never_secrets(words: list[str]) -> None:
     assert find_secrets(" ".join(words)) == []

@@ -27,7 +27,7 @@ from memkit.index import RankWeights, SearchRequest
 from memkit.sync import FileState, VaultIndex
 from memkit.vault import is_record_path, is_temporary_name
 
-from .conftest import REPO, Runner
+from .conftest import REPO, Runner, examples
 from .llm_server import ScriptedLLMServer
 
 LONG_TERM = "memory/long-term"
@@ -757,7 +757,7 @@ OPERATIONS = st.lists(
 
 
 @pytest.mark.slow
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations=OPERATIONS)
 def test_incremental_sync_always_matches_a_full_rebuild(operations: list[tuple[str, ...]]) -> None:
     with tempfile.TemporaryDirectory() as scratch:
@@ -981,6 +981,7 @@ def test_what_memkit_writes_is_indexed_at_once_by_path(run: Runner, vault: Vault
         other.close()
 
 
+@pytest.mark.slow
 def test_expire_promotes_a_batch_with_one_index_commit_and_dedupes_within_it(
     tmp_path: Path,
 ) -> None:
@@ -1044,6 +1045,7 @@ def test_an_agent_turn_indexes_its_writes_in_one_commit(
             other.close()
 
 
+@pytest.mark.slow
 def test_a_process_reads_just_the_saves_it_missed_and_agrees_with_a_fresh_read(
     vault: Vault, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -217,6 +217,7 @@ def _write_same_title(root: str, count: int) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_two_processes_writing_the_same_title_never_collide(vault: Vault) -> None:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(2) as pool:

@@ -124,6 +124,7 @@ def test_renames_and_moves_between_folders_are_seen_at_both_ends(watching: Watch
     assert (A, B) in watching.moves()
 
 
+@pytest.mark.slow
 def test_folder_moves_inside_into_and_out_of_the_vault(watching: Watching, tmp_path: Path) -> None:
     root = watching.vault.root
     for name in ("x", "y", "z"):
@@ -241,11 +242,13 @@ def test_the_state_folder_deleted_under_a_running_watcher(watching: Watching) ->
     write_record(watching.vault, A, "Alpha")
     watching.until_titles({A: "Alpha"})
     state = watching.vault.root / ".memkit"
+
     # The watcher may write its heartbeat while the folder is being removed: try until gone.
-    wait_until(
-        lambda: shutil.rmtree(state, ignore_errors=True) or not state.exists(),
-        what="the state folder to be removed",
-    )
+    def removed() -> bool:
+        shutil.rmtree(state, ignore_errors=True)
+        return not state.exists()
+
+    wait_until(removed, what="the state folder to be removed")
     # Another process opens (so creates) a new, empty index before the watcher syncs again:
     # the watcher must notice that its index folder is not the one on disk any more.
     other = VaultIndex(watching.vault)
@@ -342,6 +345,7 @@ def change_unseen(path: Path, text: str) -> None:
         handle.write(text)
 
 
+@pytest.mark.slow
 def test_changes_made_while_no_watcher_ran_are_reconciled_at_start(vault: Vault) -> None:
     write_record(vault, A, "Alpha")
     write_record(vault, B, "Bravo")
@@ -359,6 +363,7 @@ def test_changes_made_while_no_watcher_ran_are_reconciled_at_start(vault: Vault)
         stop_watching(second)
 
 
+@pytest.mark.slow
 def test_periodic_reconcile_finds_changes_no_event_reported(vault: Vault, tmp_path: Path) -> None:
     write_record(vault, A, "Alpha")
     link = tmp_path / "a-link.md"
@@ -607,6 +612,7 @@ def test_remember_from_other_processes_while_a_watcher_runs(vault: Vault) -> Non
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_an_idle_watcher_stays_idle(watching: Watching) -> None:
     # Its own heartbeat file is an event in the vault: it must not wake it into writing another.
     heartbeat = watching.vault.state_dir / "watcher.json"
@@ -698,6 +704,7 @@ def test_a_healthy_watcher_tells_other_processes_what_changed_instead_of_a_walk(
         other.close()
 
 
+@pytest.mark.slow
 def test_a_watcher_due_to_reconcile_or_polling_sends_others_to_walk(vault: Vault) -> None:
     from memkit.sync import ask_watcher
 
