@@ -24,7 +24,8 @@ import memkit.manifest
 import memkit.sync as sync_module
 from memkit import Vault
 from memkit.index import RankWeights, SearchRequest
-from memkit.sync import FileState, VaultIndex
+from memkit.manifest import FileState
+from memkit.sync import VaultIndex
 from memkit.vault import is_record_path, is_temporary_name
 
 from .conftest import REPO, Runner, examples
