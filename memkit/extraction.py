@@ -13,7 +13,7 @@ from typing import Any
 
 from memkit.conversations import ConversationMessage
 from memkit.errors import LLMError
-from memkit.llm import ContextOverflowError, LLMClient, LLMTimeoutError
+from memkit.llm import ContextOverflowError, LLMClient, LLMTimeoutError, OutputCutError
 from memkit.records import STORE_TYPES, TYPE_FOLDERS, Record
 from memkit.schema import load_schema
 from memkit.secret_guard import redact_secrets
@@ -232,11 +232,12 @@ def extract_in_chunks(
     existing: list[Record],
     enabled: list[str],
     session: str,
-) -> tuple[list[Any], int, int]:
+) -> tuple[list[Any], int, int, list[str]]:
     """Ask the model chunk by chunk; each chunk sees what the earlier ones found.
 
     Returns the entries as the model wrote them (short ids mapped back to record and message
-    ids), the number of chunks, and the context size the chunks were sized for.
+    ids), the number of chunks, the context size the chunks were sized for, and warnings about
+    parts skipped because the model looped on them.
     """
     shown = [(f"e{n}", record) for n, record in enumerate(existing, 1)]
     short_to_id = {short: record.id for short, record in shown}
@@ -250,6 +251,8 @@ def extract_in_chunks(
     overflows = 0
     halvings = 0  # after a timeout: ask for half the output (fewer, shorter entries)
     timed_out: LLMTimeoutError | None = None
+    cut_retried: int | None = None  # the chunk asked again after its reply was cut at the cap
+    skipped: list[str] = []
     done = 0
     while queue is None or done < len(queue):
         cap = min(llm.config.max_output_tokens, max(128, context // 3)) >> halvings
@@ -290,6 +293,24 @@ def extract_in_chunks(
             timed_out = error
             halvings += 1
             continue
+        except OutputCutError as error:
+            # A small model can loop inside the JSON (whitespace the grammar allows, a text
+            # repeated up to its maxLength) until the cap. Once per chunk it is asked again with
+            # half the cap: a narrower schema, so another path through the grammar. A chunk that
+            # loops again is skipped, and said, when other chunks carry the conversation; alone,
+            # or when every chunk looped, it is the error.
+            if cut_retried != done and cap >= 256:
+                cut_retried = done
+                halvings += 1
+                continue
+            if len(queue) == 1 or len(skipped) + 1 >= len(queue):
+                raise
+            skipped.append(
+                f"part {done + 1} of {len(queue)} (messages {part[0].message_id} to "
+                f"{part[-1].message_id}) was skipped: {error}"
+            )
+            done += 1
+            continue
         except ContextOverflowError as error:
             # The server's count beat our estimate: re-plan what is left with the context it
             # reported (or a smaller share), up to twice; then say so.
@@ -322,4 +343,4 @@ def extract_in_chunks(
                 title = str(raw.get("title") or "")
                 learned.append(f"[{raw.get('store')}] {title}: {str(raw.get('text'))[:120]}")
             collected.append(raw)
-    return collected, len(queue), context
+    return collected, len(queue), context, skipped

@@ -216,9 +216,10 @@ class Learning:
         try:
             with llm.time_budget():
                 warning = llm.check_model()
-                raw_entries, report.chunks, report.context_tokens = extract_in_chunks(
+                raw_entries, report.chunks, report.context_tokens, skipped = extract_in_chunks(
                     llm, lines, messages, existing, enabled, session
                 )
+                report.warnings.extend(skipped)
         finally:
             report.prompt_tokens = llm.usage_total["prompt_tokens"] - before_usage["prompt_tokens"]
             report.output_tokens = (

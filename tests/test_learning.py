@@ -617,11 +617,32 @@ def test_a_failed_chunk_leaves_nothing_partial(vault: Vault, llm_server: Scripte
     llm_server.reply_json(
         {"entries": [entry("insights", text="Dana documents every upgrade step.", title="Docs")]}
     )
-    llm_server.reply_text('{"entries": [{"store": "insights", "title": "Lo', finish_reason="length")
-    with small_context(llm_server) as llm, pytest.raises(LLMError, match="looping"):
+    llm_server.reply_text('{"entries": [{"store": "insights", "title": "Lo')  # not JSON
+    with small_context(llm_server) as llm, pytest.raises(LLMError):
         Learning(vault, llm=llm).learn(long_talk(40), mode="agentic")
     assert len(llm_server.requests) == 2
     assert list(vault.record_paths()) == []  # nothing in learning/ (nor anywhere)
+
+
+def test_a_chunk_the_model_loops_on_is_asked_again_smaller_then_skipped_and_said(
+    vault: Vault, llm_server: ScriptedLLMServer
+) -> None:
+    looping = '{"entries": [{"store": "insights", "title": "Lo'
+    docs = entry("insights", text="Dana documents every upgrade step.", title="Docs")
+    llm_server.reply_json({"entries": [{**docs, "evidence": ["m1"]}]})
+    llm_server.reply_text(looping, finish_reason="length")
+    llm_server.reply_text(looping, finish_reason="length")
+    for _ in range(8):  # whatever further parts the plan has
+        llm_server.reply_json({"entries": []})
+    with small_context(llm_server) as llm:
+        report = Learning(vault, llm=llm).learn(long_talk(40), mode="agentic")
+    assert report.chunks >= 3
+    second, third = llm_server.requests[1:3]
+    assert third["max_tokens"] == second["max_tokens"] // 2  # asked again, not the same request
+    (warning,) = [w for w in report.warnings if "was skipped" in w]
+    assert warning.startswith(f"part 2 of {report.chunks} (messages ")
+    assert "kept writing until its output cap" in warning
+    assert [w["store"] for w in report.written] == ["insights"]  # the first part was learned
 
 
 def test_learn_cli_through_a_server_that_refuses_json_schema_with_500(
@@ -657,8 +678,12 @@ def test_learn_cli_says_the_model_looped_in_one_line_and_exits_1(
     conversation = tmp_path / "talk.jsonl"
     conversation.write_text(json.dumps({"speaker": "Dana", "text": "Keep it short."}) + "\n")
     monkeypatch.setenv("OPENAI_BASE_URL", llm_server.base_url)
-    llm_server.reply_text('{"entries": [{"text": "short short short short', finish_reason="length")
+    for _ in range(2):  # asked again once with half the cap; it loops again
+        llm_server.reply_text(
+            '{"entries": [{"text": "short short short short', finish_reason="length"
+        )
     result = run.run("learn", str(conversation))
+    assert len(llm_server.requests) == 2
     assert result.exit_code == 1
     (line,) = result.stderr.strip().splitlines()
     assert "kept writing until its output cap" in line and "looping" in line
