@@ -353,12 +353,14 @@ class Episodes:
         for original in messages:
             message = ConversationMessage(**vars(original))
             message.session = message.session or session or f"s-{now.date().isoformat()}"
-            if message.time is None:
-                message.time = now
             ordinals[message.session] = ordinals.get(message.session, 0) + 1
+            # The id is derived before an undated message is given the time of the import:
+            # importing the same file again, a second or a day later, finds the same ids.
             message.message_id = message.message_id or _derived_id(
                 message, ordinals[message.session]
             )
+            if message.time is None:
+                message.time = now
             prepared.append(message)
         return prepared
 

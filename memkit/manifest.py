@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -133,6 +134,10 @@ class Manifest:
         self._seq = 0
         # The open manifest database, and the (device, inode) of the file it opened.
         self._db: sqlite3.Connection | None = None
+        # One connection, used by several threads in a long-lived process (the watcher's sync,
+        # its answers to other processes, a server's tools): one transaction at a time on it,
+        # or a second BEGIN fails with "cannot start a transaction within a transaction".
+        self._db_lock = threading.RLock()
         self._db_identity: tuple[int, int] | None = None
 
     # --- state files ---------------------------------------------------------------------
@@ -142,11 +147,12 @@ class Manifest:
         return self.vault.state_dir / MANIFEST_FILE
 
     def _close_db(self) -> None:
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-            self._db, self._db_identity = None, None
-        self._forget_manifest()
+        with self._db_lock:
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()
+                self._db, self._db_identity = None, None
+            self._forget_manifest()
 
     def load_manifest(self) -> dict[str, FileState]:
         """The manifest (path -> FileState), paths pending from a killed sync included.
@@ -219,6 +225,10 @@ class Manifest:
     def _manifest_rows(self) -> dict[str, Row]:
         """The manifest on disk, paths pending from a killed sync included (as UNKNOWN_ROW);
         cached while no other process changed it. Do not change the dict returned."""
+        with self._db_lock:
+            return self._manifest_rows_locked()
+
+    def _manifest_rows_locked(self) -> dict[str, Row]:
         try:
             db = self._connect()
             version = db.execute("PRAGMA data_version").fetchone()[0]
@@ -272,29 +282,34 @@ class Manifest:
     def _writing(self) -> Iterator[sqlite3.Connection]:
         """One write transaction on the manifest (under the index lock). A manifest of another
         version is replaced by an empty one first (the sync writing is then a rebuild)."""
-        db = self._connect()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if not self._schema_ok(db):
-                for table in ("files", "gone", "meta"):
-                    db.execute(f"DROP TABLE IF EXISTS {table}")
-                for statement in _CREATE.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {MANIFEST_VERSION}")
-                db.execute("INSERT INTO meta VALUES ('index_schema', ?)", (str(SCHEMA_VERSION),))
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            self._forget_manifest()
-            raise
+        with self._db_lock:
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if not self._schema_ok(db):
+                    for table in ("files", "gone", "meta"):
+                        db.execute(f"DROP TABLE IF EXISTS {table}")
+                    for statement in _CREATE.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {MANIFEST_VERSION}")
+                    db.execute(
+                        "INSERT INTO meta VALUES ('index_schema', ?)", (str(SCHEMA_VERSION),)
+                    )
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                self._forget_manifest()
+                raise
 
     def saves(self) -> int:
         """How many syncs have saved changes to this manifest (each after one index commit)."""
         try:
-            row = self._connect().execute("SELECT value FROM meta WHERE key = 'saves'").fetchone()
+            with self._db_lock:
+                db = self._connect()
+                row = db.execute("SELECT value FROM meta WHERE key = 'saves'").fetchone()
         except sqlite3.Error:
             return 0
         return int(row[0]) if row else 0

@@ -523,20 +523,21 @@ class VaultIndex(Manifest):
             if self.search_index.needs_rebuild:
                 return None
             try:
-                db = self._connect()
-                db.execute("BEGIN")
-                try:
-                    if not self._schema_ok(db):
-                        return None
-                    total = db.execute("SELECT count(*) FROM files").fetchone()[0]
-                    problems = db.execute(
-                        "SELECT path, line, problem FROM files WHERE problem != '' ORDER BY path"
-                    ).fetchall()
-                    proposals = db.execute(
-                        "SELECT path FROM files WHERE type = 'proposal' ORDER BY path"
-                    ).fetchall()
-                finally:
-                    db.execute("COMMIT")
+                with self._db_lock:  # one transaction at a time on the shared connection
+                    db = self._connect()
+                    db.execute("BEGIN")
+                    try:
+                        if not self._schema_ok(db):
+                            return None
+                        total = db.execute("SELECT count(*) FROM files").fetchone()[0]
+                        problems = db.execute(
+                            "SELECT path, line, problem FROM files WHERE problem != '' ORDER BY path"
+                        ).fetchall()
+                        proposals = db.execute(
+                            "SELECT path FROM files WHERE type = 'proposal' ORDER BY path"
+                        ).fetchall()
+                    finally:
+                        db.execute("COMMIT")
             except sqlite3.Error:
                 return None
         report = SyncReport(unchanged=int(total))

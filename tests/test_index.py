@@ -837,7 +837,7 @@ def test_a_leftover_the_index_does_not_know_asks_for_a_rebuild(tmp_path: Path) -
 
 
 UPDATING_SCRIPT = """
-import random, sys
+import os, random, sys
 from pathlib import Path
 from memkit.index import IndexDoc, SearchIndex
 
@@ -851,7 +851,10 @@ index = SearchIndex(directory)
 if sys.argv[3] == "child":
     print("ready", flush=True)
     while True:
-        (directory / "step").write_text(str(step))  # before the commit: the parent repeats it
+        # Before the commit (the parent repeats it); written aside and renamed, so a kill can
+        # never leave the parent an empty file to read.
+        (directory / "step.tmp").write_text(str(step))
+        os.replace(directory / "step.tmp", directory / "step")
         index.update(batch(step), [])
         step += 1
 else:

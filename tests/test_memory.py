@@ -11,7 +11,7 @@ import pytest
 
 from memkit import Memory, Vault
 from memkit.context import build_context
-from memkit.conversations import Episodes
+from memkit.conversations import Episodes, parse_conversation
 from memkit.entities import Entities
 from memkit.episodic import parse_day
 from memkit.errors import ImportFormatError, SecretRefused, UsageError
@@ -356,3 +356,18 @@ def test_cli_supersede_and_short_term(run: Runner) -> None:
     shown = json.loads(run.run("show", old["id"], "--json").stdout)
     assert shown["superseded_by"] == new["id"]
     assert run.run("remember", "x", "--type", "short-term", "--subject", "milk").exit_code == 2
+
+
+def test_undated_messages_keep_their_ids_when_imported_again_later(vault: Vault) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    text = json.dumps(
+        [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
+    )
+    episodes = Episodes(vault)
+    first = datetime(2026, 11, 29, 10, 0, 0, tzinfo=timezone.utc)
+    messages = parse_conversation(text, "a.json")
+    assert episodes.record(messages, session="s-x", now=first).added == 2
+    # A second later, and a day later: the same messages, nothing added.
+    for later in (first + timedelta(seconds=1), first + timedelta(days=1)):
+        assert episodes.record(messages, session="s-x", now=later).added == 0
