@@ -1,4 +1,4 @@
-"""`memkit import --short-term`: the latest session also lands in short-term memory."""
+"""`memkit import --short-term` and `memkit recall --since/--until`."""
 
 from __future__ import annotations
 
@@ -64,3 +64,18 @@ def test_import_short_term_redacts_credentials_like_the_day_file(
     assert len(bodies) == 1 and secret not in bodies[0] and "REDACTED" in bodies[0]
     for path in vault.root.rglob("*.md"):
         assert secret not in path.read_text("utf-8")
+
+
+def test_recall_takes_since_and_until(run_sample: Runner) -> None:
+    everything = json.loads(run_sample.run("recall", "deadlock", "--json").output)["hits"]
+    assert everything
+    late = run_sample.run("recall", "deadlock", "--since", "2999-01-01", "--json")
+    assert late.exit_code == 0 and json.loads(late.output)["hits"] == []
+    early = run_sample.run("recall", "deadlock", "--until", "1999-01-01", "--json")
+    assert early.exit_code == 0 and json.loads(early.output)["hits"] == []
+    wide = run_sample.run(
+        "recall", "deadlock", "--since", "1999-01-01", "--until", "2999-01-01", "--json"
+    )
+    assert json.loads(wide.output)["hits"] == everything
+    wrong = run_sample.run("recall", "deadlock", "--since", "next tuesday")
+    assert wrong.exit_code == 2 and "is not a date" in wrong.output + wrong.stderr

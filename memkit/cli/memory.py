@@ -8,6 +8,8 @@ from typing import Any
 import click
 
 from memkit.cli.group import (
+    _date_option,
+    _parse_date,
     cli,
     commit_option,
     dry_run_option,
@@ -206,6 +208,8 @@ def import_(
 @click.option(
     "--all", "include_hidden", is_flag=True, help="Include expired and superseded records."
 )
+@_date_option("--since", "Only records updated on or after DATE.")
+@_date_option("--until", "Only records updated on or before DATE.")
 @json_option
 @pass_vault
 def recall(
@@ -214,14 +218,25 @@ def recall(
     k: int,
     types: tuple[str, ...],
     include_hidden: bool,
+    since: str | None,
+    until: str | None,
     json_: bool,
 ) -> None:
     """Recall memory relevant to QUERY (episodic hits are single messages)."""
     from memkit.memory import Memory
 
+    after = _parse_date(since, "--since")
+    before = _parse_date(until, "--until")
     memory = Memory(vault)
     try:
-        hits = memory.recall(" ".join(query), k=k, types=types, include_hidden=include_hidden)
+        hits = memory.recall(
+            " ".join(query),
+            k=k,
+            types=types,
+            include_hidden=include_hidden,
+            since=after,
+            until=before,
+        )
     finally:
         memory.close()
     if json_:
