@@ -21,7 +21,6 @@ from memkit.conversations import Episodes, parse_conversation
 from memkit.editing import RecordEdit
 from memkit.entities import Entities, split_pair
 from memkit.errors import MemkitError, RecordNotFound, SecretRefused
-from memkit.held_vault import COOKIE_SECONDS as COOKIE_SECONDS  # re-exported
 from memkit.held_vault import HeldVault
 from memkit.memory import REMEMBER_TYPES, RecallHit
 from memkit.records import RECORD_TYPES, STORE_TYPES

@@ -28,6 +28,7 @@ from memkit.index import (
     SearchIndex,
     SearchRequest,
     SearchResult,
+    as_request,
 )
 from memkit.manifest import MANIFEST_FILE as MANIFEST_FILE
 from memkit.manifest import MANIFEST_VERSION as MANIFEST_VERSION
@@ -601,19 +602,16 @@ class VaultIndex(Manifest):
         """Search, syncing first when files changed (one check per `operation()`); returns
         (result, stale). Takes a `SearchRequest` (then only `sync` besides), or the same fields
         as keywords; a request without weights ranks with the vault's settings."""
-        if isinstance(query, SearchRequest):
-            request = query
-        else:
-            request = SearchRequest(
-                query,
-                k=k,
-                types=types,
-                tags=tags,
-                since=since,
-                until=until,
-                include_hidden=include_hidden,
-                now=now,
-            )
+        request = as_request(
+            query,
+            k=k,
+            types=types,
+            tags=tags,
+            since=since,
+            until=until,
+            include_hidden=include_hidden,
+            now=now,
+        )
         stale = False
         if sync:
             try:

@@ -13,6 +13,7 @@ from memkit.index.model import (
     RankWeights,
     SearchRequest,
     SearchResult,
+    as_request,
 )
 from memkit.index.query import QUERY_STOP_WORDS, SearchIndex
 from memkit.index.storage import SCHEMA_VERSION
@@ -27,4 +28,5 @@ __all__ = [
     "SearchIndex",
     "SearchRequest",
     "SearchResult",
+    "as_request",
 ]

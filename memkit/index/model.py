@@ -127,5 +127,11 @@ class SearchRequest:
         object.__setattr__(self, "tags", _as_tuple(self.tags))
 
 
+def as_request(query: str | SearchRequest, **fields: Any) -> SearchRequest:
+    """`query` itself when it is a request already, else a request of it and the keyword
+    `fields` (the two ways SearchIndex.search and VaultIndex.search are called)."""
+    return query if isinstance(query, SearchRequest) else SearchRequest(query, **fields)
+
+
 def _as_tuple(values: Sequence[str]) -> tuple[str, ...]:
     return (values,) if isinstance(values, str) else tuple(values)

@@ -16,6 +16,7 @@ from memkit.index.model import (
     RankWeights,
     SearchRequest,
     SearchResult,
+    as_request,
 )
 from memkit.index.storage import (
     IndexStorage,
@@ -112,20 +113,17 @@ class SearchIndex(IndexStorage):
         ranked by importance and recency alone. When the exact words match nothing, a fuzzy
         pass (one typo per word, the last word as a prefix) runs and marks its hits.
         """
-        if isinstance(query, SearchRequest):
-            request = query
-        else:
-            request = SearchRequest(
-                query,
-                k=k,
-                types=types,
-                tags=tags,
-                since=since,
-                until=until,
-                include_hidden=include_hidden,
-                now=now,
-                weights=weights,
-            )
+        request = as_request(
+            query,
+            k=k,
+            types=types,
+            tags=tags,
+            since=since,
+            until=until,
+            include_hidden=include_hidden,
+            now=now,
+            weights=weights,
+        )
         return self._search(request)
 
     def _search(self, request: SearchRequest) -> SearchResult:
