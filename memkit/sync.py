@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from memkit import locking
 from memkit.documents import documents_for
@@ -24,11 +24,13 @@ from memkit.index import (
     SCHEMA_VERSION,
     Hit,
     IndexDoc,
+    PreparedDoc,
     RankWeights,
     SearchIndex,
     SearchRequest,
     SearchResult,
     as_request,
+    prepare_document,
 )
 from memkit.manifest import MANIFEST_FILE as MANIFEST_FILE
 from memkit.manifest import MANIFEST_VERSION as MANIFEST_VERSION
@@ -42,6 +44,9 @@ from memkit.watch_protocol import WatcherAnswer as WatcherAnswer
 from memkit.watch_protocol import ask_watcher as ask_watcher
 from memkit.watch_protocol import socket_address as socket_address
 from memkit.watch_protocol import watcher_address as watcher_address
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
 
 # Below this many files to parse, a process pool costs more than it saves.
 PARALLEL_THRESHOLD = 2000
@@ -83,7 +88,7 @@ class SyncReport:
         }
 
 
-@dataclass
+@dataclass(slots=True)  # (a rebuild holds one per file)
 class Parsed:
     path: str
     state: FileState
@@ -143,6 +148,23 @@ def _parse_file(root: str, relpath: str, known: FileState | None = None) -> Pars
 
 def _parse_batch(root: str, items: list[tuple[str, FileState | None]]) -> list[Parsed]:
     return [p for p in (_parse_file(root, r, k) for r, k in items) if p is not None]
+
+
+# A file read for a rebuild: its path, its manifest row and its documents ready for the index.
+Rebuilt = tuple[str, Row, list[PreparedDoc]]
+
+
+def _rebuild_batch(root: str, relpaths: list[str]) -> list[Rebuilt]:
+    """A rebuild's share of the work that can run in a worker process: read, parse, prepare
+    each file's documents. Plain tuples: they cross back to the parent several times cheaper
+    than dataclasses, and the parent (feeding Tantivy, the slowest part) does less."""
+    batch: list[Rebuilt] = []
+    for relpath in relpaths:
+        parsed = _parse_file(root, relpath)
+        if parsed is not None:
+            docs = [prepare_document(doc) for doc in parsed.docs or ()]
+            batch.append((parsed.path, parsed.state.to_row(), docs))
+    return batch
 
 
 def _worker_processes_are_safe() -> bool:
@@ -327,18 +349,41 @@ class VaultIndex(Manifest):
     ) -> Iterator[Parsed]:
         """Parsed files in the order of `relpaths` (gone ones left out), as they are ready."""
         root = str(self.vault.root)
-        total = len(relpaths)
+        items = [(relpath, known.get(relpath)) for relpath in relpaths]
+        for batch in self._in_batches(_parse_batch, root, items, progress):
+            yield from batch
+
+    def _stream_documents(
+        self, relpaths: Sequence[str], progress: Progress | None, parsed: list[Parsed]
+    ) -> Iterator[PreparedDoc]:
+        """The documents of `relpaths`, parsed afresh, file by file, ready for the index. Each
+        file's manifest state goes to `parsed` (the documents are freed once indexed)."""
+        root = str(self.vault.root)
+        for batch in self._in_batches(_rebuild_batch, root, list(relpaths), progress):
+            for path, row, docs in batch:
+                parsed.append(Parsed(path, FileState(*row), []))
+                yield from docs
+
+    @staticmethod
+    def _in_batches(
+        work: Callable[[str, list[_Item]], list[_Result]],
+        root: str,
+        items: Sequence[_Item],
+        progress: Progress | None,
+    ) -> Iterator[list[_Result]]:
+        """`work(root, batch)` for `items` in batches, results in order: in a process pool
+        when there are many items and that is safe, else here."""
+        total = len(items)
         if (
             total < PARALLEL_THRESHOLD
             or (os.cpu_count() or 1) < 2
             or not _worker_processes_are_safe()
         ):
-            for done, relpath in enumerate(relpaths, start=1):
-                parsed = _parse_file(root, relpath, known.get(relpath))
-                if parsed is not None:
-                    yield parsed
-                if progress and done % 200 == 0:
-                    progress(done, total)
+            step = 200
+            for first in range(0, total, step):
+                yield work(root, list(items[first : first + step]))
+                if progress:
+                    progress(min(first + step, total), total)
             return
         # Imported here: only a big sync needs them, and they cost every command ~15 ms.
         from collections import deque
@@ -351,30 +396,19 @@ class VaultIndex(Manifest):
         # a batch wait in memory until the consumer (a rebuild: the index writer) takes them.
         chunk = max(200, min(1000, total // (workers * 8)))
         starts = iter(range(0, total, chunk))
-        ahead: deque[Future[list[Parsed]]] = deque()
+        ahead: deque[Future[list[_Result]]] = deque()
         done = 0
         with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
             while True:
                 while len(ahead) < 2 * workers and (start := next(starts, None)) is not None:
-                    items = [(r, known.get(r)) for r in relpaths[start : start + chunk]]
-                    ahead.append(pool.submit(_parse_batch, root, items))
+                    ahead.append(pool.submit(work, root, list(items[start : start + chunk])))
                 if not ahead:
                     return
                 batch = ahead.popleft().result()
                 done += chunk
                 if progress:
                     progress(min(done, total), total)
-                yield from batch
-
-    def _stream_documents(
-        self, relpaths: Sequence[str], progress: Progress | None, parsed: list[Parsed]
-    ) -> Iterator[IndexDoc]:
-        """The index documents of `relpaths`, parsed afresh, file by file. Each file's manifest
-        state goes to `parsed`, without its documents (so that they can be freed once indexed)."""
-        for item in self._parse_iter(relpaths, {}, progress):
-            docs, item.docs = item.docs or [], []
-            parsed.append(item)
-            yield from docs
+                yield batch
 
     def sync(
         self,
@@ -423,7 +457,8 @@ class VaultIndex(Manifest):
                     # Taken before the walk: a file changed after this moment is racy next time.
                     scanned_ns = self._file_system_now()
                     stats = self.stat_files()
-                to_read, gone = self._compare(manifest, stats)
+                # (A rebuild reads every file: nothing to compare.)
+                to_read, gone = ([], []) if full else self._compare(manifest, stats)
                 total = len(stats)
             if full:
                 report.rebuilt = True
@@ -436,8 +471,13 @@ class VaultIndex(Manifest):
                 fresh = {p for p in to_read if p not in on_disk}
                 if fresh:
                     self._save_pending(sorted(fresh))
+                # The manifest read and the walk are replaced whole: let them go (at 100k files
+                # they hold ~70 MB that a rebuild's peak memory would carry to its end).
+                del fresh
+                on_disk, stats = {}, {}
+                self._forget_manifest()
                 parsed: list[Parsed] = []
-                index.replace_all(self._stream_documents(to_read, progress, parsed))
+                index.replace_all_prepared(self._stream_documents(to_read, progress, parsed))
             else:
                 known = {
                     path: FileState.from_row(row)

@@ -16,7 +16,7 @@ from memkit.index.model import (
     as_request,
 )
 from memkit.index.query import QUERY_STOP_WORDS, SearchIndex
-from memkit.index.storage import SCHEMA_VERSION
+from memkit.index.storage import SCHEMA_VERSION, PreparedDoc, prepare_document
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -24,9 +24,11 @@ __all__ = [
     "SCHEMA_VERSION",
     "Hit",
     "IndexDoc",
+    "PreparedDoc",
     "RankWeights",
     "SearchIndex",
     "SearchRequest",
     "SearchResult",
     "as_request",
+    "prepare_document",
 ]

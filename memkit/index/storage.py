@@ -106,6 +106,128 @@ def tag_key(tag: str) -> str:
     return tag.strip().lstrip("#").casefold()
 
 
+# An IndexDoc as the index takes it: text cleaned, times in microseconds, the type lowercased,
+# tags joined to the context. A plain tuple: a rebuild's parse workers make these, and a tuple
+# crosses the process boundary (pickled) several times cheaper than a dataclass, and leaves the
+# one process that feeds Tantivy only the `add_*` calls to make.
+PreparedDoc = tuple[
+    str,  # key
+    str,  # path
+    str,  # record_id
+    str,  # message_id
+    str,  # session
+    str,  # speaker
+    str,  # type
+    str,  # title
+    str,  # text
+    str,  # surround
+    str,  # context, with the tags
+    tuple[str, ...],  # tags
+    tuple[str, ...],  # tag keys
+    int | None,  # created_us
+    int | None,  # updated_us
+    int | None,  # expires_us
+    bool,  # superseded
+    float,  # importance
+    int,  # line
+]
+
+
+def prepare_document(doc: IndexDoc) -> PreparedDoc:
+    """What `build_document` needs of `doc`: the work that can run in any process."""
+    tags = tuple(clean_text(tag) for tag in doc.tags)
+    # Tags are searchable words too, at the low weight of the context field.
+    context = " ".join([clean_text(doc.context), *tags]).strip()
+    # NaN would poison every comparison in ranking.
+    importance = 0.5 if math.isnan(doc.importance) else float(doc.importance)
+    return (
+        clean_text(doc.key),
+        clean_text(doc.path),
+        clean_text(doc.record_id),
+        clean_text(doc.message_id),
+        clean_text(doc.session),
+        clean_text(doc.speaker),
+        clean_text(doc.type).lower(),
+        clean_text(doc.title),
+        clean_text(doc.text),
+        clean_text(doc.surround),
+        context,
+        tags,
+        tuple(tag_key(tag) for tag in tags),
+        None if doc.created is None else to_us(doc.created),
+        None if doc.updated is None else to_us(doc.updated),
+        None if doc.expires is None else to_us(doc.expires),
+        bool(doc.superseded),
+        importance,
+        doc.line,
+    )
+
+
+def build_document(doc: PreparedDoc) -> tantivy.Document:
+    """The Tantivy document of a prepared IndexDoc."""
+    (
+        key,
+        path,
+        record_id,
+        message_id,
+        session,
+        speaker,
+        record_type,
+        title,
+        text,
+        surround,
+        context,
+        tags,
+        tag_keys,
+        created,
+        updated,
+        expires,
+        superseded,
+        importance,
+        line,
+    ) = doc
+    d = tantivy.Document()
+    # (An empty raw value is left out, as a missing one.)
+    if key:
+        d.add_text("key", key)
+    if path:
+        d.add_text("path", path)
+    if record_id:
+        d.add_text("record_id", record_id)
+    if message_id:
+        d.add_text("message_id", message_id)
+    if session:
+        d.add_text("session", session)
+    if speaker:
+        d.add_text("speaker", speaker)
+    d.add_text("type", record_type)
+    d.add_text("title", title)
+    d.add_text("text", text)
+    if surround:
+        d.add_text("surround", surround)
+    if speaker:
+        d.add_text("speaker_words", speaker)
+    if context:
+        d.add_text("context", context)
+    for tag in tags:
+        d.add_text("tags", tag)
+    for tag in tag_keys:
+        d.add_text("tag_keys", tag)
+    if created is not None:
+        d.add_integer("created_us", created)
+    if updated is not None:
+        d.add_integer("updated_us", updated)
+    when = updated if updated is not None else created
+    if when is not None:
+        d.add_integer("when_us", when)
+    if expires is not None:
+        d.add_integer("expires_us", expires)
+    d.add_boolean("superseded", superseded)
+    d.add_float("importance", importance)
+    d.add_integer("line", line)
+    return d
+
+
 def _finish_merges(writer: tantivy.IndexWriter) -> None:
     """Wait for the writer's merges, then drop it: that releases tantivy's lock file (a writer
     still referenced would keep it). A failed merge loses nothing: the segments stay as they
@@ -214,6 +336,11 @@ class IndexStorage:
     # ----------------------------------------------------------------- writing
     def replace_all(self, docs: Iterable[IndexDoc]) -> int:
         """Delete everything, add `docs` (a later duplicate key wins); one commit."""
+        return self.replace_all_prepared(map(prepare_document, docs))
+
+    def replace_all_prepared(self, docs: Iterable[PreparedDoc]) -> int:
+        """`replace_all` for documents already through `prepare_document` (say, in the
+        processes that parsed the files, so that this one only hands them to Tantivy)."""
         with self._writer(_HEAP_BULK, 1) as writer:
             self._call(writer.delete_all_documents)
             count = self._add_all(writer, docs)
@@ -237,7 +364,7 @@ class IndexStorage:
                 for path in sorted(clean_text(p) for p in paths):
                     # Deletes only reach documents added before them, so the adds below survive.
                     self._call(writer.delete_documents_by_term, "path", path)
-                self._add_all(writer, docs)
+                self._add_all(writer, map(prepare_document, docs))
         except SearchIndexError as e:
             if "FileAlreadyExists" not in str(e):
                 raise
@@ -247,54 +374,15 @@ class IndexStorage:
             # files) instead of failing every command until someone runs `memkit reindex`.
             self._forget_ready()
 
-    def _add_all(self, writer: tantivy.IndexWriter, docs: Iterable[IndexDoc]) -> int:
+    def _add_all(self, writer: tantivy.IndexWriter, docs: Iterable[PreparedDoc]) -> int:
         seen: set[str] = set()
         for doc in docs:
-            key = clean_text(doc.key)
+            key = doc[0]
             if key in seen:
                 self._call(writer.delete_documents_by_term, "key", key)
             seen.add(key)
-            self._call(writer.add_document, self._document(doc))
+            self._call(writer.add_document, build_document(doc))
         return len(seen)
-
-    def _document(self, doc: IndexDoc) -> tantivy.Document:
-        d = tantivy.Document()
-        for name in ("key", "path", "record_id", "message_id", "session", "speaker"):
-            value = clean_text(getattr(doc, name))
-            if value:
-                d.add_text(name, value)
-        d.add_text("type", clean_text(doc.type).lower())
-        d.add_text("title", clean_text(doc.title))
-        d.add_text("text", clean_text(doc.text))
-        if doc.surround:
-            d.add_text("surround", clean_text(doc.surround))
-        if doc.speaker:
-            d.add_text("speaker_words", clean_text(doc.speaker))
-        tags = [clean_text(tag) for tag in doc.tags]
-        # Tags are searchable words too, at the low weight of the context field.
-        context = " ".join([clean_text(doc.context), *tags]).strip()
-        if context:
-            d.add_text("context", context)
-        for tag in tags:
-            d.add_text("tags", tag)
-            d.add_text("tag_keys", tag_key(tag))
-        created = None if doc.created is None else to_us(doc.created)
-        updated = None if doc.updated is None else to_us(doc.updated)
-        if created is not None:
-            d.add_integer("created_us", created)
-        if updated is not None:
-            d.add_integer("updated_us", updated)
-        when = updated if updated is not None else created
-        if when is not None:
-            d.add_integer("when_us", when)
-        if doc.expires is not None:
-            d.add_integer("expires_us", to_us(doc.expires))
-        d.add_boolean("superseded", doc.superseded)
-        # NaN would poison every comparison in ranking.
-        importance = 0.5 if math.isnan(doc.importance) else float(doc.importance)
-        d.add_float("importance", importance)
-        d.add_integer("line", doc.line)
-        return d
 
     @contextmanager
     def _writer(
