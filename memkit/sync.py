@@ -392,9 +392,12 @@ class VaultIndex(Manifest):
 
         # Parsing YAML is the slow part of a rebuild: spread it over the cores.
         workers = min(os.cpu_count() or 2, 4)
-        # Batches of at most 1000 files, at most two per worker submitted ahead: results of
+        # Batches of at most 250 files, at most two per worker submitted ahead: results of
         # a batch wait in memory until the consumer (a rebuild: the index writer) takes them.
-        chunk = max(200, min(1000, total // (workers * 8)))
+        # 250 episodic day files are ~3,000 documents with their neighbouring turns: batches
+        # of 1000 cost each worker ~45 MB more at their peak, and the parent as much per batch
+        # waiting, for no speed (a batch's round trip is well under a millisecond).
+        chunk = max(100, min(250, total // (workers * 8)))
         starts = iter(range(0, total, chunk))
         ahead: deque[Future[list[_Result]]] = deque()
         done = 0
