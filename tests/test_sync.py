@@ -1104,3 +1104,100 @@ def test_search_takes_a_request_or_the_same_fields_as_keywords(
     assert all(h.score == pytest.approx(h.bm25 / top) for h in weighted.hits)
     top = max(h.bm25 for h in by_keywords.hits)
     assert any(h.score != pytest.approx(h.bm25 / top) for h in by_keywords.hits)
+
+
+# --- the rebuild ----------------------------------------------------------------------------
+
+DAY_FILE = """---
+id: 01TESTDAYFILE0000000000001
+type: episodic
+title: "2026-03-20"
+date: 2026-03-20
+created: 2026-03-20T07:11:00Z
+updated: 2026-03-20T18:56:00Z
+tags: [café, Rust]
+---
+## 09:38 · session s-2026-03-20-a · Zoë, assistant
+
+- 09:38 **Zoë** [m-20260320-01]: Where did we get that crème brûlée in Kraków?
+- 09:40 **assistant** [m-20260320-02]: At the little café near the market square.
+- 09:43 **Zoë** [m-20260320-03]: Book it again for Friday.
+- 09:44 **Zoë** [m-20260320-03]: Book it again for Saturday instead.
+"""
+
+
+def _everything(vault_index: VaultIndex) -> dict[str, object]:
+    """All an index tells about its documents: every field of every hit, and ranked searches
+    that reach the neighbouring-turn fields (scores rounded: segments may differ)."""
+    documents = {
+        key: (hit.to_json(), hit.line, hit.snippet)
+        for key, hit in vault_index.indexed_documents().items()
+    }
+    now = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    searches = {}
+    for query in ("market square", "creme brulee", "Friday", "Zoë", "postgres", "rust"):
+        result, _stale = vault_index.search(query, k=20, sync=False, now=now)
+        searches[query] = [(hit.key, round(hit.score, 4)) for hit in result.hits]
+    return {"documents": documents, "searches": searches}
+
+
+@pytest.mark.slow
+def test_a_rebuild_in_worker_processes_indexes_what_one_process_and_a_sync_do(
+    sample_vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day = sample_vault.root / "memory/episodic/2026/03/2026-03-20.md"
+    day.parent.mkdir(parents=True, exist_ok=True)
+    day.write_text(DAY_FILE, "utf-8")
+    write_record(sample_vault, f"{LONG_TERM}/accents.md", "Ångström naïveté", "façade über")
+    (sample_vault.root / LONG_TERM / "broken.md").write_text("no front-matter here\n", "utf-8")
+
+    built: dict[str, dict[str, object]] = {}
+    rows: dict[str, dict[str, tuple[object, ...]]] = {}
+    for how, threshold in (("pool", 1), ("here", 10**9)):
+        # (The threshold only says from how many files a process pool pays off.)
+        monkeypatch.setattr(sync_module, "PARALLEL_THRESHOLD", threshold)
+        shutil.rmtree(sample_vault.state_dir, ignore_errors=True)
+        vault_index = VaultIndex(Vault(sample_vault.root))
+        try:
+            report = vault_index.sync(full=True)
+            assert report.rebuilt
+            assert [p.path for p in report.problems] == [f"{LONG_TERM}/broken.md"]
+            built[how] = _everything(vault_index)
+            rows[how] = vault_index._manifest_rows()
+        finally:
+            vault_index.close()
+
+    # The same files indexed by an incremental sync (the path a watcher or a write takes).
+    monkeypatch.setattr(sync_module, "PARALLEL_THRESHOLD", 10**9)
+    copy = Vault.init(tmp_path / "incremental")
+    vault_index = VaultIndex(copy)
+    try:
+        # A first sync rebuilds (one file), the next one adds all the others incrementally.
+        write_record(copy, f"{LONG_TERM}/accents.md", "Ångström naïveté", "façade über")
+        assert vault_index.sync().rebuilt
+        shutil.copytree(
+            sample_vault.root,
+            copy.root,
+            ignore=shutil.ignore_patterns(".memkit"),
+            dirs_exist_ok=True,
+        )
+        assert not vault_index.sync().rebuilt
+        built["sync"] = _everything(vault_index)
+    finally:
+        vault_index.close()
+
+    assert built["pool"] == built["here"] == built["sync"]
+    assert rows["pool"] == rows["here"]
+    documents = built["pool"]["documents"]
+    assert isinstance(documents, dict)
+    day_key = "memory/episodic/2026/03/2026-03-20.md"
+    # One document per message; the repeated id keeps its last text.
+    assert sorted(k for k in documents if k.startswith(day_key)) == [
+        f"{day_key}#m-20260320-0{n}" for n in (1, 2, 3)
+    ]
+    assert "Saturday" in documents[f"{day_key}#m-20260320-03"][2]
+    searches = built["pool"]["searches"]
+    assert isinstance(searches, dict)
+    # Found through its neighbour's words (the context field) and through folded accents.
+    assert f"{day_key}#m-20260320-01" in [key for key, _ in searches["market square"]]
+    assert f"{day_key}#m-20260320-01" in [key for key, _ in searches["creme brulee"]]
