@@ -8,13 +8,12 @@ import hashlib
 import json
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from memkit import locking
 from memkit.documents import documents_for
@@ -36,6 +35,7 @@ from memkit.manifest import MANIFEST_FILE as MANIFEST_FILE
 from memkit.manifest import MANIFEST_VERSION as MANIFEST_VERSION
 from memkit.manifest import UNKNOWN_ROW as UNKNOWN_ROW
 from memkit.manifest import FileState, Manifest, Row
+from memkit.parallel import in_batches
 from memkit.records import STORE_TYPES, TYPE_FOLDERS, parse_record
 from memkit.vault import Problem, Vault
 from memkit.watch_protocol import WATCHER_FILE as WATCHER_FILE
@@ -44,9 +44,6 @@ from memkit.watch_protocol import WatcherAnswer as WatcherAnswer
 from memkit.watch_protocol import ask_watcher as ask_watcher
 from memkit.watch_protocol import socket_address as socket_address
 from memkit.watch_protocol import watcher_address as watcher_address
-
-_Item = TypeVar("_Item")
-_Result = TypeVar("_Result")
 
 # Below this many files to parse, a process pool costs more than it saves.
 PARALLEL_THRESHOLD = 2000
@@ -165,20 +162,6 @@ def _rebuild_batch(root: str, relpaths: list[str]) -> list[Rebuilt]:
             docs = [prepare_document(doc) for doc in parsed.docs or ()]
             batch.append((parsed.path, parsed.state.to_row(), docs))
     return batch
-
-
-def _worker_processes_are_safe() -> bool:
-    """Whether a process pool may start here. Its workers import the main module again: a
-    person's script without an `if __name__ == "__main__":` guard would run once more in each
-    worker. Safe without a main file (a REPL, `python -c`), under `python -m` (runpy's
-    `__main__` modules are not run again) and under the `memkit` command itself."""
-    main = sys.modules.get("__main__")
-    if main is None or getattr(main, "__file__", None) is None:
-        return True
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and str(spec.name).endswith("__main__"):
-        return True
-    return getattr(getattr(main, "main", None), "__module__", None) == "memkit.cli"
 
 
 def _in_store(path: str, row: Row) -> bool:
@@ -350,7 +333,7 @@ class VaultIndex(Manifest):
         """Parsed files in the order of `relpaths` (gone ones left out), as they are ready."""
         root = str(self.vault.root)
         items = [(relpath, known.get(relpath)) for relpath in relpaths]
-        for batch in self._in_batches(_parse_batch, root, items, progress):
+        for batch in in_batches(_parse_batch, root, items, PARALLEL_THRESHOLD, progress):
             yield from batch
 
     def _stream_documents(
@@ -359,59 +342,10 @@ class VaultIndex(Manifest):
         """The documents of `relpaths`, parsed afresh, file by file, ready for the index. Each
         file's manifest state goes to `parsed` (the documents are freed once indexed)."""
         root = str(self.vault.root)
-        for batch in self._in_batches(_rebuild_batch, root, list(relpaths), progress):
+        for batch in in_batches(_rebuild_batch, root, list(relpaths), PARALLEL_THRESHOLD, progress):
             for path, row, docs in batch:
                 parsed.append(Parsed(path, FileState(*row), []))
                 yield from docs
-
-    @staticmethod
-    def _in_batches(
-        work: Callable[[str, list[_Item]], list[_Result]],
-        root: str,
-        items: Sequence[_Item],
-        progress: Progress | None,
-    ) -> Iterator[list[_Result]]:
-        """`work(root, batch)` for `items` in batches, results in order: in a process pool
-        when there are many items and that is safe, else here."""
-        total = len(items)
-        if (
-            total < PARALLEL_THRESHOLD
-            or (os.cpu_count() or 1) < 2
-            or not _worker_processes_are_safe()
-        ):
-            step = 200
-            for first in range(0, total, step):
-                yield work(root, list(items[first : first + step]))
-                if progress:
-                    progress(min(first + step, total), total)
-            return
-        # Imported here: only a big sync needs them, and they cost every command ~15 ms.
-        from collections import deque
-        from concurrent.futures import Future, ProcessPoolExecutor
-        from multiprocessing import get_context
-
-        # Parsing YAML is the slow part of a rebuild: spread it over the cores.
-        workers = min(os.cpu_count() or 2, 4)
-        # Batches of at most 250 files, at most two per worker submitted ahead: results of
-        # a batch wait in memory until the consumer (a rebuild: the index writer) takes them.
-        # 250 episodic day files are ~3,000 documents with their neighbouring turns: batches
-        # of 1000 cost each worker ~45 MB more at their peak, and the parent as much per batch
-        # waiting, for no speed (a batch's round trip is well under a millisecond).
-        chunk = max(100, min(250, total // (workers * 8)))
-        starts = iter(range(0, total, chunk))
-        ahead: deque[Future[list[_Result]]] = deque()
-        done = 0
-        with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
-            while True:
-                while len(ahead) < 2 * workers and (start := next(starts, None)) is not None:
-                    ahead.append(pool.submit(work, root, list(items[start : start + chunk])))
-                if not ahead:
-                    return
-                batch = ahead.popleft().result()
-                done += chunk
-                if progress:
-                    progress(min(done, total), total)
-                yield batch
 
     def sync(
         self,

@@ -1152,7 +1152,7 @@ def test_a_rebuild_in_worker_processes_indexes_what_one_process_and_a_sync_do(
     (sample_vault.root / LONG_TERM / "broken.md").write_text("no front-matter here\n", "utf-8")
 
     built: dict[str, dict[str, object]] = {}
-    rows: dict[str, dict[str, tuple[object, ...]]] = {}
+    rows: dict[str, dict[str, memkit.manifest.Row]] = {}
     for how, threshold in (("pool", 1), ("here", 10**9)):
         # (The threshold only says from how many files a process pool pays off.)
         monkeypatch.setattr(sync_module, "PARALLEL_THRESHOLD", threshold)
