@@ -339,6 +339,13 @@ class Manifest:
 
     def _write_base(self, rows: dict[str, Row], scanned_ns: int) -> None:
         """Replace the whole manifest, in one transaction. Under the lock."""
+        with self._base_written(rows, scanned_ns):
+            pass
+
+    @contextlib.contextmanager
+    def _base_written(self, rows: dict[str, Row], scanned_ns: int) -> Iterator[None]:
+        """`_write_base` whose transaction commits when the block ends (and rolls back when it
+        raises): a rebuild writes the rows while the index commits, and saves them after it."""
         generation = os.urandom(8).hex()
         with self._writing() as db:
             seq = self._next_save(db)
@@ -354,6 +361,7 @@ class Manifest:
                 ],
             )
             db.execute(_COUNT_SAVE)
+            yield
         self._rows, self._scanned_ns = rows, scanned_ns
         self._generation, self._seq = generation, seq
 

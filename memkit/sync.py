@@ -414,7 +414,14 @@ class VaultIndex(Manifest):
                 on_disk, stats = {}, {}
                 self._forget_manifest()
                 parsed: list[Parsed] = []
-                index.replace_all_prepared(self._stream_documents(to_read, progress, parsed))
+                # The manifest is written while the index commits, saved once it has (its rows:
+                # what the loop below gives a rebuild, every file read, nothing gone).
+                index.replace_all_prepared(
+                    self._stream_documents(to_read, progress, parsed),
+                    lambda: self._base_written(
+                        {item.path: item.state.to_row() for item in parsed}, scanned_ns
+                    ),
+                )
             else:
                 known = {
                     path: FileState.from_row(row)
@@ -465,7 +472,7 @@ class VaultIndex(Manifest):
                 # the manifest after it.
                 index.update(upserts, [*report.deleted, *reindexed])
             if full:
-                self._write_base(new_manifest, scanned_ns)
+                pass  # the manifest was written with the index's commit, above
             elif parsed or report.deleted:
                 # (Nothing read and nothing gone: the manifest on disk is right as it is.)
                 # What differs from the manifest on disk: the files read or gone (paths pending

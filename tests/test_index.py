@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import subprocess
@@ -18,7 +19,14 @@ from hypothesis import strategies as st
 
 import memkit.index.storage as storage_module
 from memkit.errors import LockTimeout, SearchIndexError
-from memkit.index import SCHEMA_VERSION, IndexDoc, RankWeights, SearchIndex, SearchRequest
+from memkit.index import (
+    SCHEMA_VERSION,
+    IndexDoc,
+    RankWeights,
+    SearchIndex,
+    SearchRequest,
+    prepare_document,
+)
 
 from .conftest import examples
 
@@ -942,3 +950,40 @@ def test_small_commits_in_a_row_then_another_handle_writes(tmp_path: Path) -> No
     assert keys(one, "other handle") == ["other.md"]
     one.close()
     two.close()
+
+
+def test_work_alongside_a_rebuilds_commit_ends_after_it_and_its_error_fails_the_rebuild(
+    tmp_path: Path,
+) -> None:
+    # What a rebuild writes its manifest in: entered after the last document, left after the
+    # commit (so the manifest is never saved before the index holds what it says).
+    folder = tmp_path / "index"
+    index = SearchIndex(folder)
+    seen: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def alongside() -> Iterator[None]:
+        yield
+        other = SearchIndex(folder)  # another process's view: what is on disk
+        try:
+            seen["on disk when it ends"] = other.doc_count()
+        finally:
+            other.close()
+
+    docs = [doc("a.md", "apples"), doc("b.md", "bananas"), doc("a.md", "apricots")]
+    assert index.replace_all_prepared(map(prepare_document, docs), alongside) == 2
+    assert seen == {"on disk when it ends": 2}
+    assert not index.needs_rebuild
+    assert [h.key for h in index.search("apricots").hits] == ["a.md"]
+
+    @contextlib.contextmanager
+    def failing() -> Iterator[None]:
+        raise OSError("disk full")
+        yield  # (unreachable: a generator)
+
+    fresh = SearchIndex(tmp_path / "fresh")
+    with pytest.raises(OSError, match="disk full"):
+        fresh.replace_all_prepared(map(prepare_document, docs), failing)
+    assert fresh.needs_rebuild  # never marked complete
+    fresh.close()
+    index.close()

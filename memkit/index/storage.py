@@ -10,7 +10,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -356,10 +356,19 @@ class IndexStorage:
         """Delete everything, add `docs` (a later duplicate key wins); one commit."""
         return self.replace_all_prepared(map(prepare_document, docs))
 
-    def replace_all_prepared(self, docs: Iterable[PreparedDoc]) -> int:
+    def replace_all_prepared(
+        self,
+        docs: Iterable[PreparedDoc],
+        alongside_commit: Callable[[], AbstractContextManager[object]] | None = None,
+    ) -> int:
         """`replace_all` for documents already through `prepare_document` (say, in the
-        processes that parsed the files, so that this one only hands them to Tantivy)."""
-        with self._writer(_HEAP_BULK, 1) as writer:
+        processes that parsed the files, so that this one only hands them to Tantivy).
+
+        `alongside_commit()` is entered once every document is added, while Tantivy commits on
+        another thread (its commit lets go of the GIL), and left when the commit is done, with
+        the commit's error if it failed: a rebuild writes its manifest there, and saves it only
+        once the index holds what it says."""
+        with self._writer(_HEAP_BULK, 1, alongside_commit=alongside_commit) as writer:
             self._call(writer.delete_all_documents)
             count = self._add_all(writer, docs)
         # Written after the commit: a run killed before this point leaves `needs_rebuild` set.
@@ -410,7 +419,12 @@ class IndexStorage:
 
     @contextmanager
     def _writer(
-        self, heap: int, threads: int, *, merges_in_background: bool = False
+        self,
+        heap: int,
+        threads: int,
+        *,
+        merges_in_background: bool = False,
+        alongside_commit: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> Iterator[tantivy.IndexWriter]:
         """Yield a writer; commit when the block succeeds, roll back when it raises.
 
@@ -434,7 +448,10 @@ class IndexStorage:
                 # folder's managed files; we hold the writer, so no commit is in progress).
                 self._call(writer.garbage_collect_files)
                 yield writer
-                self._call(writer.commit)
+                if alongside_commit is None:
+                    self._call(writer.commit)
+                else:
+                    self._commit_alongside(writer, alongside_commit)
             except BaseException:
                 # Never commit half a batch: the index keeps its last good state.
                 with suppress(ValueError):
@@ -466,6 +483,33 @@ class IndexStorage:
         finally:
             if not handed_over:
                 self._write_lock.release()
+
+    def _commit_alongside(
+        self, writer: tantivy.IndexWriter, work: Callable[[], AbstractContextManager[object]]
+    ) -> None:
+        failure: list[BaseException] = []
+
+        def commit() -> None:
+            try:
+                writer.commit()
+            except BaseException as e:  # (raised below, in the caller's thread)
+                failure.append(e)
+
+        committing = threading.Thread(target=commit, name="memkit-index-commit")
+        committing.start()
+        try:
+            with work():
+                committing.join()
+                if failure:
+                    error = failure[0]
+                    if isinstance(error, ValueError):
+                        raise SearchIndexError(
+                            f"cannot write the search index in {self._path}: {error}"
+                        ) from error
+                    raise error
+        finally:
+            # (When `work` failed: the writer is not touched again before the commit ends.)
+            committing.join()
 
     def _merge_then_release(self, writer: tantivy.IndexWriter) -> None:
         try:
