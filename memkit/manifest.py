@@ -270,6 +270,23 @@ class Manifest:
         self._generation, self._seq = generation, seq
         return rows
 
+    def _manifest_paths(self) -> set[str]:
+        """The paths the manifest on disk lists (pending ones included), without loading its
+        rows: all an asked-for rebuild needs of it (100k rows cost ~0.4 s and ~50 MB)."""
+        with self._db_lock:
+            try:
+                db = self._connect()
+                db.execute("BEGIN")
+                try:
+                    if not self._schema_ok(db):
+                        return set()
+                    return {path for (path,) in db.execute("SELECT path FROM files")}
+                finally:
+                    db.execute("COMMIT")
+            except (sqlite3.Error, OSError, ValueError):
+                self._close_db()
+                return set()
+
     def _next_save(self, db: sqlite3.Connection) -> int:
         """Start a save: its number, recorded in meta (inside the write transaction)."""
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())

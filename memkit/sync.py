@@ -379,7 +379,8 @@ class VaultIndex(Manifest):
             # Read under the lock: the manifest on disk (`on_disk`), and with the paths a
             # killed sync left pending (`manifest`; both the cached dicts: never changed here).
             # (Paths pending from a killed sync are in it, as UNKNOWN_ROW.)
-            on_disk = manifest = self._manifest_rows()
+            # (A rebuild asked for reads just the manifest's paths, below.)
+            on_disk = manifest = {} if full else self._manifest_rows()
             scanned_ns = self._scanned_ns
             if index.needs_rebuild or not manifest:
                 full = True
@@ -405,12 +406,13 @@ class VaultIndex(Manifest):
                 # (parsing overlaps indexing, and the documents of all files are never in
                 # memory at once). Any path may be new to the index: list them first (see the
                 # pending list below).
-                fresh = {p for p in to_read if p not in on_disk}
+                listed = on_disk.keys() if on_disk else self._manifest_paths()
+                fresh = {p for p in to_read if p not in listed}
                 if fresh:
                     self._save_pending(sorted(fresh))
                 # The manifest read and the walk are replaced whole: let them go (at 100k files
                 # they hold ~70 MB that a rebuild's peak memory would carry to its end).
-                del fresh
+                del fresh, listed
                 on_disk, stats = {}, {}
                 self._forget_manifest()
                 parsed: list[Parsed] = []

@@ -1167,26 +1167,28 @@ def test_a_rebuild_in_worker_processes_indexes_what_one_process_and_a_sync_do(
         finally:
             vault_index.close()
 
-    # The same files indexed by an incremental sync (the path a watcher or a write takes).
-    monkeypatch.setattr(sync_module, "PARALLEL_THRESHOLD", 10**9)
-    copy = Vault.init(tmp_path / "incremental")
-    vault_index = VaultIndex(copy)
-    try:
-        # A first sync rebuilds (one file), the next one adds all the others incrementally.
-        write_record(copy, f"{LONG_TERM}/accents.md", "Ångström naïveté", "façade über")
-        assert vault_index.sync().rebuilt
-        shutil.copytree(
-            sample_vault.root,
-            copy.root,
-            ignore=shutil.ignore_patterns(".memkit"),
-            dirs_exist_ok=True,
-        )
-        assert not vault_index.sync().rebuilt
-        built["sync"] = _everything(vault_index)
-    finally:
-        vault_index.close()
+    # The same files indexed by an incremental sync (the path a watcher or a write takes),
+    # here and in worker processes.
+    for how, threshold in (("sync", 10**9), ("sync in a pool", 1)):
+        monkeypatch.setattr(sync_module, "PARALLEL_THRESHOLD", threshold)
+        copy = Vault.init(tmp_path / how)
+        vault_index = VaultIndex(copy)
+        try:
+            # A first sync rebuilds (one file), the next one adds all the others incrementally.
+            write_record(copy, f"{LONG_TERM}/accents.md", "Ångström naïveté", "façade über")
+            assert vault_index.sync().rebuilt
+            shutil.copytree(
+                sample_vault.root,
+                copy.root,
+                ignore=shutil.ignore_patterns(".memkit"),
+                dirs_exist_ok=True,
+            )
+            assert not vault_index.sync().rebuilt
+            built[how] = _everything(vault_index)
+        finally:
+            vault_index.close()
 
-    assert built["pool"] == built["here"] == built["sync"]
+    assert built["pool"] == built["here"] == built["sync"] == built["sync in a pool"]
     assert rows["pool"] == rows["here"]
     documents = built["pool"]["documents"]
     assert isinstance(documents, dict)
@@ -1201,3 +1203,25 @@ def test_a_rebuild_in_worker_processes_indexes_what_one_process_and_a_sync_do(
     # Found through its neighbour's words (the context field) and through folded accents.
     assert f"{day_key}#m-20260320-01" in [key for key, _ in searches["market square"]]
     assert f"{day_key}#m-20260320-01" in [key for key, _ in searches["creme brulee"]]
+
+
+def test_a_reindex_lists_the_files_new_to_the_manifest_before_it_indexes_them(
+    vault: Vault, vault_index: VaultIndex
+) -> None:
+    # Should it die after its index commit, the next sync still looks at them (and drops
+    # their documents if the files went meanwhile): no orphans in the index.
+    old = write_many(vault, 30)
+    vault_index.sync()
+    new = write_many(vault, 5, start=1000)
+    during: list[tuple[set[str], set[str]]] = []
+
+    def progress(done: int, total: int) -> None:  # called while the rebuild streams
+        during.append((pending_in_manifest(vault), set(manifest_on_disk(vault))))
+
+    report = vault_index.sync(full=True, progress=progress)
+    assert report.rebuilt and during
+    pending, listed = during[0]
+    assert pending == set(new)
+    assert listed == set(old) | set(new)
+    assert not pending_in_manifest(vault)
+    assert set(manifest_on_disk(vault)) == set(old) | set(new)
