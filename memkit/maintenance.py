@@ -6,13 +6,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memkit.errors import LockTimeout, MemkitError
-from memkit.gitvault import GitVault, RemoteSyncReport, quoted
-from memkit.learning import Learning
 from memkit.sync import Progress, SyncReport, VaultIndex, ask_watcher
 from memkit.vault import Problem, Vault
+
+if TYPE_CHECKING:  # (git's module is imported by the work that needs it: most syncs have no remote)
+    from memkit.gitvault import RemoteSyncReport
 
 
 def finalise_moved_proposals(
@@ -25,6 +26,9 @@ def finalise_moved_proposals(
     """
     if not report.proposals_in_stores:
         return []
+    # Imported here: a sync that finds no approval needs no LLM client.
+    from memkit.learning import Learning
+
     learning = Learning(vault, index=vault_index)  # the caller's open index, when it has one
     finalised = []
     for path in report.proposals_in_stores:
@@ -99,6 +103,8 @@ class RemoteSync:
 
 def approvals_message(vault: Vault, paths: Iterable[str]) -> str | None:
     """The commit message for proposals finalised after a pull (moved into a store in git)."""
+    from memkit.gitvault import quoted
+
     finalised = []
     for path in sorted(paths):
         if path.endswith(".md") and vault.safe_path(path).is_file():
@@ -120,6 +126,8 @@ def sync_with_remote(
     Conflicts are kept as copies and listed in the result's `git.conflicts`, for the caller to
     tell a person; nothing is printed here.
     """
+    from memkit.gitvault import GitVault
+
     synced: list[SyncReport] = []
 
     def after_pull(_report: RemoteSyncReport) -> str | None:

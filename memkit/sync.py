@@ -32,8 +32,15 @@ from memkit.index import (
 )
 from memkit.manifest import MANIFEST_FILE as MANIFEST_FILE
 from memkit.manifest import MANIFEST_VERSION as MANIFEST_VERSION
+from memkit.manifest import (
+    SELECT_FILE_COUNT,
+    SELECT_MOVED_PROPOSALS,
+    SELECT_PROBLEMS,
+    FileState,
+    Manifest,
+    Row,
+)
 from memkit.manifest import UNKNOWN_ROW as UNKNOWN_ROW
-from memkit.manifest import FileState, Manifest, Row
 from memkit.records import STORE_TYPES, TYPE_FOLDERS, parse_record
 from memkit.vault import Problem, Vault
 from memkit.watch_protocol import WATCHER_FILE as WATCHER_FILE
@@ -530,13 +537,14 @@ class VaultIndex(Manifest):
                     try:
                         if not self._schema_ok(db):
                             return None
-                        total = db.execute("SELECT count(*) FROM files").fetchone()[0]
-                        problems = db.execute(
-                            "SELECT path, line, problem FROM files WHERE problem != '' ORDER BY path"
-                        ).fetchall()
-                        proposals = db.execute(
-                            "SELECT path FROM files WHERE type = 'proposal' ORDER BY path"
-                        ).fetchall()
+                        kept = db.execute(SELECT_FILE_COUNT).fetchone()
+                        total = (
+                            kept[0]
+                            if kept is not None
+                            else db.execute("SELECT count(*) FROM files").fetchone()[0]
+                        )
+                        problems = db.execute(SELECT_PROBLEMS).fetchall()
+                        proposals = db.execute(SELECT_MOVED_PROPOSALS).fetchall()
                     finally:
                         db.execute("COMMIT")
             except sqlite3.Error:

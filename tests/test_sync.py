@@ -137,6 +137,54 @@ def test_sync_reports_added_changed_deleted_moved_and_unchanged(
     assert (again.added, again.changed, again.deleted, again.unchanged) == ([], [], [], 3)
 
 
+def test_a_sync_told_nothing_changed_reports_from_the_manifest_alone(vault: Vault) -> None:
+    # What a watcher-vouched sync in a new process says (no rows read): the same as a walk's.
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    write_record(vault, f"{INSIGHTS}/p.md", "Moved proposal", "kept", type_="proposal")
+    write_record(vault, "learning/proposals/q.md", "Waiting proposal", "waits", type_="proposal")
+    (vault.root / LONG_TERM / "bad.md").write_text("---\ntitle: [unclosed\n---\n", "utf-8")
+    first = VaultIndex(vault)
+    walked = first.sync()
+    first.close()
+
+    def told_nothing() -> sync_module.SyncReport:
+        fresh = VaultIndex(vault)
+        try:
+            return fresh.sync(paths=[])
+        finally:
+            fresh.close()
+
+    quick = told_nothing()
+    assert quick.unchanged == walked.unchanged + len(walked.added) == 4
+    assert [p.path for p in quick.problems] == [p.path for p in walked.problems]
+    assert quick.problems[0].path == f"{LONG_TERM}/bad.md" and quick.problems[0].line > 0
+    assert quick.proposals_in_stores == walked.proposals_in_stores == [f"{INSIGHTS}/p.md"]
+    # A manifest saved before the count and the report indexes were kept: the same answers,
+    # and the next save adds them.
+    db = sqlite3.connect(vault.state_dir / "manifest.db")
+    with db:
+        db.execute("DELETE FROM meta WHERE key = 'files'")
+        db.execute("DROP INDEX files_problem")
+        db.execute("DROP INDEX files_moved_proposal")
+    db.close()
+    again = told_nothing()
+    assert (again.unchanged, again.problems, again.proposals_in_stores) == (
+        quick.unchanged,
+        quick.problems,
+        quick.proposals_in_stores,
+    )
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
+    index = VaultIndex(vault)
+    index.sync()
+    index.close()
+    db = sqlite3.connect(vault.state_dir / "manifest.db")
+    indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    kept = db.execute("SELECT value FROM meta WHERE key = 'files'").fetchone()
+    db.close()
+    assert {"files_problem", "files_moved_proposal"} <= indexes and kept == ("5",)
+    assert told_nothing().unchanged == 5
+
+
 def test_the_manifest_holds_mtime_size_and_content_hash(
     vault: Vault, vault_index: VaultIndex
 ) -> None:
