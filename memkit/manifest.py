@@ -8,10 +8,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zlib import crc32
 
 from memkit.files import (
     RECORD_ROOTS,
@@ -71,6 +72,8 @@ _SELECT = "SELECT path, " + ", ".join(COLUMNS) + " FROM files"
 _UPSERT = "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SET_META = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
 _UPSERT_GONE = "INSERT OR REPLACE INTO gone VALUES (?, ?)"
+# One row's stat columns, in a Row's positions 0, 1, 7, 8 (for `_row_stat`).
+_SELECT_ONE_STAT = "SELECT mtime_ns, size, 0, 0, 0, 0, 0, ctime_ns, ino FROM files WHERE path = ?"
 TOMBSTONES = 20_000
 # How many syncs saved changes (each after its one index commit): for `status` and tests.
 _COUNT_SAVE = (
@@ -132,6 +135,22 @@ def _same_content(root: str, relpath: str, sha256: str) -> bool:
 # Manifest entry of a path whose documents may be in the index after a killed sync: matches no
 # file, so the next sync reads the file again or, when it is gone, deletes its documents.
 UNKNOWN_ROW: Row = (-1, -1, "", "", "", "", 0, -1, -1)
+_DIGEST_BITS = (1 << 64) - 1
+
+
+def stat_digest(stats: Iterable[tuple[str, FileStat]]) -> int:
+    """An order-free fingerprint of (path, stat) pairs: the sum of their hashes, so a save
+    updates it by what it changed and a walk compares with it without reading 100k rows.
+    (CPython's hash of a tuple of ints is the same in every process: only str hashes are
+    salted, so the path goes in as its CRC.)"""
+    total = 0
+    for path, (mtime, size, ctime, ino) in stats:
+        total += hash((crc32(path.encode("utf-8", "surrogateescape")), mtime, size, ctime, ino))
+    return total & _DIGEST_BITS
+
+
+def _row_stat(row: Sequence[Any]) -> FileStat:
+    return (int(row[0]), int(row[1]), int(row[7]), int(row[8]))
 
 
 class Manifest:
@@ -149,6 +168,9 @@ class Manifest:
         # The save (generation, number) `_rows` reflects: later saves are read as changes.
         self._generation = ""
         self._seq = 0
+        # The last read that took in just what later saves changed: (the rows before, the rows
+        # after, the paths that differ), so that what is worked out from rows can be updated.
+        self.last_reload: tuple[dict[str, Row], dict[str, Row], set[str]] | None = None
         # The open manifest database, and the (device, inode) of the file it opened.
         self._db: sqlite3.Connection | None = None
         # One connection, used by several threads in a long-lived process (the watcher's sync,
@@ -268,13 +290,18 @@ class Manifest:
                         and pruned <= self._seq <= seq
                     ):
                         # Just what later saves changed (a copy: the old dict stays as it was).
-                        rows = dict(self._rows)
+                        before = self._rows
+                        rows = dict(before)
+                        differ = set()
                         for row in db.execute(_SELECT + " WHERE seq > ?", (self._seq,)):
                             rows[row[0]] = row[1:]
+                            differ.add(row[0])
                         for (path,) in db.execute(
                             "SELECT path FROM gone WHERE seq > ?", (self._seq,)
                         ):
                             rows.pop(path, None)
+                            differ.add(path)
+                        self.last_reload = (before, rows, differ)
                     else:
                         rows = {row[0]: row[1:] for row in db.execute(_SELECT)}
             finally:
@@ -337,12 +364,44 @@ class Manifest:
         """Paths pending from a killed sync: in the manifest itself now (as UNKNOWN_ROW)."""
         return []
 
+    @staticmethod
+    def _shift_digest(
+        db: sqlite3.Connection, before: Sequence[str], after: Mapping[str, Row]
+    ) -> None:
+        """Inside a save: the manifest's stat digest without the rows of `before` (those that
+        exist) and with the rows `after`. (A manifest without one keeps none: the walk's
+        comparison then reads the stat columns.)"""
+        kept = db.execute("SELECT value FROM meta WHERE key = 'stat_digest'").fetchone()
+        if kept is None:
+            return  # (`_complete_digest` adds one after the save's writes)
+        old = [
+            (path, _row_stat(row))
+            for path in before
+            if (row := db.execute(_SELECT_ONE_STAT, (path,)).fetchone()) is not None
+        ]
+        digest = int(kept[0]) - stat_digest(old)
+        digest += stat_digest((path, _row_stat(row)) for path, row in after.items())
+        db.execute(_SET_META, ("stat_digest", str(digest & _DIGEST_BITS)))
+
+    @staticmethod
+    def _complete_digest(db: sqlite3.Connection) -> None:
+        """Inside a save, after its writes: a manifest written before the digest was kept (or
+        by a killed sync's pending list) gains one, from its rows (once: ~100 ms at 100k)."""
+        if db.execute("SELECT 1 FROM meta WHERE key = 'stat_digest'").fetchone() is None:
+            rows = db.execute(
+                "SELECT path, mtime_ns, size, 0, 0, 0, 0, 0, ctime_ns, ino FROM files"
+            )
+            digest = stat_digest((row[0], _row_stat(row[1:])) for row in rows)
+            db.execute(_SET_META, ("stat_digest", str(digest)))
+
     def _save_pending(self, paths: Sequence[str]) -> None:
         """Before the index learns of paths the manifest does not list, list them (as
         UNKNOWN_ROW): if this process dies between the index commit and the manifest save,
         the next sync still looks at them (and drops their documents when the files are gone)."""
         with self._writing() as db:
             seq = self._next_save(db)
+            new = [p for p in paths if not db.execute(_SELECT_ONE_STAT, (p,)).fetchone()]
+            self._shift_digest(db, [], {path: UNKNOWN_ROW for path in new})
             listed = db.executemany(
                 "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ((path, *UNKNOWN_ROW, seq) for path in paths),
@@ -376,6 +435,7 @@ class Manifest:
                     ("generation", generation),
                     ("pruned", str(seq)),
                     ("files", str(len(rows))),
+                    ("stat_digest", str(stat_digest((p, _row_stat(r)) for p, r in rows.items()))),
                 ],
             )
             db.execute(_COUNT_SAVE)
@@ -401,12 +461,14 @@ class Manifest:
             return  # the manifest on disk says it all already
         with self._writing() as db:
             seq = self._next_save(db)
+            self._shift_digest(db, [*changed, *deleted], changed)
             db.executemany(_UPSERT, ((path, *row, seq) for path, row in changed.items()))
             db.executemany("DELETE FROM gone WHERE path = ?", ((path,) for path in changed))
             db.executemany("DELETE FROM files WHERE path = ?", ((path,) for path in deleted))
             db.executemany(_UPSERT_GONE, ((path, seq) for path in deleted))
             db.execute(_SET_META, ("scanned_ns", str(scanned_ns)))
             db.execute(_SET_META, ("files", str(len(rows))))
+            self._complete_digest(db)
             if db.execute("SELECT count(*) FROM gone").fetchone()[0] > TOMBSTONES:
                 db.execute("DELETE FROM gone")
                 db.execute(_SET_META, ("pruned", str(seq)))
@@ -537,8 +599,67 @@ class Manifest:
         )
         return changed, gone
 
+    def _digest_on_disk(self) -> tuple[int, int, int] | None:
+        """(scanned_ns, number of rows, stat digest) as the last save left them, or None."""
+        try:
+            with self._db_lock:
+                db = self._connect()
+                db.execute("BEGIN")  # one snapshot of meta
+                try:
+                    if not self._schema_ok(db):
+                        return None
+                    meta = dict(
+                        db.execute(
+                            "SELECT key, value FROM meta"
+                            " WHERE key IN ('scanned_ns', 'files', 'stat_digest')"
+                        ).fetchall()
+                    )
+                finally:
+                    db.execute("COMMIT")
+        except (sqlite3.Error, OSError, ValueError):
+            return None
+        if len(meta) < 3:
+            return None
+        return int(meta["scanned_ns"]), int(meta["files"]), int(meta["stat_digest"])
+
+    def _any_content_differs(self, racy_paths: Sequence[str]) -> bool:
+        """Whether any of these files (same stat as the manifest, but changed in the same
+        clock tick as its last scan) holds other content than the manifest's hash says."""
+        if not racy_paths:
+            return False
+        root = str(self.vault.root)
+        hashes = self._hashes_on_disk(racy_paths)
+        return any(not _same_content(root, path, hashes.get(path, "")) for path in racy_paths)
+
+    def _hashes_on_disk(self, paths: Sequence[str]) -> dict[str, str]:
+        """path -> content hash, from the manifest on disk, for a few paths."""
+        try:
+            with self._db_lock:
+                db = self._connect()
+                return {
+                    path: str(row[0])
+                    for path in paths
+                    if (
+                        row := db.execute(
+                            "SELECT sha256 FROM files WHERE path = ?", (path,)
+                        ).fetchone()
+                    )
+                }
+        except (sqlite3.Error, OSError, ValueError):
+            return {}
+
     def _differs(self, stats: Mapping[str, FileStat]) -> bool:
         """Whether the walk's `stats` differ from the manifest (see `is_stale`)."""
+        if self._rows is None:
+            # A process that has not read the manifest yet (a command): when nothing differs,
+            # it never needs the rows: the walk is compared with the digest of their stats.
+            kept = self._digest_on_disk()
+            if kept is not None:
+                scanned_ns, count, digest = kept
+                if count != len(stats) or stat_digest(stats.items()) != digest:
+                    return True
+                racy_paths = [path for path, stat in stats.items() if stat[0] >= scanned_ns]
+                return self._any_content_differs(racy_paths)
         rows = self._current_rows()
         if not rows:
             return bool(stats)

@@ -401,6 +401,17 @@ class VaultIndex(Manifest):
         reused instead of walking again.
         """
         started = time.monotonic()
+        if not full and paths is None and not directories and self._rows is None:
+            # A command's walk: compared with the manifest's stat columns first, so that a
+            # vault where nothing changed is reported without loading every row.
+            if walked is None:
+                walked = (self._file_system_now(), self.stat_files())
+            if not self._differs(walked[1]):
+                quick = self._nothing_to_sync(lock_timeout)
+                if quick is not None:
+                    quick.unchanged = len(walked[1])
+                    quick.seconds = time.monotonic() - started
+                    return quick
         if not full and paths is not None and not paths and not directories:
             # Nothing to look at (a watcher vouched for every file): the report from the
             # manifest's own queries, without loading its rows into this process.
@@ -563,6 +574,16 @@ class VaultIndex(Manifest):
         which is `previous` changed at `looked_at`. Worked out from the last answer when that
         was for `previous` (a scan of 100k rows costs a watcher's sync ~25 ms)."""
         marks = self._marks
+        reload = self.last_reload
+        if (
+            marks is not None
+            and reload is not None
+            and reload[0] is marks[0]
+            and reload[1] is previous
+        ):
+            # Another process saved since: `previous` is the rows marked last time plus what
+            # its saves changed (a watcher syncing this process's own writes, say).
+            marks, looked_at = (previous, marks[1], marks[2]), looked_at | reload[2]
         if marks is not None and marks[0] is previous:
             problems, proposals = set(marks[1]), set(marks[2])
             for path in looked_at:

@@ -185,6 +185,73 @@ def test_a_sync_told_nothing_changed_reports_from_the_manifest_alone(vault: Vaul
     assert told_nothing().unchanged == 5
 
 
+def stored_digest(vault: Vault) -> tuple[int, int]:
+    """(the stat digest the manifest keeps, the digest of the rows it holds, worked out now)."""
+    db = sqlite3.connect(vault.state_dir / "manifest.db")
+    try:
+        kept = db.execute("SELECT value FROM meta WHERE key = 'stat_digest'").fetchone()
+        rows = db.execute("SELECT path, mtime_ns, size, ctime_ns, ino FROM files").fetchall()
+    finally:
+        db.close()
+    actual = memkit.manifest.stat_digest((row[0], tuple(row[1:])) for row in rows)  # type: ignore[misc]
+    return (int(kept[0]) if kept else -1), actual
+
+
+def test_the_stat_digest_follows_every_save_and_a_new_process_sees_each_change(
+    vault: Vault,
+) -> None:
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
+
+    def new_process_sees_change() -> bool:
+        fresh = VaultIndex(vault)
+        try:
+            return fresh.is_stale()
+        finally:
+            fresh.close()
+
+    index = VaultIndex(vault)
+    try:
+        index.sync()
+        kept, actual = stored_digest(vault)
+        assert kept == actual and not new_process_sees_change()
+        edits: list[Callable[[], object]] = [
+            # same size, new mtime
+            lambda: write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apricot"),
+            # one file gone, one new: the count stays
+            lambda: (
+                (vault.root / LONG_TERM / "b.md").unlink(),
+                write_record(vault, f"{LONG_TERM}/c.md", "Charlie", "cherries"),
+            ),
+            # renamed: same inode and stat, another path
+            lambda: (vault.root / LONG_TERM / "c.md").rename(vault.root / LONG_TERM / "d.md"),
+        ]
+        for edit in edits:
+            edit()
+            assert new_process_sees_change()
+            index.sync()
+            kept, actual = stored_digest(vault)
+            assert kept == actual and not new_process_sees_change()
+        # A manifest without a digest (written before it was kept) gains one at its next save.
+        db = sqlite3.connect(vault.state_dir / "manifest.db")
+        with db:
+            db.execute("DELETE FROM meta WHERE key = 'stat_digest'")
+        db.close()
+        assert not new_process_sees_change()  # (from the rows, as before)
+        write_record(vault, f"{LONG_TERM}/e.md", "Echo", "eggs")
+        index.sync()
+        kept, actual = stored_digest(vault)
+        assert kept == actual
+    finally:
+        index.close()
+    # A rebuild writes it afresh.
+    rebuilt = VaultIndex(vault)
+    rebuilt.sync(full=True)
+    rebuilt.close()
+    kept, actual = stored_digest(vault)
+    assert kept == actual and not new_process_sees_change()
+
+
 def test_the_manifest_holds_mtime_size_and_content_hash(
     vault: Vault, vault_index: VaultIndex
 ) -> None:
