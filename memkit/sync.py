@@ -11,7 +11,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from memkit.index import (
     SearchResult,
     as_request,
 )
+from memkit.kept_documents import KeptDocuments
 from memkit.manifest import MANIFEST_FILE as MANIFEST_FILE
 from memkit.manifest import MANIFEST_VERSION as MANIFEST_VERSION
 from memkit.manifest import (
@@ -42,6 +43,7 @@ from memkit.manifest import (
 )
 from memkit.manifest import UNKNOWN_ROW as UNKNOWN_ROW
 from memkit.records import STORE_TYPES, TYPE_FOLDERS, parse_record
+from memkit.sync_report import SyncReport as SyncReport
 from memkit.vault import Problem, Vault
 from memkit.watch_protocol import WATCHER_FILE as WATCHER_FILE
 from memkit.watch_protocol import WATCHER_STALE_SECONDS
@@ -55,39 +57,6 @@ PARALLEL_THRESHOLD = 2000
 STORE_FOLDERS = {TYPE_FOLDERS[t] for t in STORE_TYPES.values()}
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass
-class SyncReport:
-    added: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    moved: list[tuple[str, str]] = field(default_factory=list)
-    unchanged: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    proposals_in_stores: list[str] = field(default_factory=list)
-    rebuilt: bool = False
-    seconds: float = 0.0
-    checked_by: str = ""  # who said what changed: "watcher", "walk" ("" when not recorded)
-
-    @property
-    def files_changed(self) -> int:
-        """How many files this sync added, changed or deleted in the index."""
-        return len(self.added) + len(self.changed) + len(self.deleted)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "added": self.added,
-            "changed": self.changed,
-            "deleted": self.deleted,
-            "moved": [{"from": a, "to": b} for a, b in self.moved],
-            "unchanged": self.unchanged,
-            "rebuilt": self.rebuilt,
-            "problems": [p.to_json() for p in self.problems],
-            "proposals_in_stores": self.proposals_in_stores,
-            "seconds": round(self.seconds, 3),
-            "checked_by": self.checked_by,
-        }
 
 
 @dataclass
@@ -181,6 +150,9 @@ class VaultIndex(Manifest):
         self._index_folder: tuple[int, int] | None = None
         # The rows `_marked` last answered for, and its answer.
         self._marks: tuple[dict[str, Row], set[str], set[str]] | None = None
+        # The documents of the day files this process indexed last: a change replaces only
+        # the documents that differ.
+        self._documents = KeptDocuments()
         # Inside `operation()`: whether its one freshness check was made (None: outside one).
         self._checked: bool | None = None
         # Which way the last freshness check answered ("watcher", "walk", "rebuilt", "").
@@ -455,6 +427,7 @@ class VaultIndex(Manifest):
                 if fresh:
                     self._save_pending(sorted(fresh))
                 parsed: list[Parsed] = []
+                self._documents.clear()
                 index.replace_all(self._stream_documents(to_read, progress, parsed))
             else:
                 known = {
@@ -504,7 +477,16 @@ class VaultIndex(Manifest):
             elif upserts or report.deleted or reindexed:
                 # The searchable moment: the commit (and the reader's reload) comes first,
                 # the manifest after it.
-                index.update(upserts, [*report.deleted, *reindexed])
+                upserts, keep, stale_keys = self._documents.changes(upserts, manifest)
+                index.update(
+                    upserts,
+                    [*report.deleted, *reindexed],
+                    keep_paths=keep,
+                    delete_keys=stale_keys,
+                )
+                self._documents.remember(
+                    ((item.path, item.state.sha256, item.docs) for item in parsed), report.deleted
+                )
             if full:
                 self._write_base(new_manifest, scanned_ns)
             elif parsed or report.deleted:

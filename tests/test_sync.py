@@ -255,6 +255,77 @@ def test_the_stat_digest_follows_every_save_and_a_new_process_sees_each_change(
     assert kept == actual and not new_process_sees_change()
 
 
+def _search_keys(vault_index: VaultIndex, words: list[str]) -> dict[str, list[str]]:
+    return {
+        word: sorted(hit.key for hit in vault_index.search(word, sync=False, k=50)[0].hits)
+        for word in words
+    }
+
+
+def test_a_changed_day_file_replaces_only_the_documents_that_changed(
+    vault: Vault, tmp_path: Path
+) -> None:
+    # A process keeps the documents of the day files it indexed last, and replaces only the
+    # documents that differ when the file changes again: the index must stay exactly what a
+    # rebuild gives, whoever else indexed the file in between.
+    from memkit.conversations import ConversationMessage, Episodes
+
+    moment = datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)
+    words = [
+        f"{w}word"
+        for w in ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    ]
+    original = f"message 3 says {words[3]}"
+    edited = "message three was rewritten by hand"
+
+    def say(n: int) -> ConversationMessage:
+        text = f"message {n} says {words[n % len(words)]}"
+        return ConversationMessage(text, "Dana", f"m{n}", "s1", moment.replace(minute=n))
+
+    index = VaultIndex(vault)
+    other = VaultIndex(vault)
+    probe = [*words, "rewritten", "Dana", "message"]
+    copies = iter(range(100))
+
+    def same_as_a_rebuild() -> None:
+        copy = tmp_path / f"copy{next(copies)}"
+        assert indexed(index) == rebuilt_from_scratch(vault, copy)
+        scratch = VaultIndex(Vault(copy))
+        try:
+            assert _search_keys(index, probe) == _search_keys(scratch, probe)
+        finally:
+            scratch.close()
+
+    def rewrite(old: str, new: str) -> None:
+        text = day.read_text("utf-8")
+        assert old in text
+        day.write_text(text.replace(old, new), "utf-8")
+
+    try:
+        index.sync()  # (a manifest first: the day file's first sync is not a rebuild)
+        Episodes(vault).record([say(n) for n in range(8)], session="s1")
+        index.index_writes()
+        Episodes(vault).record([say(8), say(9)], session="s1")  # appended
+        index.index_writes()
+        same_as_a_rebuild()
+        day = next((vault.root / "memory" / "episodic").rglob("*.md"))
+        # Edited in place: the message and its neighbours' context change.
+        rewrite(original, edited)
+        index.sync()
+        same_as_a_rebuild()
+        assert len(_search_keys(index, ["rewritten"])["rewritten"]) >= 3  # and its neighbours
+        # Reverted, and indexed by another process: this process's documents of the file are
+        # no longer what the index holds. Then edited again to what this process last saw.
+        rewrite(edited, original)
+        other.sync()
+        rewrite(original, edited)
+        index.sync()
+        same_as_a_rebuild()
+    finally:
+        index.close()
+        other.close()
+
+
 def test_the_manifest_holds_mtime_size_and_content_hash(
     vault: Vault, vault_index: VaultIndex
 ) -> None:
