@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
 from memkit.conversations import ConversationMessage
-from memkit.errors import ConflictError, LLMError, MemkitError, SecretRefused, UsageError
+from memkit.errors import (
+    ConflictError,
+    LLMError,
+    LockTimeout,
+    MemkitError,
+    SecretRefused,
+    UsageError,
+)
 from memkit.extraction import (
     _OUTPUT_CHARS_PER_TOKEN,
     FOLDER_STORES,
@@ -30,7 +38,7 @@ from memkit.secret_guard import find_secrets
 from memkit.settings import LEARNING_MODES
 from memkit.sync import VaultIndex
 from memkit.timeutil import format_time, now_iso, utcnow
-from memkit.vault import Vault
+from memkit.vault import NotRegularFile, Problem, Vault, fingerprint_bytes, read_regular
 
 # What a model is asked and how its reply comes back lives in extraction; those names stay
 # importable from here (the two private ones for tests that size the schema).
@@ -42,6 +50,7 @@ __all__ = [
     "STORE_DESCRIPTIONS",
     "STORE_FOLDERS",
     "_OUTPUT_CHARS_PER_TOKEN",
+    "Approvals",
     "LearnReport",
     "Learning",
     "Refusal",
@@ -110,6 +119,26 @@ class LearnReport:
             "fallbacks": self.fallbacks,
             "warnings": self.warnings,
         }
+
+
+@dataclass
+class Approvals:
+    """What finalising approvals-by-move did: the proposals approved (their paths in the store
+    folders) and the entries they became, every file written as read back (None: deleted), and
+    the proposals that could not be finalised (left exactly as they are) with why."""
+
+    approved: list[str] = field(default_factory=list)
+    entries: dict[str, Record] = field(default_factory=dict)  # approved path -> its entry
+    written: dict[str, Record | None] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    tried: set[str] = field(default_factory=set)
+
+    def merge(self, other: Approvals) -> None:
+        self.approved += other.approved
+        self.entries.update(other.entries)
+        self.written.update(other.written)
+        self.problems += other.problems
+        self.tried |= other.tried
 
 
 def body_digest(body: str) -> str:
@@ -454,10 +483,11 @@ class Learning:
             self._mark_superseded(known[entry["target"]], record)
         return record
 
-    def _mark_superseded(self, old: Record, new: Record) -> None:
+    def _mark_superseded(self, old: Record, new: Record) -> Record:
         old.meta["superseded_by"] = new.id
         old.meta["valid_to"] = new.meta["created"]
-        self.vault.update(old)  # only front-matter changes (the guard checks what an update adds)
+        # Only front-matter changes (the guard checks what an update adds).
+        return self.vault.update(old)
 
     def _write_proposal(self, entry: dict[str, Any], known: dict[str, Record]) -> Record:
         extra: dict[str, Any] = {"store": entry["store"], "op": entry["op"]}
@@ -551,16 +581,19 @@ class Learning:
             if str(r.path).startswith(PROPOSALS_FOLDER + "/")
         ]
 
-    def _proposal(self, ref: str) -> Record:
-        record = self.vault.get(ref)
+    def _proposal(self, ref: str | Record) -> Record:
+        record = ref if isinstance(ref, Record) else self.vault.get(ref)
         if record.type != "proposal":
             raise UsageError(f"{record.path} is a {record.type} entry, not a proposal")
         if str(record.path).startswith(REJECTED_FOLDER + "/"):
             raise UsageError(f"{record.path} was rejected; move it to {PROPOSALS_FOLDER}/ first")
         return record
 
-    def approve(self, ref: str, *, force: bool = False) -> Record:
-        """Move a proposal into its store and apply it: the same as moving the file by hand."""
+    def approve(self, ref: str | Record, *, force: bool = False) -> Record:
+        """Move a proposal into its store and apply it: the same as moving the file by hand.
+        `ref` may be the proposal as read already (then it is not read again). The entry is
+        indexed at once, from the files as written (write-through, no parse of its own)."""
+        written: dict[str, Record | None] = {}
         with self.vault.write_lock():
             record = self._proposal(ref)
             store = str(record.meta.get("store", ""))
@@ -571,14 +604,56 @@ class Learning:
             if str(PurePosixPath(record.path).parent) == PROPOSALS_FOLDER:
                 name = PurePosixPath(record.path).name
                 record = self.vault.move(record, f"{STORE_FOLDERS[store]}/{name}")
-            return self._finalise(record, force=force)
+            entry = self._finalise(record, force=force, written=written)
+        # Another process holding the index for long: the write stands, and the next freshness
+        # check (or the watcher) indexes it.
+        with contextlib.suppress(LockTimeout):
+            self.index.index_writes(
+                records={path: r for path, r in written.items() if r is not None}
+            )
+        return entry
 
     def finalise_moved(self, path: str) -> str:
         """A proposal a person moved into a store folder: finalise it like `approve`."""
+        entry = self._finalise_moved(path, None, {})
+        return path if entry is None else str(entry.path)
+
+    def finalise_moves(self, found: Mapping[str, Record | None]) -> Approvals:
+        """Finalise the proposals among `found` (path -> the file as a sync read it, or None:
+        read it here) that sit in a store folder: a person approved them by moving them there.
+        Other files are left alone. One that cannot be finalised (wrong store folder, its
+        target changed) stays exactly as it is and becomes a problem naming the file and what
+        to do. A record handed in is not parsed again (the file is checked to be unchanged)."""
+        done = Approvals()
+        for path, record in found.items():
+            if path.rpartition("/")[0] not in FOLDER_STORES:
+                continue
+            if record is not None and record.type != "proposal":
+                continue
+            done.tried.add(path)
+            try:
+                entry = self._finalise_moved(path, record, done.written)
+            except MemkitError as error:
+                message = str(error)
+                if message.startswith(f"{path}: "):
+                    message = message[len(path) + 2 :]
+                done.problems.append(Problem(path, 1, message))
+                continue
+            if entry is not None:
+                done.approved.append(path)
+                done.entries[path] = entry
+        return done
+
+    def _finalise_moved(
+        self, path: str, record: Record | None, written: dict[str, Record | None]
+    ) -> Record | None:
+        """Finalise one proposal moved into a store folder (None: it is no proposal, say
+        finalised already by another process); the files written go to `written`."""
         with self.vault.write_lock():
-            record = self.vault.read_record(path)
+            if record is None or not self._unchanged(record):
+                record = self.vault.read_record(path)
             if record.type != "proposal":
-                return path  # finalised already (by another process)
+                return None
             folder = str(PurePosixPath(path).parent)
             store = str(record.meta.get("store", ""))
             if FOLDER_STORES.get(folder) != store:
@@ -587,10 +662,29 @@ class Learning:
                     f"{folder}/; move it to {STORE_FOLDERS.get(store, '?')}/ to approve it, or set "
                     f"`store: {FOLDER_STORES.get(folder, '?')}` in it. Nothing was changed."
                 )
-            return str(self._finalise(record).path)
+            return self._finalise(record, written=written)
 
-    def _finalise(self, record: Record, *, force: bool = False) -> Record:
-        """Turn a proposal that sits in its store folder into an entry, applying its op."""
+    def _unchanged(self, record: Record) -> bool:
+        """Whether the record's file still holds the bytes it was read from (read, not parsed)."""
+        assert record.path is not None
+        if record.fingerprint is None:
+            return False
+        try:
+            data, stat = read_regular(self.vault.root, str(self.vault.safe_path(record.path)))
+        except (OSError, MemkitError, NotRegularFile):
+            return False
+        return fingerprint_bytes(data, stat)[1:] == record.fingerprint[1:]
+
+    def _finalise(
+        self,
+        record: Record,
+        *,
+        force: bool = False,
+        written: dict[str, Record | None] | None = None,
+    ) -> Record:
+        """Turn a proposal that sits in its store folder into an entry, applying its op.
+        `written` collects every file written, as read back (None: deleted), for the index."""
+        written = {} if written is None else written
         assert record.path is not None
         store = str(record.meta["store"])
         op = str(record.meta.get("op", "add"))
@@ -610,8 +704,10 @@ class Learning:
                 target.meta["evidence"] = evidence
             target.meta["approved"] = stamp
             updated = self.vault.update(target, allow_secrets=True)
+            written[str(updated.path)] = updated
             # The proposal's text now lives in its target; git keeps the proposal's history.
             self.vault.delete(record)
+            written[record.path] = None
             return updated
         record.meta["type"] = STORE_TYPES[store]
         record.meta["approved"] = stamp
@@ -622,8 +718,10 @@ class Learning:
         if STORE_TYPES[store] != "decision":
             record.meta.pop("rationale", None)
         finalised = self.vault.update(record, allow_secrets=True)
+        written[str(finalised.path)] = finalised
         if op == "supersede" and target is not None:
-            self._mark_superseded(target, finalised)
+            superseded = self._mark_superseded(target, finalised)
+            written[str(superseded.path)] = superseded
         return finalised
 
     def _target_of(self, record: Record, *, force: bool) -> Record | None:

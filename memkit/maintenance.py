@@ -8,34 +8,93 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from memkit.errors import LockTimeout, MemkitError
+from memkit.errors import LockTimeout
 from memkit.gitvault import GitVault, RemoteSyncReport, quoted
-from memkit.learning import Learning
+from memkit.learning import Approvals, Learning
+from memkit.records import Record
 from memkit.sync import Progress, SyncReport, VaultIndex, ask_watcher
-from memkit.vault import Problem, Vault
+from memkit.vault import Vault
+
+
+class MovedProposals:
+    """Finalising the proposals a person moved into a store folder (approvals by move), for
+    one sync: `settle` is the sync's hook (the files it held out of its commit, finalised and
+    handed back as written, so the index takes them in the same one commit, unparsed); `finish`
+    takes the proposals the sync found already indexed where they sit (moved, then synced by
+    another process or a rebuild), finalises them and indexes them by path."""
+
+    def __init__(self, vault: Vault, index: VaultIndex) -> None:
+        self.index = index
+        self.learning = Learning(vault, index=index)  # the caller's open index
+        self.done = Approvals()
+
+    def settle(self, held: dict[str, Record]) -> dict[str, Record | None]:
+        found = self.learning.finalise_moves(held)
+        self.done.merge(found)
+        return found.written
+
+    def finish(self, report: SyncReport) -> SyncReport:
+        """`report` with the approvals finalised: `approved` lists them, `proposals_in_stores`
+        and `problems` what is left (a proposal that cannot be finalised is left as it is)."""
+        leftover = [p for p in report.proposals_in_stores if p not in self.done.tried]
+        if leftover:
+            found = self.learning.finalise_moves(dict.fromkeys(leftover))
+            self.done.merge(found)
+            if found.written:
+                records = {p: r for p, r in found.written.items() if r is not None}
+                again = self.index.index_writes(records=records) or SyncReport()
+                report.changed = sorted({*report.changed, *again.changed, *again.added})
+                report.problems = again.problems
+                report.proposals_in_stores = again.proposals_in_stores
+        report.approved = sorted({*report.approved, *self.done.approved})
+        left = set(report.proposals_in_stores)
+        report.problems = sorted(
+            [*report.problems, *(p for p in self.done.problems if p.path in left)],
+            key=lambda problem: problem.path,
+        )
+        return report
 
 
 def finalise_moved_proposals(
     vault: Vault, report: SyncReport, vault_index: VaultIndex | None = None
 ) -> list[str]:
-    """Proposals a person moved into a store folder are approvals: finalise them.
+    """Proposals a person moved into a store folder are approvals: finalise the ones `report`
+    lists, index them, and return their paths (`report` says what is left, and why).
 
     One that cannot be finalised (wrong store folder, its target changed) stays exactly as it
     is and becomes a problem in the report, naming the file and what to do.
     """
     if not report.proposals_in_stores:
         return []
-    learning = Learning(vault, index=vault_index)  # the caller's open index, when it has one
-    finalised = []
-    for path in report.proposals_in_stores:
-        try:
-            finalised.append(learning.finalise_moved(path))
-        except MemkitError as error:
-            message = str(error)
-            if message.startswith(f"{path}: "):
-                message = message[len(path) + 2 :]
-            report.problems.append(Problem(path, 1, message))
-    return finalised
+    own_index = vault_index is None
+    index = vault_index or VaultIndex(vault)
+    try:
+        moved = MovedProposals(vault, index)
+        moved.finish(report)
+        return moved.done.approved
+    finally:
+        if own_index:
+            index.close()
+
+
+def _refresh(
+    vault: Vault, index: VaultIndex, *, full: bool, progress: Progress | None
+) -> tuple[SyncReport, Approvals]:
+    moved = MovedProposals(vault, index)
+    answer = None if full else ask_watcher(vault.state_dir)
+    if answer is not None:
+        # A healthy watcher vouches for every file it does not name: no walk.
+        report = index.sync(
+            paths=answer.paths,
+            directories=answer.directories,
+            progress=progress,
+            settle=moved.settle,
+        )
+        report.checked_by = "watcher"
+    else:
+        report = index.sync(full=full, progress=progress, settle=moved.settle)
+        report.checked_by = "walk"
+    return moved.finish(report), moved.done
 
 
 def refresh(
@@ -45,28 +104,13 @@ def refresh(
     progress: Progress | None = None,
     vault_index: VaultIndex | None = None,
 ) -> SyncReport:
-    """Sync the index with the files, finalise approvals that arrived by moving a file, and
-    index the finalised entries by path (write-through: no second walk)."""
+    """Sync the index with the files and finalise approvals that arrived by moving a file:
+    the moved file is finalised before it is indexed, and indexed as finalised, in the sync's
+    one commit (no second walk, no parse of the finalised file)."""
     own_index = vault_index is None
     index = vault_index or VaultIndex(vault)
     try:
-        answer = None if full else ask_watcher(vault.state_dir)
-        if answer is not None:
-            # A healthy watcher vouches for every file it does not name: no walk.
-            report = index.sync(
-                paths=answer.paths, directories=answer.directories, progress=progress
-            )
-            report.checked_by = "watcher"
-        else:
-            report = index.sync(full=full, progress=progress)
-            report.checked_by = "walk"
-        if report.proposals_in_stores and finalise_moved_proposals(vault, report, index):
-            again = index.index_writes() or SyncReport()
-            report.changed = sorted(set(report.changed) | set(again.changed) | set(again.added))
-            unfinalised = [p for p in report.problems if p.path in again.proposals_in_stores]
-            report.problems = again.problems + unfinalised
-            report.proposals_in_stores = again.proposals_in_stores
-        return report
+        return _refresh(vault, index, full=full, progress=progress)[0]
     finally:
         if own_index:
             index.close()
@@ -97,13 +141,13 @@ class RemoteSync:
         return {**self.index.to_json(), "git": self.git.to_json()}
 
 
-def approvals_message(vault: Vault, paths: Iterable[str]) -> str | None:
-    """The commit message for proposals finalised after a pull (moved into a store in git)."""
-    finalised = []
-    for path in sorted(paths):
-        if path.endswith(".md") and vault.safe_path(path).is_file():
-            record = vault.read_record(path)
-            finalised.append(f"{record.type} {quoted(record.title)}")
+def approvals_message(entries: Iterable[Record]) -> str | None:
+    """The commit message for proposals finalised after a pull (moved into a store in git),
+    from the entries they became."""
+    finalised = [
+        f"{record.type} {quoted(record.title)}"
+        for record in sorted(entries, key=lambda r: str(r.path))
+    ]
     if not finalised:
         return None
     if len(finalised) == 1:
@@ -123,9 +167,13 @@ def sync_with_remote(
     synced: list[SyncReport] = []
 
     def after_pull(_report: RemoteSyncReport) -> str | None:
-        before = set(vault.touched)
-        synced.append(refresh(vault, progress=progress))
-        return approvals_message(vault, vault.touched - before)
+        index = VaultIndex(vault)
+        try:
+            report, approvals = _refresh(vault, index, full=False, progress=progress)
+        finally:
+            index.close()
+        synced.append(report)
+        return approvals_message(approvals.entries.values())
 
     git_report = GitVault(vault).sync_remote(remote, after_pull=after_pull)
     return RemoteSync(git=git_report, index=synced[-1])
@@ -193,19 +241,34 @@ def watch_vault(
     from memkit.watcher import Watcher
 
     index = VaultIndex(vault)
+    batch: list[MovedProposals] = []
+
+    def settle(held: dict[str, Record]) -> dict[str, Record | None]:
+        # Inside the watcher's sync: what it asks about stays "changed" until this is indexed.
+        batch.append(MovedProposals(vault, index))
+        return batch[-1].settle(held)
 
     def after_sync(report: SyncReport) -> None:
-        if report.proposals_in_stores and finalise_moved_proposals(vault, report, index):
-            index.index_writes()  # write-through: searchable now, not after the next event
+        # Proposals the sync found indexed already where they sit (another process synced the
+        # move first) are finalised here, and indexed by path: searchable now.
+        moved = batch.pop() if batch else MovedProposals(vault, index)
+        batch.clear()
+        moved.finish(report)
         if on_sync is not None:
             on_sync(report)
+
+    def failed(error: Exception) -> None:
+        batch.clear()  # a sync that failed after settling: its approvals are not this batch's
+        if on_error is not None:
+            on_error(error)
 
     watcher = Watcher(
         index,
         polling=polling,
         reconcile_seconds=reconcile_seconds,
         on_sync=after_sync,
-        on_error=on_error,
+        on_error=failed,
+        settle=settle,
     )
     try:
         watcher.run_forever()

@@ -17,7 +17,14 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from memkit.sync import WATCHER_FILE, SyncReport, VaultIndex, socket_address, watcher_address
+from memkit.sync import (
+    WATCHER_FILE,
+    Settle,
+    SyncReport,
+    VaultIndex,
+    socket_address,
+    watcher_address,
+)
 from memkit.vault import RECORD_ROOTS, is_temporary_name
 
 log = logging.getLogger("memkit.watcher")
@@ -98,6 +105,7 @@ class Watcher:
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         on_sync: Callable[[SyncReport], None] | None = None,
         on_error: Callable[[Exception], None] | None = None,
+        settle: Settle | None = None,
     ) -> None:
         self.vault_index = vault_index
         self.root = vault_index.vault.root
@@ -110,6 +118,9 @@ class Watcher:
         self.polling = polling
         self.on_sync = on_sync
         self.on_error = on_error
+        # The sync's hook for files whose type is not their folder's (see VaultIndex.sync):
+        # called inside the batch, so a process asking meanwhile is told those paths changed.
+        self.settle = settle
         self.using_polling = False
         self._pending: set[str] = set()
         self._pending_dirs: set[str] = set()
@@ -348,10 +359,10 @@ class Watcher:
                 self._replace_observer()
             try:
                 if full:
-                    report = self.vault_index.sync()
+                    report = self.vault_index.sync(settle=self.settle)
                 else:
                     report = self.vault_index.sync(
-                        paths=sorted(paths), directories=sorted(directories)
+                        paths=sorted(paths), directories=sorted(directories), settle=self.settle
                     )
             except Exception as error:  # the watcher must outlive any one sync
                 # Never die on one bad sync: say so and reconcile everything on the next round.
@@ -374,8 +385,8 @@ class Watcher:
     def _deliver(self, report: SyncReport) -> None:
         """Hand a sync report to `on_sync`; a failing callback is reported, never fatal."""
         # A proposal in a store folder is handed on even when this sync changed nothing: another
-        # process asking this watcher may have synced the move itself, and only the watcher's
-        # callback finalises approvals.
+        # process asking this watcher may have synced the move itself (before `settle` could
+        # see it), and then the watcher's callback finalises the approval.
         if self.on_sync is None or not (report.files_changed or report.proposals_in_stores):
             return
         try:
