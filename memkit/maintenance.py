@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memkit.errors import LockTimeout
 from memkit.gitvault import GitVault, RemoteSyncReport, quoted
@@ -14,6 +14,9 @@ from memkit.learning import Approvals, Learning
 from memkit.records import Record
 from memkit.sync import Progress, SyncReport, VaultIndex, ask_watcher
 from memkit.vault import Vault
+
+if TYPE_CHECKING:
+    from memkit.watcher import Watcher
 
 
 class MovedProposals:
@@ -229,6 +232,41 @@ def vault_status(vault: Vault) -> dict[str, Any]:
         index.close()
 
 
+def approving_watcher(
+    vault: Vault,
+    index: VaultIndex,
+    *,
+    on_sync: Callable[[SyncReport], None] | None = None,
+    on_error: Callable[[Exception], None] | None = None,
+    **options: Any,
+) -> Watcher:
+    """A `Watcher` of `index` that finalises approvals by move as it syncs: a moved proposal
+    is finalised inside the sync that sees it (one commit); one another process indexed first
+    is finalised after (see `MovedProposals`). `options` go to the Watcher."""
+    from memkit.watcher import Watcher
+
+    batch: list[MovedProposals] = []
+
+    def settle(held: dict[str, Record]) -> dict[str, Record | None]:
+        # Inside the watcher's sync: a process asking meanwhile is told these paths changed.
+        batch.append(MovedProposals(vault, index))
+        return batch[-1].settle(held)
+
+    def after_sync(report: SyncReport) -> None:
+        moved = batch.pop() if batch else MovedProposals(vault, index)
+        batch.clear()
+        moved.finish(report)  # write-through: searchable now, not after the next event
+        if on_sync is not None:
+            on_sync(report)
+
+    def failed(error: Exception) -> None:
+        batch.clear()  # a sync that failed after settling: its approvals are not the next one's
+        if on_error is not None:
+            on_error(error)
+
+    return Watcher(index, on_sync=after_sync, on_error=failed, settle=settle, **options)
+
+
 def watch_vault(
     vault: Vault,
     *,
@@ -238,37 +276,14 @@ def watch_vault(
     on_error: Callable[[Exception], None] | None = None,
 ) -> None:
     """Run the watcher in the foreground until Ctrl-C."""
-    from memkit.watcher import Watcher
-
     index = VaultIndex(vault)
-    batch: list[MovedProposals] = []
-
-    def settle(held: dict[str, Record]) -> dict[str, Record | None]:
-        # Inside the watcher's sync: what it asks about stays "changed" until this is indexed.
-        batch.append(MovedProposals(vault, index))
-        return batch[-1].settle(held)
-
-    def after_sync(report: SyncReport) -> None:
-        # Proposals the sync found indexed already where they sit (another process synced the
-        # move first) are finalised here, and indexed by path: searchable now.
-        moved = batch.pop() if batch else MovedProposals(vault, index)
-        batch.clear()
-        moved.finish(report)
-        if on_sync is not None:
-            on_sync(report)
-
-    def failed(error: Exception) -> None:
-        batch.clear()  # a sync that failed after settling: its approvals are not this batch's
-        if on_error is not None:
-            on_error(error)
-
-    watcher = Watcher(
+    watcher = approving_watcher(
+        vault,
         index,
+        on_sync=on_sync,
+        on_error=on_error,
         polling=polling,
         reconcile_seconds=reconcile_seconds,
-        on_sync=after_sync,
-        on_error=failed,
-        settle=settle,
     )
     try:
         watcher.run_forever()

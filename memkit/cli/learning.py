@@ -140,7 +140,11 @@ def approve(vault: Vault, ref: str, force: bool, json_: bool) -> str:
 
     relpath = str(vault.resolve(ref, cwd=Path.cwd()))
     proposal = vault.read_record(relpath)
-    record = Learning(vault).approve(relpath, force=force)
+    learning = Learning(vault)
+    try:
+        record = learning.approve(proposal, force=force)  # as read: not read again
+    finally:
+        learning.close()
     if json_:
         emit_json(record.to_json())
     else:
