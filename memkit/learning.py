@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from memkit.approvals import (
+    PROPOSAL_ONLY_KEYS,
+    Approvals,
+    body_digest,
+    finalise,
+    finalise_moved,
+    finalise_moves,
+    mark_superseded,
+    target_of,
+)
 from memkit.conversations import ConversationMessage
 from memkit.errors import (
     ConflictError,
@@ -37,11 +46,12 @@ from memkit.records import REJECTED_FOLDER, STORE_TYPES, TYPE_FOLDERS, Record
 from memkit.secret_guard import find_secrets
 from memkit.settings import LEARNING_MODES
 from memkit.sync import VaultIndex
-from memkit.timeutil import format_time, now_iso, utcnow
-from memkit.vault import NotRegularFile, Problem, Vault, fingerprint_bytes, read_regular
+from memkit.timeutil import format_time, utcnow
+from memkit.vault import Vault
 
 # What a model is asked and how its reply comes back lives in extraction; those names stay
-# importable from here (the two private ones for tests that size the schema).
+# importable from here (the two private ones for tests that size the schema), and so do the
+# approval names now in memkit.approvals.
 __all__ = [
     "FOLDER_STORES",
     "PROPOSALS_FOLDER",
@@ -65,7 +75,6 @@ __all__ = [
 ]
 
 PROPOSALS_FOLDER = TYPE_FOLDERS["proposal"]
-PROPOSAL_ONLY_KEYS = ("store", "op", "target", "target_digest")
 # A rejected proposal this similar to a new entry means "do not propose it again".
 REJECTED_SIMILARITY = 0.8
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -119,31 +128,6 @@ class LearnReport:
             "fallbacks": self.fallbacks,
             "warnings": self.warnings,
         }
-
-
-@dataclass
-class Approvals:
-    """What finalising approvals-by-move did: the proposals approved (their paths in the store
-    folders) and the entries they became, every file written as read back (None: deleted), and
-    the proposals that could not be finalised (left exactly as they are) with why."""
-
-    approved: list[str] = field(default_factory=list)
-    entries: dict[str, Record] = field(default_factory=dict)  # approved path -> its entry
-    written: dict[str, Record | None] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
-    tried: set[str] = field(default_factory=set)
-
-    def merge(self, other: Approvals) -> None:
-        self.approved += other.approved
-        self.entries.update(other.entries)
-        self.written.update(other.written)
-        self.problems += other.problems
-        self.tried |= other.tried
-
-
-def body_digest(body: str) -> str:
-    """A short fingerprint of an entry's text: did the target change since it was proposed?"""
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
 
 
 def quality_problem(
@@ -480,14 +464,8 @@ class Learning:
             extra=extra,
         )
         if entry["op"] == "supersede":
-            self._mark_superseded(known[entry["target"]], record)
+            mark_superseded(self.vault, known[entry["target"]], record)
         return record
-
-    def _mark_superseded(self, old: Record, new: Record) -> Record:
-        old.meta["superseded_by"] = new.id
-        old.meta["valid_to"] = new.meta["created"]
-        # Only front-matter changes (the guard checks what an update adds).
-        return self.vault.update(old)
 
     def _write_proposal(self, entry: dict[str, Any], known: dict[str, Record]) -> Record:
         extra: dict[str, Any] = {"store": entry["store"], "op": entry["op"]}
@@ -600,11 +578,11 @@ class Learning:
             if store not in STORE_FOLDERS:
                 raise UsageError(f"{record.path}: proposal has no valid store ({store!r})")
             assert record.path is not None
-            self._target_of(record, force=force)  # refuse before moving anything
+            target_of(self.vault, record, force=force)  # refuse before moving anything
             if str(PurePosixPath(record.path).parent) == PROPOSALS_FOLDER:
                 name = PurePosixPath(record.path).name
                 record = self.vault.move(record, f"{STORE_FOLDERS[store]}/{name}")
-            entry = self._finalise(record, force=force, written=written)
+            entry = finalise(self.vault, record, force=force, written=written)
         # Another process holding the index for long: the write stands, and the next freshness
         # check (or the watcher) indexes it.
         with contextlib.suppress(LockTimeout):
@@ -615,132 +593,13 @@ class Learning:
 
     def finalise_moved(self, path: str) -> str:
         """A proposal a person moved into a store folder: finalise it like `approve`."""
-        entry = self._finalise_moved(path, None, {})
+        entry = finalise_moved(self.vault, path)
         return path if entry is None else str(entry.path)
 
     def finalise_moves(self, found: Mapping[str, Record | None]) -> Approvals:
-        """Finalise the proposals among `found` (path -> the file as a sync read it, or None:
-        read it here) that sit in a store folder: a person approved them by moving them there.
-        Other files are left alone. One that cannot be finalised (wrong store folder, its
-        target changed) stays exactly as it is and becomes a problem naming the file and what
-        to do. A record handed in is not parsed again (the file is checked to be unchanged)."""
-        done = Approvals()
-        for path, record in found.items():
-            if path.rpartition("/")[0] not in FOLDER_STORES:
-                continue
-            if record is not None and record.type != "proposal":
-                continue
-            done.tried.add(path)
-            try:
-                entry = self._finalise_moved(path, record, done.written)
-            except MemkitError as error:
-                message = str(error)
-                if message.startswith(f"{path}: "):
-                    message = message[len(path) + 2 :]
-                done.problems.append(Problem(path, 1, message))
-                continue
-            if entry is not None:
-                done.approved.append(path)
-                done.entries[path] = entry
-        return done
-
-    def _finalise_moved(
-        self, path: str, record: Record | None, written: dict[str, Record | None]
-    ) -> Record | None:
-        """Finalise one proposal moved into a store folder (None: it is no proposal, say
-        finalised already by another process); the files written go to `written`."""
-        with self.vault.write_lock():
-            if record is None or not self._unchanged(record):
-                record = self.vault.read_record(path)
-            if record.type != "proposal":
-                return None
-            folder = str(PurePosixPath(path).parent)
-            store = str(record.meta.get("store", ""))
-            if FOLDER_STORES.get(folder) != store:
-                raise UsageError(
-                    f"{path}: this proposal is for the {store!r} store but was moved into "
-                    f"{folder}/; move it to {STORE_FOLDERS.get(store, '?')}/ to approve it, or set "
-                    f"`store: {FOLDER_STORES.get(folder, '?')}` in it. Nothing was changed."
-                )
-            return self._finalise(record, written=written)
-
-    def _unchanged(self, record: Record) -> bool:
-        """Whether the record's file still holds the bytes it was read from (read, not parsed)."""
-        assert record.path is not None
-        if record.fingerprint is None:
-            return False
-        try:
-            data, stat = read_regular(self.vault.root, str(self.vault.safe_path(record.path)))
-        except (OSError, MemkitError, NotRegularFile):
-            return False
-        return fingerprint_bytes(data, stat)[1:] == record.fingerprint[1:]
-
-    def _finalise(
-        self,
-        record: Record,
-        *,
-        force: bool = False,
-        written: dict[str, Record | None] | None = None,
-    ) -> Record:
-        """Turn a proposal that sits in its store folder into an entry, applying its op.
-        `written` collects every file written, as read back (None: deleted), for the index."""
-        written = {} if written is None else written
-        assert record.path is not None
-        store = str(record.meta["store"])
-        op = str(record.meta.get("op", "add"))
-        target = self._target_of(record, force=force)
-        stamp = now_iso()
-        if op == "update" and target is not None:
-            target.body = record.body
-            if record.meta.get("title"):
-                target.meta["title"] = record.meta["title"]
-            if record.meta.get("tags"):
-                target.meta["tags"] = sorted(set(target.tags) | set(record.tags))
-            evidence = [str(e) for e in target.meta.get("evidence") or []]
-            evidence += [
-                str(e) for e in record.meta.get("evidence") or [] if str(e) not in evidence
-            ]
-            if evidence:
-                target.meta["evidence"] = evidence
-            target.meta["approved"] = stamp
-            updated = self.vault.update(target, allow_secrets=True)
-            written[str(updated.path)] = updated
-            # The proposal's text now lives in its target; git keeps the proposal's history.
-            self.vault.delete(record)
-            written[record.path] = None
-            return updated
-        record.meta["type"] = STORE_TYPES[store]
-        record.meta["approved"] = stamp
-        if op == "supersede" and target is not None:
-            record.meta["supersedes"] = target.id
-        for key in PROPOSAL_ONLY_KEYS:
-            record.meta.pop(key, None)
-        if STORE_TYPES[store] != "decision":
-            record.meta.pop("rationale", None)
-        finalised = self.vault.update(record, allow_secrets=True)
-        written[str(finalised.path)] = finalised
-        if op == "supersede" and target is not None:
-            superseded = self._mark_superseded(target, finalised)
-            written[str(superseded.path)] = superseded
-        return finalised
-
-    def _target_of(self, record: Record, *, force: bool) -> Record | None:
-        """The entry an update/supersede proposal applies to, refusing if it changed since."""
-        op = str(record.meta.get("op", "add"))
-        if op not in ("update", "supersede"):
-            return None
-        target_id = record.meta.get("target")
-        if not target_id:
-            raise UsageError(f"{record.path}: a {op} proposal needs a target id")
-        target = self.vault.get(str(target_id))
-        expected = record.meta.get("target_digest")
-        if expected and body_digest(target.body) != expected and not force:
-            raise ConflictError(
-                str(record.path),
-                f"its target {target.path} changed since the proposal was made; review both "
-                "and approve with --force to apply it anyway",
-            )
-        return target
+        """Finalise the proposals among `found` (path -> the file as a sync read it, or None)
+        that sit in a store folder: approvals by move (see `approvals.finalise_moves`)."""
+        return finalise_moves(self.vault, found)
 
     def reject(self, ref: str, *, reason: str = "") -> Record:
         """Move a proposal to learning/rejected/ so it is kept for audit and not proposed again."""

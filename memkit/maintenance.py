@@ -21,20 +21,37 @@ if TYPE_CHECKING:
 
 class MovedProposals:
     """Finalising the proposals a person moved into a store folder (approvals by move), for
-    one sync: `settle` is the sync's hook (the files it held out of its commit, finalised and
-    handed back as written, so the index takes them in the same one commit, unparsed); `finish`
-    takes the proposals the sync found already indexed where they sit (moved, then synced by
-    another process or a rebuild), finalises them and indexes them by path."""
+    one sync. `settle` takes what a `sync(hold=True)` held out (files whose type is not their
+    folder's, as it read them), lets learning finalise the proposals among them and indexes them
+    all as written, in one more sync and one commit, with no parse of its own; `finish` takes
+    the proposals the sync found indexed already where they sit (moved, then synced by another
+    process, or a rebuild), finalises them and indexes them by path."""
 
     def __init__(self, vault: Vault, index: VaultIndex) -> None:
         self.index = index
         self.learning = Learning(vault, index=index)  # the caller's open index
         self.done = Approvals()
 
-    def settle(self, held: dict[str, Record]) -> dict[str, Record | None]:
+    def settle(self, report: SyncReport) -> SyncReport:
+        """`report` of a `sync(hold=True)` with its held files finalised (when they are
+        approvals) and indexed (all of them): one sync, one commit."""
+        held, report.held = report.held, {}
+        if not held:
+            return report
         found = self.learning.finalise_moves(held)
         self.done.merge(found)
-        return found.written
+        records = {p: r for p, r in held.items() if p not in found.written}
+        records.update({p: r for p, r in found.written.items() if r is not None})
+        origins = [origin for origin, path in report.moved if path in held]
+        looked_at = sorted({*held, *found.written, *origins})
+        again = self.index.sync(paths=looked_at, records=records)
+        report.added = sorted({*report.added, *again.added})
+        report.changed = sorted({*report.changed, *again.changed} - set(report.added))
+        report.deleted = sorted({*report.deleted, *again.deleted})
+        report.unchanged = again.unchanged
+        report.problems = again.problems
+        report.proposals_in_stores = again.proposals_in_stores
+        return report
 
     def finish(self, report: SyncReport) -> SyncReport:
         """`report` with the approvals finalised: `approved` lists them, `proposals_in_stores`
@@ -88,16 +105,13 @@ def _refresh(
     if answer is not None:
         # A healthy watcher vouches for every file it does not name: no walk.
         report = index.sync(
-            paths=answer.paths,
-            directories=answer.directories,
-            progress=progress,
-            settle=moved.settle,
+            paths=answer.paths, directories=answer.directories, progress=progress, hold=True
         )
         report.checked_by = "watcher"
     else:
-        report = index.sync(full=full, progress=progress, settle=moved.settle)
+        report = index.sync(full=full, progress=progress, hold=True)
         report.checked_by = "walk"
-    return moved.finish(report), moved.done
+    return moved.finish(moved.settle(report)), moved.done
 
 
 def refresh(
@@ -247,10 +261,10 @@ def approving_watcher(
 
     batch: list[MovedProposals] = []
 
-    def settle(held: dict[str, Record]) -> dict[str, Record | None]:
-        # Inside the watcher's sync: a process asking meanwhile is told these paths changed.
+    def settle(report: SyncReport) -> SyncReport:
+        # Inside the watcher's batch: a process asking meanwhile is told these paths changed.
         batch.append(MovedProposals(vault, index))
-        return batch[-1].settle(held)
+        return batch[-1].settle(report)
 
     def after_sync(report: SyncReport) -> None:
         moved = batch.pop() if batch else MovedProposals(vault, index)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import sqlite3
+import stat as stat_module
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,6 +24,7 @@ from memkit.files import (
     walk_record_files,
 )
 from memkit.index import SCHEMA_VERSION
+from memkit.records import Record, type_for_folder
 from memkit.vault import Vault
 
 # The manifest: one SQLite file (WAL) under `.memkit/`, a row per file. A sync saves what it
@@ -99,6 +102,38 @@ class FileState:
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> FileState:
         return cls(*row)
+
+
+@functools.cache
+def _folder_type(folder: str) -> str | None:
+    return type_for_folder(folder)
+
+
+def misplaced(relpath: str, record_type: str) -> bool:
+    """Whether a record of this type sits in a layout folder that holds another type (say, a
+    proposal a person moved into a store folder)."""
+    expected = _folder_type(relpath.rpartition("/")[0])
+    return expected is not None and expected != record_type
+
+
+def state_of_record(root: str, relpath: str, record: Record) -> FileState | None:
+    """A file's state from a record read (or written and read back) through the vault, without
+    parsing it again; None when the file is not the one read (then it is read like any other)."""
+    if record.fingerprint is None:
+        return None
+    mtime_ns, size, sha256 = record.fingerprint
+    try:
+        info = os.lstat(os.path.join(root, relpath))
+    except OSError:
+        return None
+    if not stat_module.S_ISREG(info.st_mode) or (info.st_mtime_ns, info.st_size) != (
+        mtime_ns,
+        size,
+    ):
+        return None
+    return FileState(
+        mtime_ns, size, sha256, record.id, record.type, ctime_ns=info.st_ctime_ns, ino=info.st_ino
+    )
 
 
 def _same_content(root: str, relpath: str, sha256: str) -> bool:

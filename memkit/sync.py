@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import os
 import sqlite3
-import stat as stat_module
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,25 +32,21 @@ from memkit.index import (
 from memkit.manifest import MANIFEST_FILE as MANIFEST_FILE
 from memkit.manifest import MANIFEST_VERSION as MANIFEST_VERSION
 from memkit.manifest import UNKNOWN_ROW as UNKNOWN_ROW
-from memkit.manifest import FileState, Manifest, Row
-from memkit.records import STORE_TYPES, TYPE_FOLDERS, Record, parse_record, type_for_folder
+from memkit.manifest import FileState, Manifest, Row, misplaced, state_of_record
+from memkit.records import STORE_TYPES, TYPE_FOLDERS, Record, parse_record
 from memkit.vault import Problem, Vault
 from memkit.watch_protocol import WATCHER_FILE as WATCHER_FILE
-from memkit.watch_protocol import WATCHER_STALE_SECONDS
 from memkit.watch_protocol import WatcherAnswer as WatcherAnswer
 from memkit.watch_protocol import ask_watcher as ask_watcher
 from memkit.watch_protocol import socket_address as socket_address
 from memkit.watch_protocol import watcher_address as watcher_address
+from memkit.watch_protocol import watcher_info
 
 # Below this many files to parse, a process pool costs more than it saves.
 PARALLEL_THRESHOLD = 2000
 STORE_FOLDERS = {TYPE_FOLDERS[t] for t in STORE_TYPES.values()}
 
 Progress = Callable[[int, int], None]
-# Given the files a sync found holding a type other than their folder's (path -> the record as
-# read), rewrite what it will and say what to index: path -> the record as written (None: read
-# the file again). Called outside the index lock, before those files are indexed.
-Settle = Callable[[dict[str, Record]], Mapping[str, Record | None]]
 
 
 @dataclass
@@ -64,8 +58,8 @@ class SyncReport:
     unchanged: int = 0
     problems: list[Problem] = field(default_factory=list)
     proposals_in_stores: list[str] = field(default_factory=list)
-    # Proposals finalised as approvals (filled by the caller that finalises them: maintenance).
-    approved: list[str] = field(default_factory=list)
+    approved: list[str] = field(default_factory=list)  # (filled by who finalises approvals)
+    held: dict[str, Record] = field(default_factory=dict)  # see `sync(hold=True)`
     rebuilt: bool = False
     seconds: float = 0.0
     checked_by: str = ""  # who said what changed: "watcher", "walk" ("" when not recorded)
@@ -96,59 +90,19 @@ class Parsed:
     path: str
     state: FileState
     docs: list[IndexDoc] | None  # None: same content as `known`, not parsed again
-    # The record, kept only when its type is not its folder's (a sync may hand it on to settle).
-    record: Record | None = None
+    record: Record | None = None  # kept when its type is not its folder's (see `hold`)
 
 
-def _misplaced(relpath: str, record_type: str) -> bool:
-    """Whether a record of this type sits in a folder of the layout that holds another type."""
-    expected = _folder_type(relpath.rpartition("/")[0])
-    return expected is not None and expected != record_type
-
-
-_FOLDER_TYPES: dict[str, str | None] = {}
-
-
-def _folder_type(folder: str) -> str | None:
-    if folder not in _FOLDER_TYPES:
-        _FOLDER_TYPES[folder] = type_for_folder(folder)
-    return _FOLDER_TYPES[folder]
-
-
-def _from_record(root: str, relpath: str, record: Record) -> Parsed | None:
-    """A file's manifest state and documents from a record the caller read (or wrote and read
-    back) through the vault, without parsing it again; None when the file is no longer the one
-    that record was read from (then it is parsed like any other)."""
-    if record.fingerprint is None:
-        return None
-    mtime_ns, size, sha256 = record.fingerprint
-    try:
-        info = os.lstat(os.path.join(root, relpath))
-    except OSError:
-        return None
-    if not stat_module.S_ISREG(info.st_mode) or (info.st_mtime_ns, info.st_size) != (
-        mtime_ns,
-        size,
-    ):
-        return None
-    state = FileState(
-        mtime_ns,
-        size,
-        sha256,
-        record.id,
-        record.type,
-        ctime_ns=info.st_ctime_ns,
-        ino=info.st_ino,
-    )
-    return Parsed(relpath, state, documents_for(record))
-
-
-def _parse_file(root: str, relpath: str, known: FileState | None = None) -> Parsed | None:
+def _parse_file(
+    root: str, relpath: str, known: FileState | None = None, record: Record | None = None
+) -> Parsed | None:
     """Read and parse one file into its manifest state and index documents (None if gone).
 
     When the content hashes the same as `known` (a touched or racily clean file), the parse is
     skipped and the known record id, type and problem are kept.
     """
+    if record is not None and (given := state_of_record(root, relpath, record)) is not None:
+        return Parsed(relpath, given, documents_for(record))  # as the caller read it
     full = os.path.join(root, relpath)
     try:
         data, stat = read_regular(Path(root), full)
@@ -191,7 +145,7 @@ def _parse_file(root: str, relpath: str, known: FileState | None = None) -> Pars
         state.problem, state.line = error.reason, error.line
         return Parsed(relpath, state, [])
     state.record_id, state.type = record.id, record.type
-    if _misplaced(relpath, record.type):
+    if misplaced(relpath, record.type):
         record.fingerprint = fingerprint_bytes(data, stat)
         return Parsed(relpath, state, documents_for(record), record)
     return Parsed(relpath, state, documents_for(record))
@@ -290,17 +244,14 @@ class VaultIndex(Manifest):
     ) -> SyncReport | None:
         """Write-through: index exactly the paths this process's Vault wrote since this index
         last took them (creates, updates, moves, deletes), without a walk. None: nothing new.
-        `records`: some of those files as the writer read them back (not parsed again)."""
+        `records`: files as the writer read them back (not parsed again)."""
         touched = self.vault.touched
         log = getattr(touched, "log", None)
         if log is None or touched.indexed >= len(log) or self._batches:
             return None  # nothing new, or inside a batch: indexed once at its end
         end = len(log)
-        report = self.sync(
-            paths=sorted(set(log[touched.indexed : end])),
-            lock_timeout=lock_timeout,
-            records=records,
-        )
+        paths = sorted(set(log[touched.indexed : end]))
+        report = self.sync(paths=paths, lock_timeout=lock_timeout, records=records)
         touched.indexed = max(touched.indexed, end)
         return report
 
@@ -381,28 +332,9 @@ class VaultIndex(Manifest):
     # --- syncing -----------------------------------------------------------------------------
 
     def _parse_many(
-        self,
-        relpaths: Sequence[str],
-        known: dict[str, FileState],
-        progress: Progress | None,
-        records: Mapping[str, Record] | None = None,
+        self, relpaths: Sequence[str], known: dict[str, FileState], progress: Progress | None
     ) -> list[Parsed]:
-        if not records:
-            return list(self._parse_iter(relpaths, known, progress))
-        # Files the caller read (or wrote and read back) are taken from its records, unparsed.
-        root = str(self.vault.root)
-        given = {
-            path: item
-            for path in relpaths
-            if path in records and (item := _from_record(root, path, records[path])) is not None
-        }
-        rest = {
-            p.path: p
-            for p in self._parse_iter([p for p in relpaths if p not in given], known, progress)
-        }
-        return [
-            item for path in relpaths if (item := given.get(path) or rest.get(path)) is not None
-        ]
+        return list(self._parse_iter(relpaths, known, progress))
 
     def _parse_iter(
         self, relpaths: Sequence[str], known: dict[str, FileState], progress: Progress | None
@@ -468,21 +400,17 @@ class VaultIndex(Manifest):
         lock_timeout: float | None = None,
         walked: tuple[int, Mapping[str, FileStat]] | None = None,
         records: Mapping[str, Record] | None = None,
-        settle: Settle | None = None,
+        hold: bool = False,
     ) -> SyncReport:
         """Bring the index in line with the files.
 
         `full` rebuilds from scratch; `paths`/`directories` limit the look to what a watcher saw
         change (otherwise every file is stat-ed and compared with the manifest). `walked` is a
         walk already made for this operation, (file system time taken before it, its stats):
-        reused instead of walking again. `records`: files the caller has read, indexed from
-        these records (not parsed again) while the files are still what was read.
-
-        `settle`: changed files whose type is not their folder's (and the files they were moved
-        from) are held out of this sync's commit and handed to `settle` after the index lock is
-        released; what it returns is indexed with them in one more sync, so a file it rewrites
-        costs one commit and no parse of its own (the rule for what to rewrite is the caller's:
-        learning finalises a proposal moved into a store folder). Not during a rebuild.
+        reused instead of walking again. `records`: files the caller read, indexed from these.
+        `hold`: changed files whose type is not their folder's (and the files they moved from)
+        stay out of the sync, returned in `held`, for the caller to rewrite and then index with
+        `records` (one commit; learning finalises approvals so). Not in a rebuild.
         """
         started = time.monotonic()
         if not full and paths is not None and not paths and not directories:
@@ -535,22 +463,24 @@ class VaultIndex(Manifest):
                     for path in to_read
                     if (row := manifest.get(path)) is not None and row[2]
                 }
-                parsed = self._parse_many(to_read, known, progress, records)
-            held: dict[str, Record] = {}
-            held_moves: list[tuple[str, str]] = []
-            if settle is not None and not full:
-                held = {item.path: record for item in parsed if (record := item.record)}
-            if held:
-                # Held out of this commit (and the manifest): the files they were moved from
-                # too, so the index keeps the old document until the settled one replaces it.
+                if records:  # files the caller read (or wrote and read back): from its records
+                    root = str(self.vault.root)
+                    found = (_parse_file(root, p, known.get(p), records.get(p)) for p in to_read)
+                    parsed = [item for item in found if item is not None]
+                else:
+                    parsed = self._parse_many(to_read, known, progress)
+                if hold:
+                    report.held = {item.path: r for item in parsed if (r := item.record)}
+            if report.held:
                 origins = {manifest[p][2]: p for p in gone if p in manifest and manifest[p][2]}
-                for item in parsed:
-                    if item.path in held and item.state.sha256 in origins:
-                        held_moves.append((origins.pop(item.state.sha256), item.path))
-                held_origins = {origin for origin, _ in held_moves}
-                parsed = [item for item in parsed if item.path not in held]
-                to_read = [p for p in to_read if p not in held]
-                gone = [p for p in gone if p not in held_origins]
+                report.moved = [
+                    (origins[i.state.sha256], i.path)
+                    for i in parsed
+                    if i.path in report.held and i.state.sha256 in origins
+                ]
+                parsed = [item for item in parsed if item.path not in report.held]
+                to_read = [p for p in to_read if p not in report.held]
+                gone = [p for p in gone if p not in {origin for origin, _ in report.moved}]
             # Only what changed is looked at (and copied): the manifest may hold 100k files.
             new_manifest = dict(manifest) if to_read or gone else manifest
             for path in gone:
@@ -618,34 +548,7 @@ class VaultIndex(Manifest):
             key=lambda problem: problem.path,
         )
         report.proposals_in_stores = sorted(proposals)
-        if held:
-            assert settle is not None
-            report = self._settle(report, held, held_moves, settle, lock_timeout)
         report.seconds = time.monotonic() - started
-        return report
-
-    def _settle(
-        self,
-        report: SyncReport,
-        held: dict[str, Record],
-        moves: list[tuple[str, str]],
-        settle: Settle,
-        lock_timeout: float | None,
-    ) -> SyncReport:
-        """Hand the held files to `settle` (no index lock held: it may take the vault's), then
-        index them as it returned them, with the files they were moved from: one commit."""
-        returned = settle(dict(held))
-        records = {path: record for path, record in held.items() if path not in returned}
-        records.update({path: record for path, record in returned.items() if record is not None})
-        looked_at = {*held, *returned, *(origin for origin, _ in moves)}
-        again = self.sync(paths=sorted(looked_at), records=records, lock_timeout=lock_timeout)
-        report.added = sorted({*report.added, *again.added} - set(again.deleted))
-        report.changed = sorted({*report.changed, *again.changed} - set(report.added))
-        report.deleted = sorted({*report.deleted, *again.deleted})
-        report.moved = [*report.moved, *moves]
-        report.unchanged = again.unchanged
-        report.problems = again.problems
-        report.proposals_in_stores = again.proposals_in_stores
         return report
 
     def _nothing_to_sync(self, lock_timeout: float | None) -> SyncReport | None:
@@ -775,19 +678,7 @@ class VaultIndex(Manifest):
 
     def watcher_info(self) -> dict[str, Any] | None:
         """The running watcher's pid and heartbeat, or None when none is alive."""
-        try:
-            info: dict[str, Any] = json.loads((self.vault.state_dir / WATCHER_FILE).read_text())
-            os.kill(int(info["pid"]), 0)
-        except PermissionError:
-            pass  # alive, but another user's process
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None
-        try:
-            if time.time() - float(info.get("heartbeat", 0)) > WATCHER_STALE_SECONDS:
-                return None
-        except (TypeError, ValueError):
-            return None
-        return info
+        return watcher_info(self.vault.state_dir)
 
     # --- looking inside ------------------------------------------------------------------------
 

@@ -17,14 +17,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from memkit.sync import (
-    WATCHER_FILE,
-    Settle,
-    SyncReport,
-    VaultIndex,
-    socket_address,
-    watcher_address,
-)
+from memkit.sync import WATCHER_FILE, SyncReport, VaultIndex, socket_address, watcher_address
 from memkit.vault import RECORD_ROOTS, is_temporary_name
 
 log = logging.getLogger("memkit.watcher")
@@ -105,7 +98,7 @@ class Watcher:
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         on_sync: Callable[[SyncReport], None] | None = None,
         on_error: Callable[[Exception], None] | None = None,
-        settle: Settle | None = None,
+        settle: Callable[[SyncReport], SyncReport] | None = None,
     ) -> None:
         self.vault_index = vault_index
         self.root = vault_index.vault.root
@@ -118,8 +111,8 @@ class Watcher:
         self.polling = polling
         self.on_sync = on_sync
         self.on_error = on_error
-        # The sync's hook for files whose type is not their folder's (see VaultIndex.sync):
-        # called inside the batch, so a process asking meanwhile is told those paths changed.
+        # Given a batch's report of a `sync(hold=True)`, index what it held (rewritten first, as
+        # an approval): inside the batch, so a process asking meanwhile is told those changed.
         self.settle = settle
         self.using_polling = False
         self._pending: set[str] = set()
@@ -358,12 +351,15 @@ class Watcher:
             if self._restart_observer:
                 self._replace_observer()
             try:
+                hold = self.settle is not None
                 if full:
-                    report = self.vault_index.sync(settle=self.settle)
+                    report = self.vault_index.sync(hold=hold)
                 else:
                     report = self.vault_index.sync(
-                        paths=sorted(paths), directories=sorted(directories), settle=self.settle
+                        paths=sorted(paths), directories=sorted(directories), hold=hold
                     )
+                if self.settle is not None:
+                    report = self.settle(report)
             except Exception as error:  # the watcher must outlive any one sync
                 # Never die on one bad sync: say so and reconcile everything on the next round.
                 log.warning("sync failed: %s", error)
