@@ -43,12 +43,17 @@ class MovedProposals:
         records = {p: r for p, r in held.items() if p not in found.written}
         records.update({p: r for p, r in found.written.items() if r is not None})
         origins = [origin for origin, path in report.moved if path in held]
-        looked_at = sorted({*held, *found.written, *origins})
+        # With this process's writes not indexed yet (learning's among them): write-through.
+        touched = self.index.vault.touched
+        end = len(touched.log)
+        looked_at = sorted({*held, *found.written, *origins, *touched.log[touched.indexed : end]})
         again = self.index.sync(paths=looked_at, records=records)
+        touched.indexed = max(touched.indexed, end)
+        # The first sync's own changes are in `again`'s count of unchanged files.
+        report.unchanged = again.unchanged - len(report.added) - len(report.changed)
         report.added = sorted({*report.added, *again.added})
         report.changed = sorted({*report.changed, *again.changed} - set(report.added))
         report.deleted = sorted({*report.deleted, *again.deleted})
-        report.unchanged = again.unchanged
         report.problems = again.problems
         report.proposals_in_stores = again.proposals_in_stores
         return report

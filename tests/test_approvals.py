@@ -104,6 +104,7 @@ def test_an_approval_by_move_costs_two_parses_and_one_commit_through_sync(
         assert commits(index) == before + 1
         assert report.moved == [(origin, moved)]
         assert report.added == [moved] and report.deleted == [origin]
+        assert report.changed == [] and report.unchanged == 5
         assert report.approved == [moved] and report.proposals_in_stores == []
         assert not report.problems
         text = (vault.root / moved).read_text()
@@ -118,6 +119,30 @@ def test_an_approval_by_move_costs_two_parses_and_one_commit_through_sync(
         assert not parses and commits(index) == before and again.files_changed == 0
         hits = index.search("blue-green billing", types=["insight"])[0].hits
         assert [hit.path for hit in hits] == [moved]
+    finally:
+        index.close()
+
+
+def test_an_approval_synced_with_other_changes_adds_one_commit_and_no_parse(
+    vault: Vault, parses: Counter[str], tmp_path: Path
+) -> None:
+    proposal = propose(vault, "Use blue-green deploys for the billing service.", title="Blue")
+    index = seeded(vault)
+    try:
+        origin, moved = move_into_store(vault, proposal)
+        fact = sorted((vault.root / "memory/long-term").glob("*.md"))[0]
+        fact.write_text(fact.read_text().replace("deploy pipeline", "release train"))
+        edited = f"memory/long-term/{fact.name}"
+        parses.clear()
+        before = commits(index)
+        report = refresh(vault, vault_index=index)
+        # The edit is committed with the rest of the sync; the approval's own commit follows.
+        assert dict(parses) == {moved: 2, edited: 1}
+        assert commits(index) == before + 2
+        assert report.moved == [(origin, moved)] and report.approved == [moved]
+        assert report.added == [moved] and report.deleted == [origin]
+        assert report.changed == [edited] and report.unchanged == 4
+        assert documents(index) == rebuilt(vault, tmp_path / "scratch")
     finally:
         index.close()
 
