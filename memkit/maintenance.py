@@ -127,8 +127,8 @@ def refresh(
     vault_index: VaultIndex | None = None,
 ) -> SyncReport:
     """Sync the index with the files and finalise approvals that arrived by moving a file:
-    the moved file is finalised before it is indexed, and indexed as finalised, in the sync's
-    one commit (no second walk, no parse of the finalised file)."""
+    the moved file is finalised before it is indexed, then indexed as finalised in one commit
+    (no second walk, no parse of the finalised file)."""
     own_index = vault_index is None
     index = vault_index or VaultIndex(vault)
     try:
@@ -268,6 +268,8 @@ def approving_watcher(
 
     def settle(report: SyncReport) -> SyncReport:
         # Inside the watcher's batch: a process asking meanwhile is told these paths changed.
+        if not report.held:
+            return report
         batch.append(MovedProposals(vault, index))
         return batch[-1].settle(report)
 
