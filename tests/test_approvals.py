@@ -325,3 +325,67 @@ def test_memkit_approve_reads_the_proposal_once_and_commits_once(
         assert not index.is_stale()
     finally:
         index.close()
+
+
+def test_a_held_file_stays_out_of_the_index_and_manifest_until_it_is_indexed(
+    vault: Vault, parses: Counter[str]
+) -> None:
+    """The index layer's part: a file whose type is not its folder's is held (with the file it
+    moved from) and handed back as read; nothing of it is committed or saved until the caller
+    indexes it, and then from the record it hands in, unparsed."""
+    proposal = propose(vault, "Ship small changes often.", title="Small")
+    index = seeded(vault)
+    try:
+        origin, moved = move_into_store(vault, proposal)
+        before = commits(index)
+        report = index.sync(hold=True)
+        assert list(report.held) == [moved] and report.held[moved].type == "proposal"
+        assert report.moved == [(origin, moved)] and not report.added and not report.deleted
+        assert commits(index) == before  # nothing else changed: no commit at all
+        assert index.is_stale()  # neither the index nor the manifest took the move
+        parses.clear()
+        again = index.sync(paths=[origin, moved], records=report.held)
+        assert not parses and again.added == [moved] and again.deleted == [origin]
+        assert not index.is_stale() and commits(index) == before + 1
+    finally:
+        index.close()
+
+
+@pytest.mark.slow
+def test_while_the_watcher_settles_an_approval_a_process_asking_is_told_it_changed(
+    vault: Vault,
+) -> None:
+    """Search never silently returns stale results: while the watcher finalises a held file,
+    a process asking it what changed is told both paths of the move (and then syncs them)."""
+    from memkit.sync import ask_watcher
+
+    proposal = propose(vault, "Tag releases before deploying.", title="Tags")
+    index = VaultIndex(vault)
+    answers = []
+    watcher = approving_watcher(vault, index, quiet_seconds=0.05, reconcile_seconds=3600.0)
+    settle = watcher.settle
+    assert settle is not None
+
+    def asking_first(report: SyncReport) -> SyncReport:
+        answers.append(ask_watcher(vault.state_dir))  # as another process would, meanwhile
+        return settle(report)
+
+    watcher.settle = asking_first
+    try:
+        with watcher:
+            origin, moved = move_into_store(vault, proposal)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and "type: insight" not in _text(vault, moved):
+                time.sleep(0.02)
+    finally:
+        index.close()
+    assert answers and answers[0] is not None
+    assert {origin, moved} <= set(answers[0].paths)
+    assert "type: insight" in _text(vault, moved)
+
+
+def _text(vault: Vault, relpath: str) -> str:
+    try:
+        return (vault.root / relpath).read_text()
+    except FileNotFoundError:
+        return ""  # taken aside for a few microseconds by the vault's safe update
