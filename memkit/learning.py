@@ -156,6 +156,9 @@ class Learning:
         self.vault = vault
         self.llm = llm
         self._index = index
+        # An index handed in is the caller's to use from this thread (the CLI's, a server's
+        # held one); one opened here may be in use by a background learner (the Agent's).
+        self._given_index = index is not None
 
     @property
     def index(self) -> VaultIndex:
@@ -569,8 +572,8 @@ class Learning:
 
     def approve(self, ref: str | Record, *, force: bool = False) -> Record:
         """Move a proposal into its store and apply it: the same as moving the file by hand.
-        `ref` may be the proposal as read already (then it is not read again). The entry is
-        indexed at once, from the files as written (write-through, no parse of its own)."""
+        `ref` may be the proposal as read already (then it is not read again). With an index
+        handed in, the entry is indexed at once, from the files as written (no parse of its own)."""
         written: dict[str, Record | None] = {}
         with self.vault.write_lock():
             record = self._proposal(ref)
@@ -583,12 +586,14 @@ class Learning:
                 name = PurePosixPath(record.path).name
                 record = self.vault.move(record, f"{STORE_FOLDERS[store]}/{name}")
             entry = finalise(self.vault, record, force=force, written=written)
-        # Another process holding the index for long: the write stands, and the next freshness
-        # check (or the watcher) indexes it.
-        with contextlib.suppress(LockTimeout):
-            self.index.index_writes(
-                records={path: r for path, r in written.items() if r is not None}
-            )
+        # Indexed at once through the caller's index, from the files as written (no parse).
+        # Without one, or with another process holding the index for long, the write stands
+        # and the next freshness check (or the watcher) indexes it.
+        if self._given_index and self._index is not None:
+            with contextlib.suppress(LockTimeout):
+                self._index.index_writes(
+                    records={path: r for path, r in written.items() if r is not None}
+                )
         return entry
 
     def finalise_moved(self, path: str) -> str:
