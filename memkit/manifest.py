@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-from zlib import crc32
 
+from memkit.file_state import COLUMNS as COLUMNS
+from memkit.file_state import DIGEST_BITS, row_stat, same_content
+from memkit.file_state import UNKNOWN_ROW as UNKNOWN_ROW
+from memkit.file_state import FileState as FileState
+from memkit.file_state import Row as Row
+from memkit.file_state import misplaced as misplaced
+from memkit.file_state import stat_digest as stat_digest
+from memkit.file_state import state_of_record as state_of_record
 from memkit.files import (
     RECORD_ROOTS,
     FileStat,
-    NotRegularFile,
     is_record_path,
-    read_regular,
     walk_record_files,
 )
 from memkit.index import SCHEMA_VERSION
@@ -33,10 +35,6 @@ from memkit.vault import Vault
 MANIFEST_FILE = "manifest.db"
 MANIFEST_VERSION = 5  # 4: SQLite, with ctime and inode; 5: rows and tombstones carry a save number
 OLD_MANIFEST_FILES = ("manifest.json", "manifest.journal", "pending.json")
-# The manifest's columns after the path, in this order (a Row holds them in the same order).
-COLUMNS = ("mtime_ns", "size", "sha256", "record_id", "type", "problem", "line", "ctime_ns", "ino")
-# One file's manifest entry, as kept in memory: the columns above, in that order.
-Row = tuple[int, int, str, str, str, str, int, int, int]
 # Every save has a number (`seq` in meta); each row it writes, and each path it deletes (a
 # tombstone in `gone`), carries it. A process holding the rows of save N reads just what saves
 # after N changed (a watcher's one-file sync: one row), not 100k rows; a rebuild starts a new
@@ -86,71 +84,6 @@ _COUNT_SAVE = (
 # That moment is read from the file system's own clock by touching this file, so it has the
 # same granularity (and, on a network share, the same clock) as the files' mtimes.
 CLOCK_FILE = "scan.stamp"
-
-
-@dataclass
-class FileState:
-    """What the manifest remembers of one file."""
-
-    mtime_ns: int
-    size: int
-    sha256: str
-    record_id: str = ""
-    type: str = ""
-    problem: str = ""  # "line: message" when the file is not a valid record
-    line: int = 0
-    ctime_ns: int = 0
-    ino: int = 0
-
-    def to_row(self) -> Row:
-        """The manifest's form: the fields in declaration order (what `from_row` reads back)."""
-        return (
-            self.mtime_ns,
-            self.size,
-            self.sha256,
-            self.record_id,
-            self.type,
-            self.problem,
-            self.line,
-            self.ctime_ns,
-            self.ino,
-        )
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> FileState:
-        return cls(*row)
-
-
-def _same_content(root: str, relpath: str, sha256: str) -> bool:
-    """Whether the file still hashes as the manifest says (False when it is gone)."""
-    try:
-        data, _stat = read_regular(Path(root), os.path.join(root, relpath))
-    except NotRegularFile:
-        return sha256 == f"!{relpath}"
-    except OSError:
-        return False
-    return hashlib.sha256(data).hexdigest() == sha256
-
-
-# Manifest entry of a path whose documents may be in the index after a killed sync: matches no
-# file, so the next sync reads the file again or, when it is gone, deletes its documents.
-UNKNOWN_ROW: Row = (-1, -1, "", "", "", "", 0, -1, -1)
-_DIGEST_BITS = (1 << 64) - 1
-
-
-def stat_digest(stats: Iterable[tuple[str, FileStat]]) -> int:
-    """An order-free fingerprint of (path, stat) pairs: the sum of their hashes, so a save
-    updates it by what it changed and a walk compares with it without reading 100k rows.
-    (CPython's hash of a tuple of ints is the same in every process: only str hashes are
-    salted, so the path goes in as its CRC.)"""
-    total = 0
-    for path, (mtime, size, ctime, ino) in stats:
-        total += hash((crc32(path.encode("utf-8", "surrogateescape")), mtime, size, ctime, ino))
-    return total & _DIGEST_BITS
-
-
-def _row_stat(row: Sequence[Any]) -> FileStat:
-    return (int(row[0]), int(row[1]), int(row[7]), int(row[8]))
 
 
 class Manifest:
@@ -375,13 +308,13 @@ class Manifest:
         if kept is None:
             return  # (`_complete_digest` adds one after the save's writes)
         old = [
-            (path, _row_stat(row))
+            (path, row_stat(row))
             for path in before
             if (row := db.execute(_SELECT_ONE_STAT, (path,)).fetchone()) is not None
         ]
         digest = int(kept[0]) - stat_digest(old)
-        digest += stat_digest((path, _row_stat(row)) for path, row in after.items())
-        db.execute(_SET_META, ("stat_digest", str(digest & _DIGEST_BITS)))
+        digest += stat_digest((path, row_stat(row)) for path, row in after.items())
+        db.execute(_SET_META, ("stat_digest", str(digest & DIGEST_BITS)))
 
     @staticmethod
     def _complete_digest(db: sqlite3.Connection) -> None:
@@ -391,7 +324,7 @@ class Manifest:
             rows = db.execute(
                 "SELECT path, mtime_ns, size, 0, 0, 0, 0, 0, ctime_ns, ino FROM files"
             )
-            digest = stat_digest((row[0], _row_stat(row[1:])) for row in rows)
+            digest = stat_digest((row[0], row_stat(row[1:])) for row in rows)
             db.execute(_SET_META, ("stat_digest", str(digest)))
 
     def _save_pending(self, paths: Sequence[str]) -> None:
@@ -435,7 +368,7 @@ class Manifest:
                     ("generation", generation),
                     ("pruned", str(seq)),
                     ("files", str(len(rows))),
-                    ("stat_digest", str(stat_digest((p, _row_stat(r)) for p, r in rows.items()))),
+                    ("stat_digest", str(stat_digest((p, row_stat(r)) for p, r in rows.items()))),
                 ],
             )
             db.execute(_COUNT_SAVE)
@@ -542,7 +475,7 @@ class Manifest:
             for path in to_read
             if (state := manifest.get(path)) is None
             or (state.mtime_ns, state.size, state.ctime_ns, state.ino) != stats[path]
-            or not _same_content(root, path, state.sha256)
+            or not same_content(root, path, state.sha256)
         ]
         return stats, manifest, changed, gone
 
@@ -595,9 +528,36 @@ class Manifest:
             for path, stat in stats.items()
             if (row := rows.get(path)) is None
             or (row[0], row[1], row[7], row[8]) != stat
-            or (stat[0] >= scanned_ns and not _same_content(root, path, row[2]))
+            or (stat[0] >= scanned_ns and not same_content(root, path, row[2]))
         )
         return changed, gone
+
+    def _marked_on_disk(
+        self,
+    ) -> tuple[int, list[tuple[str, int, str]], list[tuple[str]]] | None:
+        """(number of rows, (path, line, problem) of the files with a problem, (path,) of the
+        proposals outside the proposals folder) from the manifest on disk, reading no other
+        row (small indexes); None when it cannot say."""
+        try:
+            with self._db_lock:  # one transaction at a time on the shared connection
+                db = self._connect()
+                db.execute("BEGIN")
+                try:
+                    if not self._schema_ok(db):
+                        return None
+                    kept = db.execute(SELECT_FILE_COUNT).fetchone()
+                    total = (
+                        kept[0]
+                        if kept is not None
+                        else db.execute("SELECT count(*) FROM files").fetchone()[0]
+                    )
+                    problems = db.execute(SELECT_PROBLEMS).fetchall()
+                    proposals = db.execute(SELECT_MOVED_PROPOSALS).fetchall()
+                finally:
+                    db.execute("COMMIT")
+        except sqlite3.Error:
+            return None
+        return int(total), problems, proposals
 
     def _digest_on_disk(self) -> tuple[int, int, int] | None:
         """(scanned_ns, number of rows, stat digest) as the last save left them, or None."""
@@ -629,7 +589,7 @@ class Manifest:
             return False
         root = str(self.vault.root)
         hashes = self._hashes_on_disk(racy_paths)
-        return any(not _same_content(root, path, hashes.get(path, "")) for path in racy_paths)
+        return any(not same_content(root, path, hashes.get(path, "")) for path in racy_paths)
 
     def _hashes_on_disk(self, paths: Sequence[str]) -> dict[str, str]:
         """path -> content hash, from the manifest on disk, for a few paths."""
@@ -675,4 +635,4 @@ class Manifest:
             if mtime >= scanned_ns:
                 racy.append((path, row[2]))
         root = str(self.vault.root)
-        return any(not _same_content(root, path, sha256) for path, sha256 in racy)
+        return any(not same_content(root, path, sha256) for path, sha256 in racy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from memkit.records import Record
 from memkit.vault import Problem
 
 
@@ -17,6 +18,8 @@ class SyncReport:
     unchanged: int = 0
     problems: list[Problem] = field(default_factory=list)
     proposals_in_stores: list[str] = field(default_factory=list)
+    approved: list[str] = field(default_factory=list)  # (filled by who finalises approvals)
+    held: dict[str, Record] = field(default_factory=dict)  # see `VaultIndex.sync(hold=True)`
     rebuilt: bool = False
     seconds: float = 0.0
     checked_by: str = ""  # who said what changed: "watcher", "walk" ("" when not recorded)
@@ -36,6 +39,7 @@ class SyncReport:
             "rebuilt": self.rebuilt,
             "problems": [p.to_json() for p in self.problems],
             "proposals_in_stores": self.proposals_in_stores,
+            "approved": self.approved,
             "seconds": round(self.seconds, 3),
             "checked_by": self.checked_by,
         }

@@ -139,6 +139,8 @@ class IndexStorage:
         # meta.json as of the last reload, and a searcher taken after it (see _searcher).
         self._reloaded: tuple[int, int, int, int] | None = None
         self._cached_searcher: tantivy.Searcher | None = None
+        # Commits made through this handle (what a sync costs, for tests and benchmarks).
+        self.commits = 0
         self._index: tantivy.Index | None = self._open()
 
     @property
@@ -337,6 +339,7 @@ class IndexStorage:
                 self._call(writer.garbage_collect_files)
                 yield writer
                 self._call(writer.commit)
+                self.commits += 1
             except BaseException:
                 # Never commit half a batch: the index keeps its last good state.
                 with suppress(ValueError):
