@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from memkit.approvals import (
+    PROPOSAL_ONLY_KEYS,
+    Approvals,
+    body_digest,
+    finalise,
+    finalise_moved,
+    finalise_moves,
+    mark_superseded,
+    target_of,
+)
 from memkit.conversations import ConversationMessage
-from memkit.errors import ConflictError, LLMError, MemkitError, SecretRefused, UsageError
+from memkit.errors import (
+    ConflictError,
+    LLMError,
+    LockTimeout,
+    MemkitError,
+    SecretRefused,
+    UsageError,
+)
 from memkit.extraction import (
     _OUTPUT_CHARS_PER_TOKEN,
     FOLDER_STORES,
@@ -29,11 +46,12 @@ from memkit.records import REJECTED_FOLDER, STORE_TYPES, TYPE_FOLDERS, Record
 from memkit.secret_guard import find_secrets
 from memkit.settings import LEARNING_MODES
 from memkit.sync import VaultIndex
-from memkit.timeutil import format_time, now_iso, utcnow
+from memkit.timeutil import format_time, utcnow
 from memkit.vault import Vault
 
 # What a model is asked and how its reply comes back lives in extraction; those names stay
-# importable from here (the two private ones for tests that size the schema).
+# importable from here (the two private ones for tests that size the schema), and so do the
+# approval names now in memkit.approvals.
 __all__ = [
     "FOLDER_STORES",
     "PROPOSALS_FOLDER",
@@ -42,6 +60,7 @@ __all__ = [
     "STORE_DESCRIPTIONS",
     "STORE_FOLDERS",
     "_OUTPUT_CHARS_PER_TOKEN",
+    "Approvals",
     "LearnReport",
     "Learning",
     "Refusal",
@@ -56,7 +75,6 @@ __all__ = [
 ]
 
 PROPOSALS_FOLDER = TYPE_FOLDERS["proposal"]
-PROPOSAL_ONLY_KEYS = ("store", "op", "target", "target_digest")
 # A rejected proposal this similar to a new entry means "do not propose it again".
 REJECTED_SIMILARITY = 0.8
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -112,11 +130,6 @@ class LearnReport:
         }
 
 
-def body_digest(body: str) -> str:
-    """A short fingerprint of an entry's text: did the target change since it was proposed?"""
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
-
-
 def quality_problem(
     title: str, text: str, evidence: Sequence[str], shown_messages: set[str] | None
 ) -> str | None:
@@ -143,6 +156,9 @@ class Learning:
         self.vault = vault
         self.llm = llm
         self._index = index
+        # An index handed in is the caller's to use from this thread (the CLI's, a server's
+        # held one); one opened here may be in use by a background learner (the Agent's).
+        self._given_index = index is not None
 
     @property
     def index(self) -> VaultIndex:
@@ -451,13 +467,8 @@ class Learning:
             extra=extra,
         )
         if entry["op"] == "supersede":
-            self._mark_superseded(known[entry["target"]], record)
+            mark_superseded(self.vault, known[entry["target"]], record)
         return record
-
-    def _mark_superseded(self, old: Record, new: Record) -> None:
-        old.meta["superseded_by"] = new.id
-        old.meta["valid_to"] = new.meta["created"]
-        self.vault.update(old)  # only front-matter changes (the guard checks what an update adds)
 
     def _write_proposal(self, entry: dict[str, Any], known: dict[str, Record]) -> Record:
         extra: dict[str, Any] = {"store": entry["store"], "op": entry["op"]}
@@ -551,98 +562,49 @@ class Learning:
             if str(r.path).startswith(PROPOSALS_FOLDER + "/")
         ]
 
-    def _proposal(self, ref: str) -> Record:
-        record = self.vault.get(ref)
+    def _proposal(self, ref: str | Record) -> Record:
+        record = ref if isinstance(ref, Record) else self.vault.get(ref)
         if record.type != "proposal":
             raise UsageError(f"{record.path} is a {record.type} entry, not a proposal")
         if str(record.path).startswith(REJECTED_FOLDER + "/"):
             raise UsageError(f"{record.path} was rejected; move it to {PROPOSALS_FOLDER}/ first")
         return record
 
-    def approve(self, ref: str, *, force: bool = False) -> Record:
-        """Move a proposal into its store and apply it: the same as moving the file by hand."""
+    def approve(self, ref: str | Record, *, force: bool = False) -> Record:
+        """Move a proposal into its store and apply it: the same as moving the file by hand.
+        `ref` may be the proposal as read already (then it is not read again). With an index
+        handed in, the entry is indexed at once, from the files as written (no parse of its own)."""
+        written: dict[str, Record | None] = {}
         with self.vault.write_lock():
             record = self._proposal(ref)
             store = str(record.meta.get("store", ""))
             if store not in STORE_FOLDERS:
                 raise UsageError(f"{record.path}: proposal has no valid store ({store!r})")
             assert record.path is not None
-            self._target_of(record, force=force)  # refuse before moving anything
+            target_of(self.vault, record, force=force)  # refuse before moving anything
             if str(PurePosixPath(record.path).parent) == PROPOSALS_FOLDER:
                 name = PurePosixPath(record.path).name
                 record = self.vault.move(record, f"{STORE_FOLDERS[store]}/{name}")
-            return self._finalise(record, force=force)
+            entry = finalise(self.vault, record, force=force, written=written)
+        # Indexed at once through the caller's index, from the files as written (no parse).
+        # Without one, or with another process holding the index for long, the write stands
+        # and the next freshness check (or the watcher) indexes it.
+        if self._given_index and self._index is not None:
+            with contextlib.suppress(LockTimeout):
+                self._index.index_writes(
+                    records={path: r for path, r in written.items() if r is not None}
+                )
+        return entry
 
     def finalise_moved(self, path: str) -> str:
         """A proposal a person moved into a store folder: finalise it like `approve`."""
-        with self.vault.write_lock():
-            record = self.vault.read_record(path)
-            if record.type != "proposal":
-                return path  # finalised already (by another process)
-            folder = str(PurePosixPath(path).parent)
-            store = str(record.meta.get("store", ""))
-            if FOLDER_STORES.get(folder) != store:
-                raise UsageError(
-                    f"{path}: this proposal is for the {store!r} store but was moved into "
-                    f"{folder}/; move it to {STORE_FOLDERS.get(store, '?')}/ to approve it, or set "
-                    f"`store: {FOLDER_STORES.get(folder, '?')}` in it. Nothing was changed."
-                )
-            return str(self._finalise(record).path)
+        entry = finalise_moved(self.vault, path)
+        return path if entry is None else str(entry.path)
 
-    def _finalise(self, record: Record, *, force: bool = False) -> Record:
-        """Turn a proposal that sits in its store folder into an entry, applying its op."""
-        assert record.path is not None
-        store = str(record.meta["store"])
-        op = str(record.meta.get("op", "add"))
-        target = self._target_of(record, force=force)
-        stamp = now_iso()
-        if op == "update" and target is not None:
-            target.body = record.body
-            if record.meta.get("title"):
-                target.meta["title"] = record.meta["title"]
-            if record.meta.get("tags"):
-                target.meta["tags"] = sorted(set(target.tags) | set(record.tags))
-            evidence = [str(e) for e in target.meta.get("evidence") or []]
-            evidence += [
-                str(e) for e in record.meta.get("evidence") or [] if str(e) not in evidence
-            ]
-            if evidence:
-                target.meta["evidence"] = evidence
-            target.meta["approved"] = stamp
-            updated = self.vault.update(target, allow_secrets=True)
-            # The proposal's text now lives in its target; git keeps the proposal's history.
-            self.vault.delete(record)
-            return updated
-        record.meta["type"] = STORE_TYPES[store]
-        record.meta["approved"] = stamp
-        if op == "supersede" and target is not None:
-            record.meta["supersedes"] = target.id
-        for key in PROPOSAL_ONLY_KEYS:
-            record.meta.pop(key, None)
-        if STORE_TYPES[store] != "decision":
-            record.meta.pop("rationale", None)
-        finalised = self.vault.update(record, allow_secrets=True)
-        if op == "supersede" and target is not None:
-            self._mark_superseded(target, finalised)
-        return finalised
-
-    def _target_of(self, record: Record, *, force: bool) -> Record | None:
-        """The entry an update/supersede proposal applies to, refusing if it changed since."""
-        op = str(record.meta.get("op", "add"))
-        if op not in ("update", "supersede"):
-            return None
-        target_id = record.meta.get("target")
-        if not target_id:
-            raise UsageError(f"{record.path}: a {op} proposal needs a target id")
-        target = self.vault.get(str(target_id))
-        expected = record.meta.get("target_digest")
-        if expected and body_digest(target.body) != expected and not force:
-            raise ConflictError(
-                str(record.path),
-                f"its target {target.path} changed since the proposal was made; review both "
-                "and approve with --force to apply it anyway",
-            )
-        return target
+    def finalise_moves(self, found: Mapping[str, Record | None]) -> Approvals:
+        """Finalise the proposals among `found` (path -> the file as a sync read it, or None)
+        that sit in a store folder: approvals by move (see `approvals.finalise_moves`)."""
+        return finalise_moves(self.vault, found)
 
     def reject(self, ref: str, *, reason: str = "") -> Record:
         """Move a proposal to learning/rejected/ so it is kept for audit and not proposed again."""

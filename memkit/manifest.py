@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from memkit.file_state import COLUMNS as COLUMNS
+from memkit.file_state import DIGEST_BITS, row_stat, same_content
+from memkit.file_state import UNKNOWN_ROW as UNKNOWN_ROW
+from memkit.file_state import FileState as FileState
+from memkit.file_state import Row as Row
+from memkit.file_state import misplaced as misplaced
+from memkit.file_state import stat_digest as stat_digest
+from memkit.file_state import state_of_record as state_of_record
 from memkit.files import (
     RECORD_ROOTS,
     FileStat,
-    NotRegularFile,
     is_record_path,
-    read_regular,
     walk_record_files,
 )
 from memkit.index import SCHEMA_VERSION
+from memkit.records import TYPE_FOLDERS
 from memkit.vault import Vault
 
 # The manifest: one SQLite file (WAL) under `.memkit/`, a row per file. A sync saves what it
@@ -31,10 +35,6 @@ from memkit.vault import Vault
 MANIFEST_FILE = "manifest.db"
 MANIFEST_VERSION = 5  # 4: SQLite, with ctime and inode; 5: rows and tombstones carry a save number
 OLD_MANIFEST_FILES = ("manifest.json", "manifest.journal", "pending.json")
-# The manifest's columns after the path, in this order (a Row holds them in the same order).
-COLUMNS = ("mtime_ns", "size", "sha256", "record_id", "type", "problem", "line", "ctime_ns", "ino")
-# One file's manifest entry, as kept in memory: the columns above, in that order.
-Row = tuple[int, int, str, str, str, str, int, int, int]
 # Every save has a number (`seq` in meta); each row it writes, and each path it deletes (a
 # tombstone in `gone`), carries it. A process holding the rows of save N reads just what saves
 # after N changed (a watcher's one-file sync: one row), not 100k rows; a rebuild starts a new
@@ -50,10 +50,28 @@ CREATE TABLE gone (path TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX gone_seq ON gone (seq);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
+# Small indexes over the few rows a sync that found nothing to do still reports (files with a
+# problem, proposals outside the proposals folder), so that a watcher-vouched sync does not scan
+# 100k rows (~35 ms). Created when missing, so manifests written before them gain them too.
+_REPORT_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS files_problem ON files (path) WHERE problem != ''",
+    "CREATE INDEX IF NOT EXISTS files_moved_proposal ON files (path)"
+    f" WHERE type = 'proposal' AND path NOT LIKE '{TYPE_FOLDERS['proposal']}/%'",
+)
+# The reports' queries: their WHERE clauses are the indexes' own, so SQLite uses them.
+SELECT_PROBLEMS = "SELECT path, line, problem FROM files WHERE problem != '' ORDER BY path"
+SELECT_MOVED_PROPOSALS = (
+    "SELECT path FROM files"
+    f" WHERE type = 'proposal' AND path NOT LIKE '{TYPE_FOLDERS['proposal']}/%' ORDER BY path"
+)
+# The number of rows, as the last save left it (absent in manifests written before it was kept).
+SELECT_FILE_COUNT = "SELECT value FROM meta WHERE key = 'files'"
 _SELECT = "SELECT path, " + ", ".join(COLUMNS) + " FROM files"
 _UPSERT = "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SET_META = "INSERT OR REPLACE INTO meta VALUES (?, ?)"
 _UPSERT_GONE = "INSERT OR REPLACE INTO gone VALUES (?, ?)"
+# One row's stat columns, in a Row's positions 0, 1, 7, 8 (for `_row_stat`).
+_SELECT_ONE_STAT = "SELECT mtime_ns, size, 0, 0, 0, 0, 0, ctime_ns, ino FROM files WHERE path = ?"
 TOMBSTONES = 20_000
 # How many syncs saved changes (each after its one index commit): for `status` and tests.
 _COUNT_SAVE = (
@@ -66,55 +84,6 @@ _COUNT_SAVE = (
 # That moment is read from the file system's own clock by touching this file, so it has the
 # same granularity (and, on a network share, the same clock) as the files' mtimes.
 CLOCK_FILE = "scan.stamp"
-
-
-@dataclass
-class FileState:
-    """What the manifest remembers of one file."""
-
-    mtime_ns: int
-    size: int
-    sha256: str
-    record_id: str = ""
-    type: str = ""
-    problem: str = ""  # "line: message" when the file is not a valid record
-    line: int = 0
-    ctime_ns: int = 0
-    ino: int = 0
-
-    def to_row(self) -> Row:
-        """The manifest's form: the fields in declaration order (what `from_row` reads back)."""
-        return (
-            self.mtime_ns,
-            self.size,
-            self.sha256,
-            self.record_id,
-            self.type,
-            self.problem,
-            self.line,
-            self.ctime_ns,
-            self.ino,
-        )
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> FileState:
-        return cls(*row)
-
-
-def _same_content(root: str, relpath: str, sha256: str) -> bool:
-    """Whether the file still hashes as the manifest says (False when it is gone)."""
-    try:
-        data, _stat = read_regular(Path(root), os.path.join(root, relpath))
-    except NotRegularFile:
-        return sha256 == f"!{relpath}"
-    except OSError:
-        return False
-    return hashlib.sha256(data).hexdigest() == sha256
-
-
-# Manifest entry of a path whose documents may be in the index after a killed sync: matches no
-# file, so the next sync reads the file again or, when it is gone, deletes its documents.
-UNKNOWN_ROW: Row = (-1, -1, "", "", "", "", 0, -1, -1)
 
 
 class Manifest:
@@ -132,6 +101,9 @@ class Manifest:
         # The save (generation, number) `_rows` reflects: later saves are read as changes.
         self._generation = ""
         self._seq = 0
+        # The last read that took in just what later saves changed: (the rows before, the rows
+        # after, the paths that differ), so that what is worked out from rows can be updated.
+        self.last_reload: tuple[dict[str, Row], dict[str, Row], set[str]] | None = None
         # The open manifest database, and the (device, inode) of the file it opened.
         self._db: sqlite3.Connection | None = None
         # One connection, used by several threads in a long-lived process (the watcher's sync,
@@ -251,13 +223,18 @@ class Manifest:
                         and pruned <= self._seq <= seq
                     ):
                         # Just what later saves changed (a copy: the old dict stays as it was).
-                        rows = dict(self._rows)
+                        before = self._rows
+                        rows = dict(before)
+                        differ = set()
                         for row in db.execute(_SELECT + " WHERE seq > ?", (self._seq,)):
                             rows[row[0]] = row[1:]
+                            differ.add(row[0])
                         for (path,) in db.execute(
                             "SELECT path FROM gone WHERE seq > ?", (self._seq,)
                         ):
                             rows.pop(path, None)
+                            differ.add(path)
+                        self.last_reload = (before, rows, differ)
                     else:
                         rows = {row[0]: row[1:] for row in db.execute(_SELECT)}
             finally:
@@ -313,6 +290,8 @@ class Manifest:
                     db.execute(
                         "INSERT INTO meta VALUES ('index_schema', ?)", (str(SCHEMA_VERSION),)
                     )
+                for statement in _REPORT_INDEXES:
+                    db.execute(statement)
                 yield db
                 db.execute("COMMIT")
             except BaseException:
@@ -335,16 +314,53 @@ class Manifest:
         """Paths pending from a killed sync: in the manifest itself now (as UNKNOWN_ROW)."""
         return []
 
+    @staticmethod
+    def _shift_digest(
+        db: sqlite3.Connection, before: Sequence[str], after: Mapping[str, Row]
+    ) -> None:
+        """Inside a save: the manifest's stat digest without the rows of `before` (those that
+        exist) and with the rows `after`. (A manifest without one keeps none: the walk's
+        comparison then reads the stat columns.)"""
+        kept = db.execute("SELECT value FROM meta WHERE key = 'stat_digest'").fetchone()
+        if kept is None:
+            return  # (`_complete_digest` adds one after the save's writes)
+        old = [
+            (path, row_stat(row))
+            for path in before
+            if (row := db.execute(_SELECT_ONE_STAT, (path,)).fetchone()) is not None
+        ]
+        digest = int(kept[0]) - stat_digest(old)
+        digest += stat_digest((path, row_stat(row)) for path, row in after.items())
+        db.execute(_SET_META, ("stat_digest", str(digest & DIGEST_BITS)))
+
+    @staticmethod
+    def _complete_digest(db: sqlite3.Connection) -> None:
+        """Inside a save, after its writes: a manifest written before the digest was kept (or
+        by a killed sync's pending list) gains one, from its rows (once: ~100 ms at 100k)."""
+        if db.execute("SELECT 1 FROM meta WHERE key = 'stat_digest'").fetchone() is None:
+            rows = db.execute(
+                "SELECT path, mtime_ns, size, 0, 0, 0, 0, 0, ctime_ns, ino FROM files"
+            )
+            digest = stat_digest((row[0], row_stat(row[1:])) for row in rows)
+            db.execute(_SET_META, ("stat_digest", str(digest)))
+
     def _save_pending(self, paths: Sequence[str]) -> None:
         """Before the index learns of paths the manifest does not list, list them (as
         UNKNOWN_ROW): if this process dies between the index commit and the manifest save,
         the next sync still looks at them (and drops their documents when the files are gone)."""
         with self._writing() as db:
             seq = self._next_save(db)
-            db.executemany(
+            new = [p for p in paths if not db.execute(_SELECT_ONE_STAT, (p,)).fetchone()]
+            self._shift_digest(db, [], {path: UNKNOWN_ROW for path in new})
+            listed = db.executemany(
                 "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ((path, *UNKNOWN_ROW, seq) for path in paths),
-            )
+            ).rowcount
+            if listed > 0:  # (the count of rows, kept for reports that read no rows)
+                db.execute(
+                    "UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'files'",
+                    (listed,),
+                )
             db.executemany("DELETE FROM gone WHERE path = ?", ((path,) for path in paths))
         # This process's cache leaves them out (the save after the commit writes their rows);
         # should that save never come (an error in between), the next read takes them in.
@@ -375,6 +391,8 @@ class Manifest:
                     ("scanned_ns", str(scanned_ns)),
                     ("generation", generation),
                     ("pruned", str(seq)),
+                    ("files", str(len(rows))),
+                    ("stat_digest", str(stat_digest((p, row_stat(r)) for p, r in rows.items()))),
                 ],
             )
             db.execute(_COUNT_SAVE)
@@ -401,11 +419,14 @@ class Manifest:
             return  # the manifest on disk says it all already
         with self._writing() as db:
             seq = self._next_save(db)
+            self._shift_digest(db, [*changed, *deleted], changed)
             db.executemany(_UPSERT, ((path, *row, seq) for path, row in changed.items()))
             db.executemany("DELETE FROM gone WHERE path = ?", ((path,) for path in changed))
             db.executemany("DELETE FROM files WHERE path = ?", ((path,) for path in deleted))
             db.executemany(_UPSERT_GONE, ((path, seq) for path in deleted))
             db.execute(_SET_META, ("scanned_ns", str(scanned_ns)))
+            db.execute(_SET_META, ("files", str(len(rows))))
+            self._complete_digest(db)
             if db.execute("SELECT count(*) FROM gone").fetchone()[0] > TOMBSTONES:
                 db.execute("DELETE FROM gone")
                 db.execute(_SET_META, ("pruned", str(seq)))
@@ -479,7 +500,7 @@ class Manifest:
             for path in to_read
             if (state := manifest.get(path)) is None
             or (state.mtime_ns, state.size, state.ctime_ns, state.ino) != stats[path]
-            or not _same_content(root, path, state.sha256)
+            or not same_content(root, path, state.sha256)
         ]
         return stats, manifest, changed, gone
 
@@ -532,12 +553,98 @@ class Manifest:
             for path, stat in stats.items()
             if (row := rows.get(path)) is None
             or (row[0], row[1], row[7], row[8]) != stat
-            or (stat[0] >= scanned_ns and not _same_content(root, path, row[2]))
+            or (stat[0] >= scanned_ns and not same_content(root, path, row[2]))
         )
         return changed, gone
 
+    def _marked_on_disk(
+        self,
+    ) -> tuple[int, list[tuple[str, int, str]], list[tuple[str]]] | None:
+        """(number of rows, (path, line, problem) of the files with a problem, (path,) of the
+        proposals outside the proposals folder) from the manifest on disk, reading no other
+        row (small indexes); None when it cannot say."""
+        try:
+            with self._db_lock:  # one transaction at a time on the shared connection
+                db = self._connect()
+                db.execute("BEGIN")
+                try:
+                    if not self._schema_ok(db):
+                        return None
+                    kept = db.execute(SELECT_FILE_COUNT).fetchone()
+                    total = (
+                        kept[0]
+                        if kept is not None
+                        else db.execute("SELECT count(*) FROM files").fetchone()[0]
+                    )
+                    problems = db.execute(SELECT_PROBLEMS).fetchall()
+                    proposals = db.execute(SELECT_MOVED_PROPOSALS).fetchall()
+                finally:
+                    db.execute("COMMIT")
+        except sqlite3.Error:
+            return None
+        return int(total), problems, proposals
+
+    def _digest_on_disk(self) -> tuple[int, int, int] | None:
+        """(scanned_ns, number of rows, stat digest) as the last save left them, or None."""
+        try:
+            with self._db_lock:
+                db = self._connect()
+                db.execute("BEGIN")  # one snapshot of meta
+                try:
+                    if not self._schema_ok(db):
+                        return None
+                    meta = dict(
+                        db.execute(
+                            "SELECT key, value FROM meta"
+                            " WHERE key IN ('scanned_ns', 'files', 'stat_digest')"
+                        ).fetchall()
+                    )
+                finally:
+                    db.execute("COMMIT")
+        except (sqlite3.Error, OSError, ValueError):
+            return None
+        if len(meta) < 3:
+            return None
+        return int(meta["scanned_ns"]), int(meta["files"]), int(meta["stat_digest"])
+
+    def _any_content_differs(self, racy_paths: Sequence[str]) -> bool:
+        """Whether any of these files (same stat as the manifest, but changed in the same
+        clock tick as its last scan) holds other content than the manifest's hash says."""
+        if not racy_paths:
+            return False
+        root = str(self.vault.root)
+        hashes = self._hashes_on_disk(racy_paths)
+        return any(not same_content(root, path, hashes.get(path, "")) for path in racy_paths)
+
+    def _hashes_on_disk(self, paths: Sequence[str]) -> dict[str, str]:
+        """path -> content hash, from the manifest on disk, for a few paths."""
+        try:
+            with self._db_lock:
+                db = self._connect()
+                return {
+                    path: str(row[0])
+                    for path in paths
+                    if (
+                        row := db.execute(
+                            "SELECT sha256 FROM files WHERE path = ?", (path,)
+                        ).fetchone()
+                    )
+                }
+        except (sqlite3.Error, OSError, ValueError):
+            return {}
+
     def _differs(self, stats: Mapping[str, FileStat]) -> bool:
         """Whether the walk's `stats` differ from the manifest (see `is_stale`)."""
+        if self._rows is None:
+            # A process that has not read the manifest yet (a command): when nothing differs,
+            # it never needs the rows: the walk is compared with the digest of their stats.
+            kept = self._digest_on_disk()
+            if kept is not None:
+                scanned_ns, count, digest = kept
+                if count != len(stats) or stat_digest(stats.items()) != digest:
+                    return True
+                racy_paths = [path for path, stat in stats.items() if stat[0] >= scanned_ns]
+                return self._any_content_differs(racy_paths)
         rows = self._current_rows()
         if not rows:
             return bool(stats)
@@ -553,4 +660,4 @@ class Manifest:
             if mtime >= scanned_ns:
                 racy.append((path, row[2]))
         root = str(self.vault.root)
-        return any(not _same_content(root, path, sha256) for path, sha256 in racy)
+        return any(not same_content(root, path, sha256) for path, sha256 in racy)

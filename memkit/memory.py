@@ -9,9 +9,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from memkit.errors import LockTimeout, MemkitError, UsageError
+from memkit.errors import (
+    InvalidRecord,
+    LockTimeout,
+    MemkitError,
+    PathOutsideVault,
+    RecordNotFound,
+    UsageError,
+)
+from memkit.files import FileStat, walk_record_files
 from memkit.index import Hit
-from memkit.records import MEMORY_TYPES, RECORD_TYPES, Record
+from memkit.records import MEMORY_TYPES, RECORD_TYPES, TYPE_FOLDERS, Record
 from memkit.secret_guard import check_fields
 from memkit.sync import VaultIndex
 from memkit.timeutil import format_time, now_iso, parse_time, utcnow
@@ -87,6 +95,9 @@ class Memory:
         # Facts written inside a batch of promotions: the index does not hold them until the
         # batch ends (one commit), so `find_duplicate` also compares with these.
         self._batch_facts: list[Record] | None = None
+        # The short-term items as last read: path -> (its stat then, (created, id)), so that
+        # the capacity check after each remember parses only files new or changed since.
+        self._buffer_order: dict[str, tuple[FileStat, tuple[str, str]]] = {}
 
     @property
     def index(self) -> VaultIndex:
@@ -333,15 +344,35 @@ class Memory:
             if not outer:
                 self._batch_facts = None
 
+    def _short_term_oldest_first(self) -> list[str]:
+        """The paths of the short-term items, oldest first (created, then id). Files whose
+        stat is as last seen are not read again: after each remember, one file is new."""
+        folder = TYPE_FOLDERS["short-term"]
+        order: dict[str, tuple[FileStat, tuple[str, str]]] = {}
+        for path, stat in walk_record_files(self.vault.root, [folder]).items():
+            seen = self._buffer_order.get(path)
+            if seen is not None and seen[0] == stat:
+                order[path] = seen
+                continue
+            try:
+                record = self.vault.read_record(path)
+            except (InvalidRecord, RecordNotFound, PathOutsideVault):
+                continue  # not an item (check names it), or gone while we looked
+            if record.type == "short-term":
+                order[path] = (stat, (str(record.meta.get("created")), record.id))
+        self._buffer_order = order
+        return sorted(order, key=lambda path: order[path][1])
+
     def _enforce_capacity(self, dry_run: bool = False) -> ExpireReport:
         report = ExpireReport()
         capacity = self.vault.settings.memory.short_term.capacity
         with self.vault.write_lock():
-            items = sorted(
-                self.vault.scan(["short-term"]).records,
-                key=lambda r: (str(r.meta.get("created")), r.id),
-            )
-            self._promote_or_drop_all(items[: max(0, len(items) - capacity)], report, dry_run)
+            paths = self._short_term_oldest_first()
+            items = []
+            for path in paths[: max(0, len(paths) - capacity)]:
+                with contextlib.suppress(InvalidRecord, RecordNotFound, PathOutsideVault):
+                    items.append(self.vault.read_record(path))
+            self._promote_or_drop_all(items, report, dry_run)
         return report
 
     def expire(self, now: datetime | None = None, *, dry_run: bool = False) -> ExpireReport:

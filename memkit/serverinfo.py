@@ -7,8 +7,6 @@ import json
 import os
 import re
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +167,9 @@ class ServerInfo:
     def _probe(self, url: str, payload: dict[str, Any] | None = None) -> Any:
         """GET (or POST `payload` to) a server endpoint outside the OpenAI API; None on failure."""
         data = json.dumps(payload).encode() if payload is not None else None
+        import urllib.error  # (here: urllib.request costs ~12 ms to import, most runs never ask)
+        import urllib.request
+
         request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
         request.add_header("Content-Type", "application/json")
         if self.config.api_key and self.config.api_key != KEYLESS_API_KEY:

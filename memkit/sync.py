@@ -5,12 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from typing import Any
 from memkit import locking
 from memkit.documents import documents_for
 from memkit.errors import InvalidRecord, LockTimeout
-from memkit.files import FileStat, NotRegularFile, read_regular
+from memkit.files import FileStat, NotRegularFile, fingerprint_bytes, read_regular
 from memkit.index import (
     SCHEMA_VERSION,
     Hit,
@@ -31,19 +29,27 @@ from memkit.index import (
     as_request,
     prepare_document,
 )
+from memkit.kept_documents import KeptDocuments
 from memkit.manifest import MANIFEST_FILE as MANIFEST_FILE
 from memkit.manifest import MANIFEST_VERSION as MANIFEST_VERSION
 from memkit.manifest import UNKNOWN_ROW as UNKNOWN_ROW
-from memkit.manifest import FileState, Manifest, Row
+from memkit.manifest import (
+    FileState,
+    Manifest,
+    Row,
+    misplaced,
+    state_of_record,
+)
 from memkit.parallel import in_batches
-from memkit.records import STORE_TYPES, TYPE_FOLDERS, parse_record
+from memkit.records import STORE_TYPES, TYPE_FOLDERS, Record, parse_record
+from memkit.sync_report import SyncReport as SyncReport
 from memkit.vault import Problem, Vault
 from memkit.watch_protocol import WATCHER_FILE as WATCHER_FILE
-from memkit.watch_protocol import WATCHER_STALE_SECONDS
 from memkit.watch_protocol import WatcherAnswer as WatcherAnswer
 from memkit.watch_protocol import ask_watcher as ask_watcher
 from memkit.watch_protocol import socket_address as socket_address
 from memkit.watch_protocol import watcher_address as watcher_address
+from memkit.watch_protocol import watcher_info
 
 # Below this many files to parse, a process pool costs more than it saves.
 PARALLEL_THRESHOLD = 2000
@@ -52,52 +58,24 @@ STORE_FOLDERS = {TYPE_FOLDERS[t] for t in STORE_TYPES.values()}
 Progress = Callable[[int, int], None]
 
 
-@dataclass
-class SyncReport:
-    added: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    moved: list[tuple[str, str]] = field(default_factory=list)
-    unchanged: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    proposals_in_stores: list[str] = field(default_factory=list)
-    rebuilt: bool = False
-    seconds: float = 0.0
-    checked_by: str = ""  # who said what changed: "watcher", "walk" ("" when not recorded)
-
-    @property
-    def files_changed(self) -> int:
-        """How many files this sync added, changed or deleted in the index."""
-        return len(self.added) + len(self.changed) + len(self.deleted)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "added": self.added,
-            "changed": self.changed,
-            "deleted": self.deleted,
-            "moved": [{"from": a, "to": b} for a, b in self.moved],
-            "unchanged": self.unchanged,
-            "rebuilt": self.rebuilt,
-            "problems": [p.to_json() for p in self.problems],
-            "proposals_in_stores": self.proposals_in_stores,
-            "seconds": round(self.seconds, 3),
-            "checked_by": self.checked_by,
-        }
-
-
 @dataclass(slots=True)  # (a rebuild holds one per file)
 class Parsed:
     path: str
     state: FileState
     docs: list[IndexDoc] | None  # None: same content as `known`, not parsed again
+    record: Record | None = None  # kept when its type is not its folder's (see `hold`)
 
 
-def _parse_file(root: str, relpath: str, known: FileState | None = None) -> Parsed | None:
+def _parse_file(
+    root: str, relpath: str, known: FileState | None = None, record: Record | None = None
+) -> Parsed | None:
     """Read and parse one file into its manifest state and index documents (None if gone).
 
     When the content hashes the same as `known` (a touched or racily clean file), the parse is
     skipped and the known record id, type and problem are kept.
     """
+    if record is not None and (given := state_of_record(root, relpath, record)) is not None:
+        return Parsed(relpath, given, documents_for(record))  # as the caller read it
     full = os.path.join(root, relpath)
     try:
         data, stat = read_regular(Path(root), full)
@@ -140,6 +118,9 @@ def _parse_file(root: str, relpath: str, known: FileState | None = None) -> Pars
         state.problem, state.line = error.reason, error.line
         return Parsed(relpath, state, [])
     state.record_id, state.type = record.id, record.type
+    if misplaced(relpath, record.type):
+        record.fingerprint = fingerprint_bytes(data, stat)
+        return Parsed(relpath, state, documents_for(record), record)
     return Parsed(relpath, state, documents_for(record))
 
 
@@ -179,6 +160,9 @@ class VaultIndex(Manifest):
         self._index_folder: tuple[int, int] | None = None
         # The rows `_marked` last answered for, and its answer.
         self._marks: tuple[dict[str, Row], set[str], set[str]] | None = None
+        # The documents of the day files this process indexed last: a change replaces only
+        # the documents that differ.
+        self._documents = KeptDocuments()
         # Inside `operation()`: whether its one freshness check was made (None: outside one).
         self._checked: bool | None = None
         # Which way the last freshness check answered ("watcher", "walk", "rebuilt", "").
@@ -234,15 +218,19 @@ class VaultIndex(Manifest):
 
     # --- one freshness check per operation ------------------------------------------------
 
-    def index_writes(self, *, lock_timeout: float | None = None) -> SyncReport | None:
+    def index_writes(
+        self, *, lock_timeout: float | None = None, records: Mapping[str, Record] | None = None
+    ) -> SyncReport | None:
         """Write-through: index exactly the paths this process's Vault wrote since this index
-        last took them (creates, updates, moves, deletes), without a walk. None: nothing new."""
+        last took them (creates, updates, moves, deletes), without a walk. None: nothing new.
+        `records`: files as the writer read them back (not parsed again)."""
         touched = self.vault.touched
         log = getattr(touched, "log", None)
         if log is None or touched.indexed >= len(log) or self._batches:
             return None  # nothing new, or inside a batch: indexed once at its end
         end = len(log)
-        report = self.sync(paths=sorted(set(log[touched.indexed : end])), lock_timeout=lock_timeout)
+        paths = sorted(set(log[touched.indexed : end]))
+        report = self.sync(paths=paths, lock_timeout=lock_timeout, records=records)
         touched.indexed = max(touched.indexed, end)
         return report
 
@@ -356,15 +344,31 @@ class VaultIndex(Manifest):
         progress: Progress | None = None,
         lock_timeout: float | None = None,
         walked: tuple[int, Mapping[str, FileStat]] | None = None,
+        records: Mapping[str, Record] | None = None,
+        hold: bool = False,
     ) -> SyncReport:
         """Bring the index in line with the files.
 
         `full` rebuilds from scratch; `paths`/`directories` limit the look to what a watcher saw
         change (otherwise every file is stat-ed and compared with the manifest). `walked` is a
         walk already made for this operation, (file system time taken before it, its stats):
-        reused instead of walking again.
+        reused instead of walking again. `records`: files the caller read, indexed from these.
+        `hold`: changed files whose type is not their folder's (and the files they moved from)
+        stay out of the sync, returned in `held`, for the caller to rewrite and then index with
+        `records` (one commit; learning finalises approvals so). Not in a rebuild.
         """
         started = time.monotonic()
+        if not full and paths is None and not directories and self._rows is None:
+            # A command's walk: compared with the manifest's stat columns first, so that a
+            # vault where nothing changed is reported without loading every row.
+            if walked is None:
+                walked = (self._file_system_now(), self.stat_files())
+            if not self._differs(walked[1]):
+                quick = self._nothing_to_sync(lock_timeout)
+                if quick is not None:
+                    quick.unchanged = len(walked[1])
+                    quick.seconds = time.monotonic() - started
+                    return quick
         if not full and paths is not None and not paths and not directories:
             # Nothing to look at (a watcher vouched for every file): the report from the
             # manifest's own queries, without loading its rows into this process.
@@ -416,6 +420,7 @@ class VaultIndex(Manifest):
                 on_disk, stats = {}, {}
                 self._forget_manifest()
                 parsed: list[Parsed] = []
+                self._documents.clear()
                 # The manifest is written while the index commits, saved once it has (its rows:
                 # what the loop below gives a rebuild, every file read, nothing gone).
                 index.replace_all_prepared(
@@ -430,7 +435,24 @@ class VaultIndex(Manifest):
                     for path in to_read
                     if (row := manifest.get(path)) is not None and row[2]
                 }
-                parsed = self._parse_many(to_read, known, progress)
+                if records:  # files the caller read (or wrote and read back): from its records
+                    root = str(self.vault.root)
+                    found = (_parse_file(root, p, known.get(p), records.get(p)) for p in to_read)
+                    parsed = [item for item in found if item is not None]
+                else:
+                    parsed = self._parse_many(to_read, known, progress)
+                if hold:
+                    report.held = {item.path: r for item in parsed if (r := item.record)}
+            if report.held:
+                origins = {manifest[p][2]: p for p in gone if p in manifest and manifest[p][2]}
+                report.moved = [
+                    (origins[i.state.sha256], i.path)
+                    for i in parsed
+                    if i.path in report.held and i.state.sha256 in origins
+                ]
+                parsed = [item for item in parsed if item.path not in report.held]
+                to_read = [p for p in to_read if p not in report.held]
+                gone = [p for p in gone if p not in {origin for origin, _ in report.moved}]
             # Only what changed is looked at (and copied): the manifest may hold 100k files.
             new_manifest = dict(manifest) if to_read or gone else manifest
             for path in gone:
@@ -472,7 +494,16 @@ class VaultIndex(Manifest):
             elif upserts or report.deleted or reindexed:
                 # The searchable moment: the commit (and the reader's reload) comes first,
                 # the manifest after it.
-                index.update(upserts, [*report.deleted, *reindexed])
+                upserts, keep, stale_keys = self._documents.changes(upserts, manifest)
+                index.update(
+                    upserts,
+                    [*report.deleted, *reindexed],
+                    keep_paths=keep,
+                    delete_keys=stale_keys,
+                )
+                self._documents.remember(
+                    ((item.path, item.state.sha256, item.docs) for item in parsed), report.deleted
+                )
             if full:
                 pass  # the manifest was written with the index's commit, above
             elif parsed or report.deleted:
@@ -509,24 +540,10 @@ class VaultIndex(Manifest):
         with self.lock(lock_timeout):
             if self.search_index.needs_rebuild:
                 return None
-            try:
-                with self._db_lock:  # one transaction at a time on the shared connection
-                    db = self._connect()
-                    db.execute("BEGIN")
-                    try:
-                        if not self._schema_ok(db):
-                            return None
-                        total = db.execute("SELECT count(*) FROM files").fetchone()[0]
-                        problems = db.execute(
-                            "SELECT path, line, problem FROM files WHERE problem != '' ORDER BY path"
-                        ).fetchall()
-                        proposals = db.execute(
-                            "SELECT path FROM files WHERE type = 'proposal' ORDER BY path"
-                        ).fetchall()
-                    finally:
-                        db.execute("COMMIT")
-            except sqlite3.Error:
+            marked = self._marked_on_disk()
+            if marked is None:
                 return None
+            total, problems, proposals = marked
         report = SyncReport(unchanged=int(total))
         report.problems = [Problem(str(p), int(line), str(m)) for p, line, m in problems]
         report.proposals_in_stores = [
@@ -541,6 +558,16 @@ class VaultIndex(Manifest):
         which is `previous` changed at `looked_at`. Worked out from the last answer when that
         was for `previous` (a scan of 100k rows costs a watcher's sync ~25 ms)."""
         marks = self._marks
+        reload = self.last_reload
+        if (
+            marks is not None
+            and reload is not None
+            and reload[0] is marks[0]
+            and reload[1] is previous
+        ):
+            # Another process saved since: `previous` is the rows marked last time plus what
+            # its saves changed (a watcher syncing this process's own writes, say).
+            marks, looked_at = (previous, marks[1], marks[2]), looked_at | reload[2]
         if marks is not None and marks[0] is previous:
             problems, proposals = set(marks[1]), set(marks[2])
             for path in looked_at:
@@ -628,19 +655,7 @@ class VaultIndex(Manifest):
 
     def watcher_info(self) -> dict[str, Any] | None:
         """The running watcher's pid and heartbeat, or None when none is alive."""
-        try:
-            info: dict[str, Any] = json.loads((self.vault.state_dir / WATCHER_FILE).read_text())
-            os.kill(int(info["pid"]), 0)
-        except PermissionError:
-            pass  # alive, but another user's process
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None
-        try:
-            if time.time() - float(info.get("heartbeat", 0)) > WATCHER_STALE_SECONDS:
-                return None
-        except (TypeError, ValueError):
-            return None
-        return info
+        return watcher_info(self.vault.state_dir)
 
     # --- looking inside ------------------------------------------------------------------------
 

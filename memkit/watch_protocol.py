@@ -8,6 +8,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 WATCHER_FILE = "watcher.json"
 # A heartbeat older than this means the watcher is gone (killed without cleaning up).
@@ -21,6 +22,23 @@ class WatcherAnswer:
 
     paths: list[str]
     directories: list[str]
+
+
+def watcher_info(state_dir: Path) -> dict[str, Any] | None:
+    """The running watcher's pid and heartbeat, or None when none is alive."""
+    try:
+        info: dict[str, Any] = json.loads((state_dir / WATCHER_FILE).read_text())
+        os.kill(int(info["pid"]), 0)
+    except PermissionError:
+        pass  # alive, but another user's process
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    try:
+        if time.time() - float(info.get("heartbeat", 0)) > WATCHER_STALE_SECONDS:
+            return None
+    except (TypeError, ValueError):
+        return None
+    return info
 
 
 # How long a process waits for the watcher's answer before it walks the vault itself.

@@ -98,6 +98,7 @@ class Watcher:
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         on_sync: Callable[[SyncReport], None] | None = None,
         on_error: Callable[[Exception], None] | None = None,
+        settle: Callable[[SyncReport], SyncReport] | None = None,
     ) -> None:
         self.vault_index = vault_index
         self.root = vault_index.vault.root
@@ -110,6 +111,9 @@ class Watcher:
         self.polling = polling
         self.on_sync = on_sync
         self.on_error = on_error
+        # Given a batch's report of a `sync(hold=True)`, index what it held (rewritten first, as
+        # an approval): inside the batch, so a process asking meanwhile is told those changed.
+        self.settle = settle
         self.using_polling = False
         self._pending: set[str] = set()
         self._pending_dirs: set[str] = set()
@@ -347,12 +351,15 @@ class Watcher:
             if self._restart_observer:
                 self._replace_observer()
             try:
+                hold = self.settle is not None
                 if full:
-                    report = self.vault_index.sync()
+                    report = self.vault_index.sync(hold=hold)
                 else:
                     report = self.vault_index.sync(
-                        paths=sorted(paths), directories=sorted(directories)
+                        paths=sorted(paths), directories=sorted(directories), hold=hold
                     )
+                if self.settle is not None:
+                    report = self.settle(report)
             except Exception as error:  # the watcher must outlive any one sync
                 # Never die on one bad sync: say so and reconcile everything on the next round.
                 log.warning("sync failed: %s", error)
@@ -374,8 +381,8 @@ class Watcher:
     def _deliver(self, report: SyncReport) -> None:
         """Hand a sync report to `on_sync`; a failing callback is reported, never fatal."""
         # A proposal in a store folder is handed on even when this sync changed nothing: another
-        # process asking this watcher may have synced the move itself, and only the watcher's
-        # callback finalises approvals.
+        # process asking this watcher may have synced the move itself (before `settle` could
+        # see it), and then the watcher's callback finalises the approval.
         if self.on_sync is None or not (report.files_changed or report.proposals_in_stores):
             return
         try:

@@ -116,7 +116,8 @@ def test_public_names_resolve() -> None:
 
 def test_import_memkit_stays_light() -> None:
     code = (
-        "import sys, memkit, memkit.cli\n"
+        "import sys, memkit, memkit.cli.group\n"
+        "memkit.cli.group.load_commands()\n"
         "heavy = [m for m in ('openai', 'tantivy', 'watchdog', 'jsonschema', 'yaml')"
         " if m in sys.modules]\n"
         "print(','.join(heavy))"

@@ -24,6 +24,40 @@ def test_version_and_help() -> None:
         assert command in result.output
 
 
+def test_each_command_is_where_the_lazy_group_looks_for_it() -> None:
+    from memkit.cli.group import COMMAND_FAMILIES, load_commands
+
+    load_commands()
+    found = {name: command.callback.__module__ for name, command in cli.commands.items()}
+    assert found == {name: f"memkit.cli.{family}" for name, family in COMMAND_FAMILIES.items()}
+
+
+def test_a_command_imports_only_its_own_family(tmp_path: Path) -> None:
+    # `memkit sync` starts without the chat REPL's, the LLM client's or the MCP server's imports.
+    root = tmp_path / "v"
+    assert CliRunner().invoke(cli, ["--vault", str(root), "init"]).exit_code == 0
+    code = (
+        "import sys\n"
+        "from memkit.cli import main\n"
+        f"sys.argv = ['memkit', '--vault', {str(root)!r}, 'status', '--json']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = [m for m in ('memkit.cli.agents', 'memkit.cli.records', 'memkit.llm', 'openai')"
+        " if m in sys.modules]\n"
+        "print('loaded:', ','.join(loaded), file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert '"records": 0' in out.stdout
+    assert "loaded: \n" in out.stderr or out.stderr.rstrip().endswith("loaded:")
+
+
+def test_an_unknown_command_still_lists_every_command() -> None:
+    result = CliRunner().invoke(cli, ["serch"])
+    assert result.exit_code == 2 and "search" in result.output
+
+
 def test_python_dash_m_runs(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "memkit", "--version"], capture_output=True, text=True, check=True

@@ -97,6 +97,29 @@ def test_short_term_capacity_drops_oldest_and_promotes_important(tmp_path: Path)
     assert second.id not in {r.id for r in vault.scan().records}
 
 
+def test_the_buffer_order_follows_a_persons_edit_between_remembers(tmp_path: Path) -> None:
+    # The capacity check keeps what it read of each item; an item a person edited (or one
+    # another process wrote) is read again, so the oldest is still the one that goes.
+    vault = _vault_with(tmp_path, capacity=2)
+    memory = Memory(vault)
+    one = memory.remember("item one", type="short-term")
+    two = memory.remember("item two", type="short-term")
+    assert one.path is not None
+    path = vault.root / one.path
+    text = path.read_text("utf-8")
+    created = str(one.meta["created"])
+    edited = text.replace(f'created: "{created}"', 'created: "2999-01-01T00:00:00Z"')
+    assert edited != text
+    path.write_text(edited, "utf-8")
+    other = Memory(vault)  # another writer: its items are new to the first Memory
+    three = other.remember("item three", type="short-term")
+    other.close()
+    memory.remember("item four", type="short-term")
+    left = {r.id for r in vault.scan(["short-term"]).records}
+    assert two.id not in left and three.id not in left and one.id in left
+    memory.close()
+
+
 def test_expire_removes_expired_and_promotes(tmp_path: Path) -> None:
     vault = _vault_with(tmp_path, ttl_hours=1, promote_threshold=0.7)
     memory = Memory(vault)

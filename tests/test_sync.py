@@ -137,6 +137,195 @@ def test_sync_reports_added_changed_deleted_moved_and_unchanged(
     assert (again.added, again.changed, again.deleted, again.unchanged) == ([], [], [], 3)
 
 
+def test_a_sync_told_nothing_changed_reports_from_the_manifest_alone(vault: Vault) -> None:
+    # What a watcher-vouched sync in a new process says (no rows read): the same as a walk's.
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    write_record(vault, f"{INSIGHTS}/p.md", "Moved proposal", "kept", type_="proposal")
+    write_record(vault, "learning/proposals/q.md", "Waiting proposal", "waits", type_="proposal")
+    (vault.root / LONG_TERM / "bad.md").write_text("---\ntitle: [unclosed\n---\n", "utf-8")
+    first = VaultIndex(vault)
+    walked = first.sync()
+    first.close()
+
+    def told_nothing() -> sync_module.SyncReport:
+        fresh = VaultIndex(vault)
+        try:
+            return fresh.sync(paths=[])
+        finally:
+            fresh.close()
+
+    quick = told_nothing()
+    assert quick.unchanged == walked.unchanged + len(walked.added) == 4
+    assert [p.path for p in quick.problems] == [p.path for p in walked.problems]
+    assert quick.problems[0].path == f"{LONG_TERM}/bad.md" and quick.problems[0].line > 0
+    assert quick.proposals_in_stores == walked.proposals_in_stores == [f"{INSIGHTS}/p.md"]
+    # A manifest saved before the count and the report indexes were kept: the same answers,
+    # and the next save adds them.
+    db = sqlite3.connect(vault.state_dir / "manifest.db")
+    with db:
+        db.execute("DELETE FROM meta WHERE key = 'files'")
+        db.execute("DROP INDEX files_problem")
+        db.execute("DROP INDEX files_moved_proposal")
+    db.close()
+    again = told_nothing()
+    assert (again.unchanged, again.problems, again.proposals_in_stores) == (
+        quick.unchanged,
+        quick.problems,
+        quick.proposals_in_stores,
+    )
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
+    index = VaultIndex(vault)
+    index.sync()
+    index.close()
+    db = sqlite3.connect(vault.state_dir / "manifest.db")
+    indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    kept = db.execute("SELECT value FROM meta WHERE key = 'files'").fetchone()
+    db.close()
+    assert {"files_problem", "files_moved_proposal"} <= indexes and kept == ("5",)
+    assert told_nothing().unchanged == 5
+
+
+def stored_digest(vault: Vault) -> tuple[int, int]:
+    """(the stat digest the manifest keeps, the digest of the rows it holds, worked out now)."""
+    db = sqlite3.connect(vault.state_dir / "manifest.db")
+    try:
+        kept = db.execute("SELECT value FROM meta WHERE key = 'stat_digest'").fetchone()
+        rows = db.execute("SELECT path, mtime_ns, size, ctime_ns, ino FROM files").fetchall()
+    finally:
+        db.close()
+    actual = memkit.manifest.stat_digest(
+        (path, (m, size, c, ino)) for path, m, size, c, ino in rows
+    )
+    return (int(kept[0]) if kept else -1), actual
+
+
+def test_the_stat_digest_follows_every_save_and_a_new_process_sees_each_change(
+    vault: Vault,
+) -> None:
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
+
+    def new_process_sees_change() -> bool:
+        fresh = VaultIndex(vault)
+        try:
+            return fresh.is_stale()
+        finally:
+            fresh.close()
+
+    index = VaultIndex(vault)
+    try:
+        index.sync()
+        kept, actual = stored_digest(vault)
+        assert kept == actual and not new_process_sees_change()
+
+        def swap() -> None:  # one file gone, one new: the count stays
+            (vault.root / LONG_TERM / "b.md").unlink()
+            write_record(vault, f"{LONG_TERM}/c.md", "Charlie", "cherries")
+
+        edits: list[Callable[[], object]] = [
+            # same size, new mtime
+            lambda: write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apricot"),
+            swap,
+            # renamed: same inode and stat, another path
+            lambda: (vault.root / LONG_TERM / "c.md").rename(vault.root / LONG_TERM / "d.md"),
+        ]
+        for edit in edits:
+            edit()
+            assert new_process_sees_change()
+            index.sync()
+            kept, actual = stored_digest(vault)
+            assert kept == actual and not new_process_sees_change()
+        # A manifest without a digest (written before it was kept) gains one at its next save.
+        db = sqlite3.connect(vault.state_dir / "manifest.db")
+        with db:
+            db.execute("DELETE FROM meta WHERE key = 'stat_digest'")
+        db.close()
+        assert not new_process_sees_change()  # (from the rows, as before)
+        write_record(vault, f"{LONG_TERM}/e.md", "Echo", "eggs")
+        index.sync()
+        kept, actual = stored_digest(vault)
+        assert kept == actual
+    finally:
+        index.close()
+    # A rebuild writes it afresh.
+    rebuilt = VaultIndex(vault)
+    rebuilt.sync(full=True)
+    rebuilt.close()
+    kept, actual = stored_digest(vault)
+    assert kept == actual and not new_process_sees_change()
+
+
+def _search_keys(vault_index: VaultIndex, words: list[str]) -> dict[str, list[str]]:
+    return {
+        word: sorted(hit.key for hit in vault_index.search(word, sync=False, k=50)[0].hits)
+        for word in words
+    }
+
+
+def test_a_changed_day_file_replaces_only_the_documents_that_changed(
+    vault: Vault, tmp_path: Path
+) -> None:
+    # A process keeps the documents of the day files it indexed last, and replaces only the
+    # documents that differ when the file changes again: the index must stay exactly what a
+    # rebuild gives, whoever else indexed the file in between.
+    from memkit.conversations import ConversationMessage, Episodes
+
+    moment = datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)
+    words = [
+        f"{w}word"
+        for w in ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    ]
+    original = f"message 3 says {words[3]}"
+    edited = "message three was rewritten by hand"
+
+    def say(n: int) -> ConversationMessage:
+        text = f"message {n} says {words[n % len(words)]}"
+        return ConversationMessage(text, "Dana", f"m{n}", "s1", moment.replace(minute=n))
+
+    index = VaultIndex(vault)
+    other = VaultIndex(vault)
+    probe = [*words, "rewritten", "Dana", "message"]
+    copies = iter(range(100))
+
+    def same_as_a_rebuild() -> None:
+        copy = tmp_path / f"copy{next(copies)}"
+        assert indexed(index) == rebuilt_from_scratch(vault, copy)
+        scratch = VaultIndex(Vault(copy))
+        try:
+            assert _search_keys(index, probe) == _search_keys(scratch, probe)
+        finally:
+            scratch.close()
+
+    def rewrite(old: str, new: str) -> None:
+        text = day.read_text("utf-8")
+        assert old in text
+        day.write_text(text.replace(old, new), "utf-8")
+
+    try:
+        index.sync()  # (a manifest first: the day file's first sync is not a rebuild)
+        Episodes(vault).record([say(n) for n in range(8)], session="s1")
+        index.index_writes()
+        Episodes(vault).record([say(8), say(9)], session="s1")  # appended
+        index.index_writes()
+        same_as_a_rebuild()
+        day = next((vault.root / "memory" / "episodic").rglob("*.md"))
+        # Edited in place: the message and its neighbours' context change.
+        rewrite(original, edited)
+        index.sync()
+        same_as_a_rebuild()
+        assert len(_search_keys(index, ["rewritten"])["rewritten"]) >= 3  # and its neighbours
+        # Reverted, and indexed by another process: this process's documents of the file are
+        # no longer what the index holds. Then edited again to what this process last saw.
+        rewrite(edited, original)
+        other.sync()
+        rewrite(original, edited)
+        index.sync()
+        same_as_a_rebuild()
+    finally:
+        index.close()
+        other.close()
+
+
 def test_the_manifest_holds_mtime_size_and_content_hash(
     vault: Vault, vault_index: VaultIndex
 ) -> None:

@@ -547,7 +547,10 @@ def test_memkit_watch_finalises_an_approval_by_move_and_stops_cleanly_on_ctrl_c(
             what="the move report",
         )
         report = next(r for r in watch.reports if moved in r["moved"])  # type: ignore[operator]
-        assert report["proposals_in_stores"] == [moved["to"]]
+        # Finalised before it was indexed, as `memkit sync` does: approved, no proposal left.
+        assert report["approved"] == [moved["to"]]
+        assert report["proposals_in_stores"] == []
+        assert "type: persona" in (root / moved["to"]).read_text()
         # The watcher lives on after finalising the approval: a later edit is indexed.
         write_record(sample_vault, A, "After the approval", "okapi")
         wait_until(

@@ -4,9 +4,10 @@ options and input parsing every command family shares."""
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,8 +38,62 @@ COMMAND_HINTS = {
 }
 
 
+# Which module of memkit.cli defines each command. A module is imported when one of its commands
+# is asked for (a command starts without the imports of the other families); listing the
+# commands (help, completion, "did you mean") imports them all. A test keeps this in step.
+COMMAND_FAMILIES = {
+    "adopt": "editor",
+    "approve": "learning",
+    "chat": "agents",
+    "check": "records",
+    "completion": "editor",
+    "context": "memory",
+    "edit": "editor",
+    "entity": "memory",
+    "expire": "memory",
+    "forget": "records",
+    "history": "records",
+    "import": "memory",
+    "init": "records",
+    "learn": "learning",
+    "list": "records",
+    "mcp": "agents",
+    "proposals": "learning",
+    "recall": "memory",
+    "reindex": "search",
+    "reject": "learning",
+    "remember": "records",
+    "search": "search",
+    "show": "records",
+    "status": "search",
+    "sync": "search",
+    "update": "records",
+    "watch": "search",
+}
+
+
+def load_commands(names: Iterable[str] | None = None) -> None:
+    """Import the command modules that define `names` (all of them when None)."""
+    wanted = (
+        COMMAND_FAMILIES.values()
+        if names is None
+        else [COMMAND_FAMILIES[name] for name in names if name in COMMAND_FAMILIES]
+    )
+    for family in sorted(set(wanted)):
+        importlib.import_module(f"memkit.cli.{family}")
+
+
 class MemkitGroup(click.Group):
     """Translates library errors into one clear line on stderr and exit status 1."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            load_commands([cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        load_commands()
+        return super().list_commands(ctx)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
@@ -51,6 +106,7 @@ class MemkitGroup(click.Group):
                 raise click.UsageError(
                     f"No such command {name!r}. Did you mean `memkit {COMMAND_HINTS[name]}`?", ctx
                 ) from None
+            load_commands()
             safe = [n for n in self.commands if n not in DESTRUCTIVE_COMMANDS]
             raise click.exceptions.NoSuchCommand(name, possibilities=safe, ctx=ctx) from None
 

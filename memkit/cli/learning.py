@@ -137,10 +137,15 @@ def proposals(vault: Vault, json_: bool) -> None:
 def approve(vault: Vault, ref: str, force: bool, json_: bool) -> str:
     """Approve a proposal: move it into its store and apply it."""
     from memkit.learning import Learning
+    from memkit.sync import VaultIndex
 
     relpath = str(vault.resolve(ref, cwd=Path.cwd()))
     proposal = vault.read_record(relpath)
-    record = Learning(vault).approve(relpath, force=force)
+    learning = Learning(vault, index=VaultIndex(vault))  # indexes the entry as it writes it
+    try:
+        record = learning.approve(proposal, force=force)  # as read: not read again
+    finally:
+        learning.close()
     if json_:
         emit_json(record.to_json())
     else:

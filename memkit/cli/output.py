@@ -23,7 +23,10 @@ def warn(message: str) -> None:
 
 
 def warn_problems(problems: Iterable[Problem]) -> None:
-    from memkit.notes import NOT_ADOPTED
+    problems = list(problems)
+    if not problems:
+        return
+    from memkit.notes import NOT_ADOPTED  # (here: most runs have no problem to name)
 
     waiting = 0
     for problem in problems:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from typing import Any
 
 import click
@@ -140,6 +139,8 @@ def watch(vault: Vault, polling: bool, reconcile_seconds: float, json_: bool) ->
     def stop_on_sigterm(_signum: int, _frame: Any) -> None:
         # `kill PID` and service managers send SIGTERM: stop as cleanly as on Ctrl-C.
         raise KeyboardInterrupt
+
+    import signal  # (here: only `watch` handles signals)
 
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     click.echo(f"Watching {vault.root} (Ctrl-C to stop)", err=True)

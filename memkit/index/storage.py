@@ -279,6 +279,8 @@ class IndexStorage:
         # meta.json as of the last reload, and a searcher taken after it (see _searcher).
         self._reloaded: tuple[int, int, int, int] | None = None
         self._cached_searcher: tantivy.Searcher | None = None
+        # Commits made through this handle (what a sync costs, for tests and benchmarks).
+        self.commits = 0
         self._index: tantivy.Index | None = self._open()
 
     @property
@@ -380,17 +382,31 @@ class IndexStorage:
             ) from e
         return count
 
-    def update(self, upserts: Iterable[IndexDoc], delete_paths: Iterable[str]) -> None:
-        """Drop every document of the given paths and of the upserts' paths, add the upserts."""
+    def update(
+        self,
+        upserts: Iterable[IndexDoc],
+        delete_paths: Iterable[str],
+        *,
+        keep_paths: Collection[str] = (),
+        delete_keys: Iterable[str] = (),
+    ) -> None:
+        """Drop every document of the given paths and of the upserts' paths, add the upserts.
+
+        The upserts of `keep_paths` replace documents one key at a time instead: those paths'
+        other documents stay (a day file that gained a message: its other messages' documents
+        are as they were), and `delete_keys` go."""
         docs = list(upserts)
-        paths = set(delete_paths) | {doc.path for doc in docs}
-        if not paths:
+        paths = (set(delete_paths) | {doc.path for doc in docs}) - set(keep_paths)
+        keys = set(delete_keys) | {doc.key for doc in docs if doc.path in keep_paths}
+        if not paths and not keys:
             return
         try:
             with self._writer(_HEAP_SMALL, 1, merges_in_background=True) as writer:
+                # Deletes only reach documents added before them, so the adds below survive.
                 for path in sorted(clean_text(p) for p in paths):
-                    # Deletes only reach documents added before them, so the adds below survive.
                     self._call(writer.delete_documents_by_term, "path", path)
+                for key in sorted(clean_text(k) for k in keys):
+                    self._call(writer.delete_documents_by_term, "key", key)
                 self._add_all(writer, map(prepare_document, docs))
         except SearchIndexError as e:
             if "FileAlreadyExists" not in str(e):
@@ -452,6 +468,7 @@ class IndexStorage:
                     self._call(writer.commit)
                 else:
                     self._commit_alongside(writer, alongside_commit)
+                self.commits += 1
             except BaseException:
                 # Never commit half a batch: the index keeps its last good state.
                 with suppress(ValueError):
