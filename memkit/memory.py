@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from memkit.records import MEMORY_TYPES, RECORD_TYPES, Record
 from memkit.secret_guard import check_fields
 from memkit.sync import VaultIndex
 from memkit.timeutil import format_time, now_iso, parse_time, utcnow
-from memkit.vault import Vault
+from memkit.vault import NotRegularFile, Vault, read_regular
 
 REMEMBER_TYPES = tuple(t for t in RECORD_TYPES if t not in ("proposal", "episodic"))
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -29,10 +30,52 @@ def normalise(text: str) -> str:
 
 def similarity(first: str, second: str) -> float:
     """Share of distinct words in common (Jaccard), 0..1."""
-    a, b = set(_WORD.findall(first.lower())), set(_WORD.findall(second.lower()))
+    return _overlap(_words(first), _words(second))
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
+
+
+def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
     if not a or not b:
         return 0.0
     return len(a & b) / len(a | b)
+
+
+# How many of a text's rarest words look for its near-duplicates: with the 0.8 default
+# threshold a duplicate of a 30-word text holds at least 6 of 12 (and usually all).
+_DUPLICATE_QUERY_WORDS = 12
+
+
+@dataclass(frozen=True)
+class _Said:
+    """What a long-term fact says, as duplicates are compared: its normalised text and words."""
+
+    normal: str
+    words: frozenset[str]
+
+    @classmethod
+    def of(cls, record: Record) -> _Said:
+        return cls(normalise(record.body), _words(record.body))
+
+    def repeats(self, other: _Said, threshold: float) -> bool:
+        return self.normal == other.normal or _overlap(self.words, other.words) >= threshold
+
+
+@dataclass
+class _Batch:
+    """What a batch of promotions knows that the index does not hold yet: the facts it wrote
+    (compared in memory, each tokenised once), and the facts it read while looking for
+    duplicates (by path, with the stat they were read at: one parse per file per batch)."""
+
+    facts: list[tuple[str, _Said]] = field(default_factory=list)  # (path, what it says)
+    # path -> (its inode, size, mtime, ctime when read; every word in the file)
+    seen: dict[str, tuple[tuple[int, int, int, int], frozenset[str]]] = field(default_factory=dict)
+
+
+def _stat_key(info: os.stat_result) -> tuple[int, int, int, int]:
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def estimate_tokens(text: str) -> int:
@@ -84,9 +127,9 @@ class Memory:
     def __init__(self, vault: Vault, index: VaultIndex | None = None) -> None:
         self.vault = vault
         self._index = index
-        # Facts written inside a batch of promotions: the index does not hold them until the
-        # batch ends (one commit), so `find_duplicate` also compares with these.
-        self._batch_facts: list[Record] | None = None
+        # Inside a batch of promotions: the facts written, which the index does not hold until
+        # the batch ends (one commit), so `find_duplicate` also compares with these.
+        self._batch: _Batch | None = None
 
     @property
     def index(self) -> VaultIndex:
@@ -239,29 +282,58 @@ class Memory:
 
     def find_duplicate(self, text: str) -> Record | None:
         """A live long-term fact saying the same thing (same words, or nearly)."""
-        wanted = normalise(text)
+        said = _Said(normalise(text), _words(text))
         threshold = self.vault.settings.memory.long_term.duplicate_similarity
-        for fact in self._batch_facts or ():
-            # Written in this batch, so not in the index yet: compared in memory (re-read only
+        batch = self._batch
+        for path, fact in batch.facts if batch is not None else ():
+            # Written in this batch, so not in the index yet: compared in memory (read only
             # when it matches, to merge into what is on disk now).
-            if normalise(fact.body) == wanted or similarity(fact.body, text) >= threshold:
+            if fact.repeats(said, threshold):
                 with contextlib.suppress(MemkitError, OSError):
-                    return self.vault.read_record(str(fact.path))
-        result, _stale = self.index.search(text, k=8, types=["long-term"])
+                    return self.vault.read_record(path)  # merged into as it is on disk now
+        # Searched by its rarest words: a near-duplicate holds most of them, and the common
+        # words' long posting lists cost most of a search by every word (issue 12).
+        query = self.index.search_index.rarest_words(text, _DUPLICATE_QUERY_WORDS)
+        result, _stale = self.index.search(query, k=8, types=["long-term"])
         seen: set[str] = set()
         for path in (hit.path for hit in result.hits):
             if path in seen:
                 continue
             seen.add(path)
+            if not self._may_repeat(path, said, threshold, batch):
+                continue
             try:
                 record = self.vault.read_record(path)
             except (MemkitError, OSError):
                 continue  # a file that vanished or broke is simply not a match
-            if record.meta.get("superseded_by"):
-                continue
-            if normalise(record.body) == wanted or similarity(record.body, text) >= threshold:
+            if not record.meta.get("superseded_by") and _Said.of(record).repeats(said, threshold):
                 return record
         return None
+
+    def _may_repeat(self, path: str, said: _Said, threshold: float, batch: _Batch | None) -> bool:
+        """Whether the file at `path` may say the same as `said`, from its words alone, front-
+        matter included: Jaccard(A, body) <= |A & file| / |A|, so a file below the threshold by
+        that bound is no duplicate, and is never parsed. In a batch a file's words are kept
+        (by its inode, size, mtime and ctime) for the next item's search."""
+        if not said.words:
+            return True
+        full = self.vault.root / path
+        words = None
+        if batch is not None:
+            with contextlib.suppress(OSError):
+                info = os.lstat(full)
+                known = batch.seen.get(path)
+                if known is not None and known[0] == _stat_key(info):
+                    words = known[1]
+        if words is None:
+            try:
+                data, info = read_regular(self.vault.root, str(full))
+            except (OSError, NotRegularFile):
+                return False  # gone, or not a file memkit reads: not a match
+            words = _words(data.decode("utf-8", "replace"))
+            if batch is not None:
+                batch.seen[path] = (_stat_key(info), words)
+        return len(said.words & words) >= threshold * len(said.words)
 
     def _live_fact_about(self, subject: str) -> Record | None:
         wanted = normalise(subject)
@@ -279,7 +351,7 @@ class Memory:
 
     def _indexed(self, record: Record) -> Record:
         """Write-through: index what this call wrote, by path, at once (never by a walk)."""
-        if self._batch_facts is None:
+        if self._batch is None:
             # Another process holding the index for long: the write stands, and the next
             # freshness check (or the watcher) indexes it.
             with contextlib.suppress(LockTimeout):
@@ -306,8 +378,9 @@ class Memory:
                 allow_secrets=True,  # it was already accepted once (or allowed) when written
             )
             report.promoted.append((record.id, promoted.id))
-            if self._batch_facts is not None and promoted.type == "long-term":
-                self._batch_facts.append(promoted)
+            if self._batch is not None and promoted.type == "long-term":
+                self._batch.facts.append((str(promoted.path), _Said.of(promoted)))
+        # In the vault's batch: deleted only once the promoted fact is durable.
         self.vault.delete(record)
         report.expired.append(record.id)
 
@@ -315,23 +388,26 @@ class Memory:
         self, records: list[Record], report: ExpireReport, dry_run: bool = False
     ) -> None:
         """Promote or drop many items against one fresh index: one freshness check, one index
-        commit at the end, and the batch's own new facts compared in memory."""
+        commit at the end, the batch's own new facts compared in memory, and one durability
+        barrier for all the files (`Vault.batch`: the promoted facts durable, then the items
+        deleted)."""
         if not records:
             return
         if dry_run:
             for record in records:
                 self._promote_or_drop(record, report, dry_run)
             return
-        outer = self._batch_facts is not None
+        outer = self._batch is not None
         if not outer:
-            self._batch_facts = []
+            self._batch = _Batch()
         try:
-            with self.index.batch():
+            # The vault's batch ends (its files in place) before the index's (one commit).
+            with self.index.batch(), self.vault.batch():
                 for record in records:
                     self._promote_or_drop(record, report)
         finally:
             if not outer:
-                self._batch_facts = None
+                self._batch = None
 
     def _enforce_capacity(self, dry_run: bool = False) -> ExpireReport:
         report = ExpireReport()
@@ -350,7 +426,9 @@ class Memory:
         now = now or utcnow()
         if dry_run:
             return self._expire(now, dry_run)
-        with self.index.batch():  # every removal and promotion indexed in one commit at the end
+        # Every removal and promotion indexed in one commit at the end, and made durable
+        # together before that (the vault's batch ends first).
+        with self.index.batch(), self.vault.batch():
             return self._expire(now, dry_run)
 
     def _expire(self, now: datetime, dry_run: bool) -> ExpireReport:

@@ -158,6 +158,22 @@ class SearchIndex(IndexStorage):
         except ValueError as e:
             raise self._damaged(e) from e
 
+    def rarest_words(self, text: str, count: int) -> str:
+        """The `count` words of `text` that the fewest documents hold (stop words left out),
+        as query text, in their order: enough to find a near-duplicate of `text` (which holds
+        most of them) at a fraction of the cost of a search by every word, whose common words'
+        long posting lists are most of that cost."""
+        searcher = self._searcher()
+        rarity: dict[str, int] = {}
+        for word in dict.fromkeys(re.findall(r"\w+", text.lower())):
+            terms = self._query_analyzer.analyze(word)
+            if terms:
+                rarity[word] = min(searcher.doc_freq("text", term) for term in terms)
+        if len(rarity) <= count:
+            return " ".join(rarity) or text
+        kept = set(sorted(rarity, key=rarity.__getitem__)[:count])
+        return " ".join(word for word in rarity if word in kept)
+
     def _parse(self, query: str) -> _ParsedQuery:
         text = query.translate(_SMART_QUOTES)
         phrase_texts = re.findall(r'"([^"]*)"', text)
