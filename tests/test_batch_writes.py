@@ -28,7 +28,9 @@ def _vital(memory: Memory, count: int) -> list[str]:
             type="short-term",
             importance=0.9,
         ).id
-        for n, word in zip(range(count), ("alpha", "bravo", "charlie", "delta", "echo"), strict=False)
+        for n, word in zip(
+            range(count), ("alpha", "bravo", "charlie", "delta", "echo"), strict=False
+        )
     ]
 
 
@@ -111,7 +113,9 @@ def test_expire_makes_promotions_durable_before_it_deletes_the_items(
     # (2) ... and the new names before any item was taken aside and deleted ...
     taken = journal.index("rename", lambda pair: pair[0].startswith("memory/short-term/"))
     assert len(taken) == 5 and min(taken) > names_synced
-    deleted = journal.index("unlink", lambda p: p.startswith("memory/short-term/.") and "aside" in p)
+    deleted = journal.index(
+        "unlink", lambda p: p.startswith("memory/short-term/.") and "aside" in p
+    )
     assert len(deleted) == 5
     # (3) ... and the deletions before expire returned.
     assert any(s > max(deleted) and "memory/short-term" in events[s][1] for s in syncs)
@@ -161,14 +165,13 @@ def test_a_person_editing_an_item_during_the_batch_keeps_their_edit(tmp_path: Pa
     vault = Vault.init(tmp_path / "v")
     first = vault.create("short-term", "first item")
     second = vault.create("short-term", "second item")
-    with pytest.raises(ConflictError, match=str(first.path)):
-        with vault.batch():
-            vault.delete(first)
-            vault.delete(second)
-            # A person saves the first one after memkit checked it, before the batch ends.
-            (vault.root / str(first.path)).write_text(
-                (vault.root / str(first.path)).read_text() + "\nmy own note\n"
-            )
+    with pytest.raises(ConflictError, match=str(first.path)), vault.batch():
+        vault.delete(first)
+        vault.delete(second)
+        # A person saves the first one after memkit checked it, before the batch ends.
+        (vault.root / str(first.path)).write_text(
+            (vault.root / str(first.path)).read_text() + "\nmy own note\n"
+        )
     assert "my own note" in (vault.root / str(first.path)).read_text()
     assert not (vault.root / str(second.path)).exists()  # the rest of the batch was done
 
@@ -178,11 +181,10 @@ def test_a_name_taken_before_the_batch_ends_is_refused_and_nothing_is_deleted(
 ) -> None:
     vault = Vault.init(tmp_path / "v")
     item = vault.create("short-term", "an item")
-    with pytest.raises(VaultError, match="already exists"):
-        with vault.batch():
-            made = vault.create("long-term", "the item, promoted")
-            vault.delete(item)
-            (vault.root / str(made.path)).write_text("a person's own file\n")
+    with pytest.raises(VaultError, match="already exists"), vault.batch():
+        made = vault.create("long-term", "the item, promoted")
+        vault.delete(item)
+        (vault.root / str(made.path)).write_text("a person's own file\n")
     assert (vault.root / str(made.path)).read_text() == "a person's own file\n"
     assert (vault.root / str(item.path)).exists()  # kept: its promotion is not in place
     assert not [p for p in (vault.root / "memory/long-term").iterdir() if p.name.endswith(".tmp")]
@@ -190,10 +192,9 @@ def test_a_name_taken_before_the_batch_ends_is_refused_and_nothing_is_deleted(
 
 def test_what_a_batch_did_before_an_error_is_put_in_place(tmp_path: Path) -> None:
     vault = Vault.init(tmp_path / "v")
-    with pytest.raises(SecretRefused):
-        with vault.batch():
-            made = vault.create("long-term", "a fact before the refusal")
-            vault.create("long-term", "the key is sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6")
+    with pytest.raises(SecretRefused), vault.batch():
+        made = vault.create("long-term", "a fact before the refusal")
+        vault.create("long-term", "the key is sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6")
     assert (vault.root / str(made.path)).exists()
     assert [r.body.strip() for r in vault.scan(["long-term"]).records] == [
         "a fact before the refusal"
