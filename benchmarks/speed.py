@@ -1220,7 +1220,9 @@ def child_scale(vault_root: Path, queries: list[str], **_unused: Any) -> dict[st
     # (5% of it): not the row's work, so done before any expire is timed.
     from memkit.memory import Memory
 
-    Memory(vault).expire()
+    dropper = Memory(vault)
+    dropper.expire()
+    dropper.close()
     seconds, baseline = _expire_command(vault, 150, SEED + 8)
     out["expire_cli_seconds"], out["expire_cli_baseline_seconds"] = seconds, baseline
     _WATCH.append(_start_watch(vault_root))

@@ -286,8 +286,8 @@ class PendingWrites:
 
     # relpath -> (the name, the temp file holding its bytes), in the order written
     creates: dict[str, tuple[Path, Path]] = field(default_factory=dict)
-    # relpath -> (the record as read, checked again when it is taken aside), in order
-    deletes: dict[str, Record] = field(default_factory=dict)
+    # relpath -> (the record as read, checked again when it is taken aside; its file), in order
+    deletes: dict[str, tuple[Record, Path]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.creates or self.deletes)
@@ -463,7 +463,10 @@ class VaultFiles:
         the old inode; or, with `expected`, content other than what was read): then keep it as
         a conflict copy and return the copy's path."""
         try:
-            data, stat = _read_regular(aside)
+            if expected is None:  # the stat says it all: no need to read the bytes again
+                data, stat = b"", os.lstat(aside)
+            else:
+                data, stat = _read_regular(aside)
         except FileNotFoundError:
             return None
         # Any write to the inode moves its ctime (which a person cannot set back, unlike mtime).
@@ -543,10 +546,9 @@ class VaultFiles:
             # expire run again promotes them into the facts already written, as duplicates).
             raise failures[0]
         folders = set()
-        for relpath, record in deletes.items():
+        for relpath, (record, full) in deletes.items():
             try:
                 with _reported("delete", relpath):
-                    full = self.safe_path(relpath)
                     aside, before = self._take_aside(record, full)
                     kept = self._release_aside(aside, before, relpath)
                     folders.add(full.parent)

@@ -550,7 +550,7 @@ class Vault(VaultFiles):
             if self._pending is not None:
                 # In a batch: checked now (a changed file is refused here, as outside one),
                 # deleted once the batch's new files are durable, checked again then.
-                self._pending.deletes[relpath] = record
+                self._pending.deletes[relpath] = (record, full)
                 return record
             aside, before = self._take_aside(record, full)
             kept = self._release_aside(aside, before, relpath)
