@@ -21,7 +21,7 @@ from memkit.errors import (
     VaultError,
     storage_error,
 )
-from memkit.records import NOTES_FOLDER, Record
+from memkit.records import NOTES_FOLDER, Record, parse_record
 
 RECORD_ROOTS = ("memory", "learning")
 # `<file>.conflict-<tag>`: the other version of a file changed twice at once, kept by
@@ -127,6 +127,14 @@ def _read_regular(path: Path) -> tuple[bytes, os.stat_result]:
 
 def fingerprint_bytes(data: bytes, stat: os.stat_result) -> tuple[int, int, str]:
     return (stat.st_mtime_ns, stat.st_size, hashlib.sha256(data).hexdigest())
+
+
+def written_record(data: bytes, relpath: str, stat: os.stat_result) -> Record:
+    """The record just written, from the bytes in hand (not read back: a person's save right
+    after ours must not become the version the caller thinks it wrote)."""
+    record = parse_record(data, relpath)
+    record.fingerprint = fingerprint_bytes(data, stat)
+    return record
 
 
 # The stat a walk keeps of each file: (mtime_ns, size, ctime_ns, inode). ctime and inode too, as
@@ -305,6 +313,42 @@ class VaultFiles:
     touched: TouchedPaths
     # Inside `Vault.batch()`: the writes waiting for the batch's durability barrier.
     _pending: PendingWrites | None = None
+
+    def write_lock(self, timeout: float = 30.0) -> contextlib.AbstractContextManager[None]:
+        """One memkit writer at a time (`Vault.write_lock`)."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Writes inside are made durable together, at the end, instead of one file at a time
+        (expire's promotions): `create` writes its file beside its name, `delete` checks its
+        file and waits; at the end every new file's bytes are synced (one `syncfs` on Linux),
+        the names put in place and synced, then the files deleted and synced. So a promoted
+        record is durable before its original is deleted, and all of it before the batch
+        returns; a person's save is never overwritten (every check is as in a single write).
+        Anything that reads or changes a waiting path, walks the folders, or updates or moves
+        a file puts the waiting writes in place first (`flush`). Holds the write lock
+        throughout; nested batches belong to the outermost."""
+        with self.write_lock():
+            if self._pending is not None:
+                yield
+                return
+            self._pending = PendingWrites()
+            try:
+                yield
+            finally:
+                try:
+                    self._flush_pending()
+                finally:
+                    self._pending = None
+
+    def flush(self, relpath: str | None = None) -> None:
+        """Inside a batch: put its waiting writes in place now (all of them, or only when
+        `relpath` is one of them). Outside a batch: nothing to do."""
+        pending = self._pending
+        if pending and (relpath is None or pending.holds(relpath)):
+            with self.write_lock():
+                self._flush_pending()
 
     def safe_path(self, relpath: str) -> Path:
         """An absolute path for a vault-relative one, refusing anything that leaves the vault."""

@@ -38,6 +38,7 @@ from memkit.files import (
     _reported,
     _same_file,
     _sync_file_system,
+    written_record,
 )
 from memkit.files import conflict_copy_of as conflict_copy_of
 from memkit.files import fingerprint_bytes as fingerprint_bytes
@@ -182,38 +183,6 @@ class Vault(VaultFiles):
                 if self._lock_depth == 0:
                     self._lock_file.release()
                     self._lock_file = None
-
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """Writes inside are made durable together, at the end, instead of one file at a time
-        (expire's promotions): `create` writes its file beside its name, `delete` checks its
-        file and waits; at the end every new file's bytes are synced (one `syncfs` on Linux),
-        the names put in place and synced, then the files deleted and synced. So a promoted
-        record is durable before its original is deleted, and all of it before the batch
-        returns; a person's save is never overwritten (every check is as in a single write).
-        Anything that reads or changes a waiting path, walks the folders, or updates or moves
-        a file puts the waiting writes in place first (`flush`). Holds the write lock
-        throughout; nested batches belong to the outermost."""
-        with self.write_lock():
-            if self._pending is not None:
-                yield
-                return
-            self._pending = PendingWrites()
-            try:
-                yield
-            finally:
-                try:
-                    self._flush_pending()
-                finally:
-                    self._pending = None
-
-    def flush(self, relpath: str | None = None) -> None:
-        """Inside a batch: put its waiting writes in place now (all of them, or only when
-        `relpath` is one of them). Outside a batch: nothing to do."""
-        pending = self._pending
-        if pending and (relpath is None or pending.holds(relpath)):
-            with self.write_lock():
-                self._flush_pending()
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -392,15 +361,7 @@ class Vault(VaultFiles):
                 except FileExistsError:
                     raise VaultError(f"{relpath}: a file with this name already exists") from None
                 self.touched.add(relpath)
-        return self._written(data, relpath, stat)
-
-    @staticmethod
-    def _written(data: bytes, relpath: str, stat: os.stat_result) -> Record:
-        """The record just written, from the bytes in hand (not read back: a person's save
-        right after ours must not become the version the caller thinks it wrote)."""
-        record = parse_record(data, relpath)
-        record.fingerprint = fingerprint_bytes(data, stat)
-        return record
+        return written_record(data, relpath, stat)
 
     def _check_unchanged(self, record: Record) -> Path:
         """The record's file, if it still holds what was read (a cheap early refusal; the
@@ -465,7 +426,7 @@ class Vault(VaultFiles):
             kept = self._release_aside(aside, before, relpath, record.fingerprint)
             if kept is not None:
                 raise ConflictError(relpath, "an append to the old file", kept=kept, written=True)
-        return self._written(data, relpath, stat)
+        return written_record(data, relpath, stat)
 
     def replace_files(self, changes: Iterable[tuple[str, bytes, bytes]]) -> list[ConflictError]:
         """Atomically replace files that are not records yet (`memkit adopt`): each of
