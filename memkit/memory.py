@@ -297,7 +297,7 @@ class Memory:
         result, _stale = self.index.search(query, k=8, types=["long-term"])
         seen: set[str] = set()
         for path in (hit.path for hit in result.hits):
-            if path in seen:
+            if path in seen or ".." in path.split("/"):
                 continue
             seen.add(path)
             if not self._may_repeat(path, said, threshold, batch):
@@ -410,6 +410,11 @@ class Memory:
                 self._batch = None
 
     def _enforce_capacity(self, dry_run: bool = False) -> ExpireReport:
+        return self._over_capacity(dry_run)[0]
+
+    def _over_capacity(self, dry_run: bool) -> tuple[ExpireReport, list[Record]]:
+        """Promote or drop the oldest items past capacity; returns what it did and the items
+        kept (which expire looks at next, under the same lock, without a second scan)."""
         report = ExpireReport()
         capacity = self.vault.settings.memory.short_term.capacity
         with self.vault.write_lock():
@@ -417,8 +422,9 @@ class Memory:
                 self.vault.scan(["short-term"]).records,
                 key=lambda r: (str(r.meta.get("created")), r.id),
             )
-            self._promote_or_drop_all(items[: max(0, len(items) - capacity)], report, dry_run)
-        return report
+            over = max(0, len(items) - capacity)
+            self._promote_or_drop_all(items[:over], report, dry_run)
+        return report, items[over:]
 
     def expire(self, now: datetime | None = None, *, dry_run: bool = False) -> ExpireReport:
         """Remove expired short-term items (promoting important ones) and old day files;
@@ -432,12 +438,10 @@ class Memory:
             return self._expire(now, dry_run)
 
     def _expire(self, now: datetime, dry_run: bool) -> ExpireReport:
-        report = self._enforce_capacity(dry_run)
-        with self.vault.write_lock():
+        with self.vault.write_lock():  # held by the caller's batch too: nothing moves between
+            report, kept = self._over_capacity(dry_run)
             expired = []
-            for record in self.vault.scan(["short-term"]).records:
-                if record.id in report.expired:
-                    continue  # a dry run's capacity pass named it already
+            for record in kept:
                 expires = parse_time(record.meta.get("expires"))
                 if expires is not None and expires <= now:
                     expired.append(record)

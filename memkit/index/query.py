@@ -163,12 +163,15 @@ class SearchIndex(IndexStorage):
         as query text, in their order: enough to find a near-duplicate of `text` (which holds
         most of them) at a fraction of the cost of a search by every word, whose common words'
         long posting lists are most of that cost."""
-        searcher = self._searcher()
         rarity: dict[str, int] = {}
-        for word in dict.fromkeys(re.findall(r"\w+", text.lower())):
-            terms = self._query_analyzer.analyze(word)
-            if terms:
-                rarity[word] = min(searcher.doc_freq("text", term) for term in terms)
+        try:
+            searcher = self._searcher()
+            for word in dict.fromkeys(re.findall(r"\w+", text.lower())):
+                terms = self._query_analyzer.analyze(word)
+                if terms:
+                    rarity[word] = min(searcher.doc_freq("text", term) for term in terms)
+        except ValueError:
+            return text  # a damaged index: the search says so
         if len(rarity) <= count:
             return " ".join(rarity) or text
         kept = set(sorted(rarity, key=rarity.__getitem__)[:count])
