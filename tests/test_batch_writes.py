@@ -257,3 +257,19 @@ def test_cli_expire_with_a_watcher_running(tmp_path: Path) -> None:
         assert not [h for h in hits if h.type == "short-term"]
     finally:
         other.close()
+
+
+def test_rarest_words_leave_out_common_and_stop_words_in_their_order(tmp_path: Path) -> None:
+    vault = Vault.init(tmp_path / "v")
+    memory = Memory(vault)
+    try:
+        for n in range(6):
+            memory.remember(f"the deploy server note number w{n}x")
+        memory.index.ensure_fresh()
+        search = memory.index.search_index
+        text = "The deploy server restarts after the Zorblat migration"
+        assert search.rarest_words(text, 3) == "restarts zorblat migration"
+        assert search.rarest_words(text, 20) == "deploy server restarts zorblat migration"
+        assert search.rarest_words("the and of", 3) == "the and of"  # nothing but stop words
+    finally:
+        memory.close()
