@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -72,6 +73,30 @@ class _Batch:
     facts: list[tuple[str, _Said]] = field(default_factory=list)  # (path, what it says)
     # path -> (its inode, size, mtime, ctime when read; every word in the file)
     seen: dict[str, tuple[tuple[int, int, int, int], frozenset[str]]] = field(default_factory=dict)
+    # A word of a fact's prefix -> the facts (indexes in `facts`) whose prefix holds it.
+    by_prefix: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, path: str, said: _Said, threshold: float) -> None:
+        for word in _prefix(said.words, threshold):
+            self.by_prefix.setdefault(word, []).append(len(self.facts))
+        self.facts.append((path, said))
+
+    def candidates(self, said: _Said, threshold: float) -> list[tuple[str, _Said]]:
+        """The facts that may repeat `said`: those sharing a word of its prefix (prefix
+        filtering, as similarity joins do: two texts with Jaccard >= t share a word of their
+        prefixes), so a batch of n facts is not n^2 comparisons."""
+        if not said.words or threshold <= 0:
+            return self.facts  # no words (compared by their empty text), or anything goes
+        found = {i for word in _prefix(said.words, threshold) for i in self.by_prefix.get(word, ())}
+        return [self.facts[i] for i in sorted(found)]
+
+
+def _prefix(words: frozenset[str], threshold: float) -> list[str]:
+    """The first |X| - ceil(t|X|) + 1 words of X in one fixed order (this process's string
+    hash: common words are no likelier to come first than rare ones). If Jaccard(A, B) >= t
+    then |A & B| >= ceil(t * max(|A|, |B|)), and the prefixes of A and B share a word."""
+    needed = math.ceil(threshold * len(words) - 1e-9)
+    return sorted(words, key=hash)[: max(len(words) - needed + 1, 1)]
 
 
 def _stat_key(info: os.stat_result) -> tuple[int, int, int, int]:
@@ -285,7 +310,7 @@ class Memory:
         said = _Said(normalise(text), _words(text))
         threshold = self.vault.settings.memory.long_term.duplicate_similarity
         batch = self._batch
-        for path, fact in batch.facts if batch is not None else ():
+        for path, fact in batch.candidates(said, threshold) if batch is not None else ():
             # Written in this batch, so not in the index yet: compared in memory (read only
             # when it matches, to merge into what is on disk now).
             if fact.repeats(said, threshold):
@@ -379,7 +404,8 @@ class Memory:
             )
             report.promoted.append((record.id, promoted.id))
             if self._batch is not None and promoted.type == "long-term":
-                self._batch.facts.append((str(promoted.path), _Said.of(promoted)))
+                threshold = self.vault.settings.memory.long_term.duplicate_similarity
+                self._batch.add(str(promoted.path), _Said.of(promoted), threshold)
         # In the vault's batch: deleted only once the promoted fact is durable.
         self.vault.delete(record)
         report.expired.append(record.id)

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import memkit.files as files_module
 from memkit import Memory, Vault
@@ -17,7 +19,7 @@ from memkit.errors import ConflictError, SecretRefused, VaultError
 from memkit.sync import VaultIndex
 from memkit.timeutil import utcnow
 
-from .conftest import Runner
+from .conftest import Runner, examples
 from .test_watcher import start_watching
 
 
@@ -273,3 +275,24 @@ def test_rarest_words_leave_out_common_and_stop_words_in_their_order(tmp_path: P
         assert search.rarest_words("the and of", 3) == "the and of"  # nothing but stop words
     finally:
         memory.close()
+
+
+@given(
+    texts=st.lists(
+        st.lists(st.sampled_from("abcdefghijklmnop"), min_size=0, max_size=12), max_size=12
+    ),
+    threshold=st.sampled_from([0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0]),
+)
+@settings(max_examples=examples(1000))
+def test_a_batch_finds_every_fact_that_repeats_a_text(
+    texts: list[list[str]], threshold: float
+) -> None:
+    from memkit.memory import _Batch, _Said, _words, normalise
+
+    batch = _Batch()
+    said = [_Said(normalise(" ".join(t)), _words(" ".join(t))) for t in texts]
+    for n, fact in enumerate(said):
+        found = {path for path, _ in batch.candidates(fact, threshold)}
+        repeats = {f"f{m}" for m in range(n) if said[m].repeats(fact, threshold)}
+        assert repeats <= found
+        batch.add(f"f{n}", fact, threshold)
