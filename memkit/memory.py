@@ -44,8 +44,8 @@ def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b)
 
 
-# How many of a text's rarest words look for its near-duplicates: with the 0.8 default
-# threshold a duplicate of a 30-word text holds at least 6 of 12 (and usually all).
+# How many of a text's rarest words look for its near-duplicates (more for a long text): with
+# the 0.8 default threshold a duplicate of a 30-word text holds at least 6 of 12 (usually all).
 _DUPLICATE_QUERY_WORDS = 12
 
 
@@ -317,8 +317,10 @@ class Memory:
                 with contextlib.suppress(MemkitError, OSError):
                     return self.vault.read_record(path)  # merged into as it is on disk now
         # Searched by its rarest words: a near-duplicate holds most of them, and the common
-        # words' long posting lists cost most of a search by every word (issue 12).
-        query = self.index.search_index.rarest_words(text, _DUPLICATE_QUERY_WORDS)
+        # words' long posting lists cost most of a search by every word (issue 12). As many as
+        # a prefix (see `_prefix`) at least, so that every near-duplicate holds one of them.
+        count = max(_DUPLICATE_QUERY_WORDS, len(_prefix(said.words, threshold)))
+        query = self.index.search_index.rarest_words(text, count)
         result, _stale = self.index.search(query, k=8, types=["long-term"])
         seen: set[str] = set()
         for path in (hit.path for hit in result.hits):

@@ -296,3 +296,14 @@ def test_a_batch_finds_every_fact_that_repeats_a_text(
         repeats = {f"f{m}" for m in range(n) if said[m].repeats(fact, threshold)}
         assert repeats <= found
         batch.add(f"f{n}", fact, threshold)
+
+
+def test_a_long_near_duplicate_is_found_without_the_rarest_words(memory: Memory) -> None:
+    # 58 words, then the same 58 and 12 words found nowhere else (Jaccard 58/70 = 0.83): the
+    # 12 rarest words alone would miss the fact; a query of a prefix's length cannot.
+    shared = [f"zq{chr(97 + n % 26)}{chr(97 + n // 26)}x" for n in range(58)]
+    only_new = [f"vy{chr(97 + n)}wk" for n in range(12)]
+    fact = memory.remember(" ".join(shared))
+    again = memory.remember(" ".join(shared[:29] + only_new + shared[29:]))
+    assert again.id == fact.id
+    assert len(memory.vault.scan(["long-term"]).records) == 1
