@@ -6,7 +6,7 @@ import contextlib
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,28 +75,47 @@ class _Batch:
     seen: dict[str, tuple[tuple[int, int, int, int], frozenset[str]]] = field(default_factory=dict)
     # A word of a fact's prefix -> the facts (indexes in `facts`) whose prefix holds it.
     by_prefix: dict[str, list[int]] = field(default_factory=dict)
+    # Each word's place in the one order prefixes are taken in (rarest first: how many index
+    # documents held it when the batch first met it, so the order never changes in a batch).
+    ranks: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def rank(self, words: Iterable[str], rarity: dict[str, int]) -> None:
+        """Give the words not ranked yet their place (`rarity`: documents holding each; a word
+        it lacks, a stop word, goes last)."""
+        for word in words:
+            if word not in self.ranks:
+                self.ranks[word] = (rarity.get(word, _COMMON), word)
+
+    def prefix(self, words: frozenset[str], threshold: float) -> list[str]:
+        return _prefix(words, threshold, self.ranks.__getitem__)
 
     def add(self, path: str, said: _Said, threshold: float) -> None:
-        for word in _prefix(said.words, threshold):
+        for word in self.prefix(said.words, threshold):
             self.by_prefix.setdefault(word, []).append(len(self.facts))
         self.facts.append((path, said))
 
     def candidates(self, said: _Said, threshold: float) -> list[tuple[str, _Said]]:
         """The facts that may repeat `said`: those sharing a word of its prefix (prefix
         filtering, as similarity joins do: two texts with Jaccard >= t share a word of their
-        prefixes), so a batch of n facts is not n^2 comparisons."""
+        prefixes, taken in one order, rarest first), so a batch of n facts is not n^2
+        comparisons. Every word of `said` must be ranked."""
         if not said.words or threshold <= 0:
             return self.facts  # no words (compared by their empty text), or anything goes
-        found = {i for word in _prefix(said.words, threshold) for i in self.by_prefix.get(word, ())}
+        found = {i for w in self.prefix(said.words, threshold) for i in self.by_prefix.get(w, ())}
         return [self.facts[i] for i in sorted(found)]
 
 
-def _prefix(words: frozenset[str], threshold: float) -> list[str]:
-    """The first |X| - ceil(t|X|) + 1 words of X in one fixed order (this process's string
-    hash: common words are no likelier to come first than rare ones). If Jaccard(A, B) >= t
-    then |A & B| >= ceil(t * max(|A|, |B|)), and the prefixes of A and B share a word."""
-    needed = math.ceil(threshold * len(words) - 1e-9)
-    return sorted(words, key=hash)[: max(len(words) - needed + 1, 1)]
+_COMMON = 1 << 62  # the rank of a word the index does not count (a stop word): last
+
+
+def _prefix_size(count: int, threshold: float) -> int:
+    """|X| - ceil(t|X|) + 1: if Jaccard(A, B) >= t then |A & B| >= ceil(t * max(|A|, |B|)),
+    and the first that many words of A and of B, taken in one order, share a word."""
+    return max(count - math.ceil(threshold * count - 1e-9) + 1, 1)
+
+
+def _prefix(words: frozenset[str], threshold: float, key: Callable[[str], Any]) -> list[str]:
+    return sorted(words, key=key)[: _prefix_size(len(words), threshold)]
 
 
 def _stat_key(info: os.stat_result) -> tuple[int, int, int, int]:
@@ -310,6 +329,9 @@ class Memory:
         said = _Said(normalise(text), _words(text))
         threshold = self.vault.settings.memory.long_term.duplicate_similarity
         batch = self._batch
+        rarity = self.index.search_index.word_rarity(text)
+        if batch is not None:
+            batch.rank(said.words, rarity)
         for path, fact in batch.candidates(said, threshold) if batch is not None else ():
             # Written in this batch, so not in the index yet: compared in memory (read only
             # when it matches, to merge into what is on disk now).
@@ -318,9 +340,9 @@ class Memory:
                     return self.vault.read_record(path)  # merged into as it is on disk now
         # Searched by its rarest words: a near-duplicate holds most of them, and the common
         # words' long posting lists cost most of a search by every word (issue 12). As many as
-        # a prefix (see `_prefix`) at least, so that every near-duplicate holds one of them.
-        count = max(_DUPLICATE_QUERY_WORDS, len(_prefix(said.words, threshold)))
-        query = self.index.search_index.rarest_words(text, count)
+        # a prefix (see `_prefix_size`) at least, so that every near-duplicate holds one of them.
+        count = max(_DUPLICATE_QUERY_WORDS, _prefix_size(len(said.words), threshold))
+        query = self.index.search_index.rarest_words(text, count, rarity)
         result, _stale = self.index.search(query, k=8, types=["long-term"])
         seen: set[str] = set()
         for path in (hit.path for hit in result.hits):
@@ -407,7 +429,12 @@ class Memory:
             report.promoted.append((record.id, promoted.id))
             if self._batch is not None and promoted.type == "long-term":
                 threshold = self.vault.settings.memory.long_term.duplicate_similarity
-                self._batch.add(str(promoted.path), _Said.of(promoted), threshold)
+                fact = _Said.of(promoted)  # a fact merged into may hold words not ranked yet
+                missing = [w for w in fact.words if w not in self._batch.ranks]
+                if missing:
+                    rarity = self.index.search_index.word_rarity(" ".join(missing))
+                    self._batch.rank(missing, rarity)
+                self._batch.add(str(promoted.path), fact, threshold)
         # In the vault's batch: deleted only once the promoted fact is durable.
         self.vault.delete(record)
         report.expired.append(record.id)
