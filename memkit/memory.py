@@ -6,9 +6,10 @@ import contextlib
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import PurePosixPath
 from typing import Any
 
 from memkit.errors import LockTimeout, MemkitError, UsageError
@@ -19,6 +20,7 @@ from memkit.sync import VaultIndex
 from memkit.timeutil import format_time, now_iso, parse_time, utcnow
 from memkit.vault import NotRegularFile, Vault, read_regular
 
+_DAY_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.part-\d+)?\.md$")
 REMEMBER_TYPES = tuple(t for t in RECORD_TYPES if t not in ("proposal", "episodic"))
 _WORD = re.compile(r"\w+", re.UNICODE)
 CHARS_PER_TOKEN = 4  # a rough, model-independent estimate for prompt budgets
@@ -504,12 +506,26 @@ class Memory:
             retention = self.vault.settings.memory.episodic.retention_days
             if retention > 0:
                 cutoff = (now - timedelta(days=retention)).date().isoformat()
-                for record in self.vault.scan(["episodic"]).records:
-                    if str(record.meta.get("date", "9999")) < cutoff:
-                        if not dry_run:
-                            self.vault.delete(record)
-                        report.episodic_removed.append(str(record.path))
+                for record in self._days_before(cutoff):
+                    if not dry_run:
+                        self.vault.delete(record)
+                    report.episodic_removed.append(str(record.path))
         return report
+
+    def _days_before(self, cutoff: str) -> Iterator[Record]:
+        """Episodic day files whose `date` is before `cutoff`. A file named as memkit names
+        day files (`YYYY-MM-DD.md`, `YYYY-MM-DD.part-N.md`) on or after the cutoff is not
+        read: at worst a file a person renamed to a later day is kept longer, never dropped."""
+        for relpath in self.vault.record_paths(["episodic"]):
+            named = _DAY_NAME.match(PurePosixPath(relpath).name)
+            if named and named.group(1) >= cutoff:
+                continue
+            try:
+                record = self.vault.read_record(relpath)
+            except (MemkitError, OSError):
+                continue  # a file that vanished or broke is not a day to drop
+            if record.type == "episodic" and str(record.meta.get("date", "9999")) < cutoff:
+                yield record
 
     # --- recall and context --------------------------------------------------------------------
 

@@ -309,3 +309,21 @@ def test_a_long_near_duplicate_is_found_without_the_rarest_words(memory: Memory)
     again = memory.remember(" ".join(shared[:29] + only_new + shared[29:]))
     assert again.id == fact.id
     assert len(memory.vault.scan(["long-term"]).records) == 1
+
+
+def test_retention_reads_only_day_files_not_named_as_recent_days(memory: Memory) -> None:
+    from memkit.conversations import ConversationMessage, Episodes
+
+    vault = memory.vault
+    episodes = Episodes(vault)
+    old, recent = utcnow() - timedelta(days=200), utcnow() - timedelta(days=1)
+    episodes.record([ConversationMessage("long ago", "Dana", "m-old", "s-old", old)])
+    episodes.record([ConversationMessage("also long ago", "Dana", "m-old2", "s-old", old)])
+    episodes.record([ConversationMessage("yesterday", "Dana", "m-new", "s-new", recent)])
+    old_path = episodes.day_path(old.date().isoformat())
+    # A person renamed the old day file: its name says nothing, so it is read, and dropped.
+    renamed = str(Path(old_path).with_name("our trip.md"))
+    os.rename(vault.root / old_path, vault.root / renamed)
+    report = memory.expire()
+    assert report.episodic_removed == [renamed]
+    assert [r.meta["date"] for r in vault.scan(["episodic"]).records] == [recent.date().isoformat()]
