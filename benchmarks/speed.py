@@ -1108,14 +1108,11 @@ def _agent_turns(vault: Vault, runs: int) -> tuple[list[float], float]:
     return times, InstantModel.calls / (runs + 1)
 
 
-def _expire_batch(vault: Vault, count: int) -> tuple[float, float]:
-    """(seconds for `Memory.expire` promoting `count` expired important items, seconds to write
-    those items and index them by path: the file work alone, the baseline)."""
-    from memkit.memory import Memory
-
+def _expired_items(vault: Vault, count: int, seed: int) -> float:
+    """Write `count` expired important short-term items and index them by path; returns the
+    seconds that took (the file work alone: the expire rows' baseline)."""
     past = (datetime.now(timezone.utc) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    rng = random.Random(SEED + 7)
-    maker = TextMaker(rng)
+    maker = TextMaker(random.Random(seed))
     writer = VaultIndex(vault)
     started = time.perf_counter()
     for _ in range(count):
@@ -1123,6 +1120,15 @@ def _expire_batch(vault: Vault, count: int) -> tuple[float, float]:
     writer.index_writes()
     baseline = time.perf_counter() - started
     writer.close()
+    return baseline
+
+
+def _expire_batch(vault: Vault, count: int) -> tuple[float, float]:
+    """(seconds for `Memory.expire` promoting `count` expired important items, seconds to write
+    those items and index them by path: the file work alone, the baseline)."""
+    from memkit.memory import Memory
+
+    baseline = _expired_items(vault, count, SEED + 7)
     memory = Memory(vault)
     started = time.perf_counter()
     report = memory.expire()
@@ -1130,6 +1136,22 @@ def _expire_batch(vault: Vault, count: int) -> tuple[float, float]:
     memory.close()
     if len(report.promoted) < count:
         raise RuntimeError(f"expire promoted {len(report.promoted)} of {count}")
+    return seconds, baseline
+
+
+def _expire_command(vault: Vault, count: int, seed: int) -> tuple[float, float]:
+    """(seconds for the `memkit expire` command, a whole process, promoting `count` expired
+    important items; seconds to write those items and index them by path, the baseline)."""
+    baseline = _expired_items(vault, count, seed)
+    command = [*memkit_command(), "--vault", str(vault.root), "expire", "--json"]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"memkit expire failed: {done.stderr[-2000:]}")
+    promoted = len(json.loads(done.stdout)["promoted"])
+    if promoted < count:
+        raise RuntimeError(f"memkit expire promoted {promoted} of {count}")
     return seconds, baseline
 
 
@@ -1194,6 +1216,23 @@ def child_scale(vault_root: Path, queries: list[str], **_unused: Any) -> dict[st
     out["sync_ms"] = _median_ms(wall_times(sync, env))
     turns, model = _agent_turns(vault, 30)
     out["agent_ms"], out["agent_model_ms"] = _median_ms(turns), model * 1000
+    # The expire rows time the 150 expired items alone, on a vault in the state one in use is
+    # in: the generated day files span 27 years and would go with a 90-day retention (10% of
+    # the vault), so retention is off; a first expire (untimed) drops the generated short-term
+    # items over capacity (5% of the vault; the Agent turns above drop most of them already).
+    from memkit.memory import Memory
+
+    settings_file = vault_root / "memkit.yaml"
+    settings_text = settings_file.read_text(encoding="utf-8")
+    settings_file.write_text(
+        re.sub(r"retention_days: *\d+", "retention_days: 0", settings_text), encoding="utf-8"
+    )
+    vault = Vault(vault_root)
+    dropper = Memory(vault)
+    dropper.expire()
+    dropper.close()
+    seconds, baseline = _expire_command(vault, 150, SEED + 8)
+    out["expire_cli_seconds"], out["expire_cli_baseline_seconds"] = seconds, baseline
     _WATCH.append(_start_watch(vault_root))
     try:
         wall_times(search[:1], env)
@@ -1203,6 +1242,11 @@ def child_scale(vault_root: Path, queries: list[str], **_unused: Any) -> dict[st
         out["watch_agent_ms"] = _median_ms(turns)
         seconds, baseline = _expire_batch(vault, 150)
         out["expire_seconds"], out["expire_baseline_seconds"] = seconds, baseline
+        seconds, baseline = _expire_command(vault, 150, SEED + 9)
+        out["watch_expire_cli_seconds"], out["watch_expire_cli_baseline_seconds"] = (
+            seconds,
+            baseline,
+        )
         watched, manual = _approval_by_move(vault_root, 5)  # stops the watcher half-way
         out["approval_ms"] = _median_ms(watched)
         out["approval_manual_ms"] = _median_ms(manual)
@@ -1622,6 +1666,26 @@ def scale_rows(result: dict[str, Any]) -> list[Row]:
             c["expire_seconds"],
             "s",
             c["expire_baseline_seconds"],
+            "writing them + one sync by path",
+            2.0,
+            big,
+        ),
+        Row(
+            "`memkit expire` command promoting 150, no watcher",
+            n,
+            c["expire_cli_seconds"],
+            "s",
+            c["expire_cli_baseline_seconds"],
+            "writing them + one sync by path",
+            2.0,
+            big,
+        ),
+        Row(
+            "`memkit expire` command promoting 150, watcher running",
+            n,
+            c["watch_expire_cli_seconds"],
+            "s",
+            c["watch_expire_cli_baseline_seconds"],
             "writing them + one sync by path",
             2.0,
             big,

@@ -10,10 +10,18 @@ import re
 import secrets
 import stat as stat_module
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from memkit.errors import ConflictError, InvalidRecord, PathOutsideVault, VaultError, storage_error
-from memkit.records import NOTES_FOLDER, Record
+from memkit.errors import (
+    ConflictError,
+    InvalidRecord,
+    MemkitError,
+    PathOutsideVault,
+    VaultError,
+    storage_error,
+)
+from memkit.records import NOTES_FOLDER, Record, parse_record
 
 RECORD_ROOTS = ("memory", "learning")
 # `<file>.conflict-<tag>`: the other version of a file changed twice at once, kept by
@@ -119,6 +127,14 @@ def _read_regular(path: Path) -> tuple[bytes, os.stat_result]:
 
 def fingerprint_bytes(data: bytes, stat: os.stat_result) -> tuple[int, int, str]:
     return (stat.st_mtime_ns, stat.st_size, hashlib.sha256(data).hexdigest())
+
+
+def written_record(data: bytes, relpath: str, stat: os.stat_result) -> Record:
+    """The record just written, from the bytes in hand (not read back: a person's save right
+    after ours must not become the version the caller thinks it wrote)."""
+    record = parse_record(data, relpath)
+    record.fingerprint = fingerprint_bytes(data, stat)
+    return record
 
 
 # The stat a walk keeps of each file: (mtime_ns, size, ctime_ns, inode). ctime and inode too, as
@@ -271,6 +287,23 @@ class TouchedPaths(set[str]):
                 self.add(path)
 
 
+@dataclass
+class PendingWrites:
+    """The writes of a `Vault.batch()` that are not in place yet: new files written beside
+    their names (not synced, not linked) and files to delete once those are durable."""
+
+    # relpath -> (the name, the temp file holding its bytes), in the order written
+    creates: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    # relpath -> (the record as read, checked again when it is taken aside; its file), in order
+    deletes: dict[str, tuple[Record, Path]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.creates or self.deletes)
+
+    def holds(self, relpath: str) -> bool:
+        return relpath in self.creates or relpath in self.deletes
+
+
 class VaultFiles:
     """The files under a vault's root as memkit writes them: safe paths, atomic writes, and the
     take-aside dance that never loses a person's save (`Vault` builds on it)."""
@@ -278,6 +311,44 @@ class VaultFiles:
     root: Path
     # Vault-relative paths written (see `Vault.__init__`).
     touched: TouchedPaths
+    # Inside `Vault.batch()`: the writes waiting for the batch's durability barrier.
+    _pending: PendingWrites | None = None
+
+    def write_lock(self, timeout: float = 30.0) -> contextlib.AbstractContextManager[None]:
+        """One memkit writer at a time (`Vault.write_lock`)."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Writes inside are made durable together, at the end, instead of one file at a time
+        (expire's promotions): `create` writes its file beside its name, `delete` checks its
+        file and waits; at the end every new file's bytes are synced (one `syncfs` on Linux),
+        the names put in place and synced, then the files deleted and synced. So a promoted
+        record is durable before its original is deleted, and all of it before the batch
+        returns; a person's save is never overwritten (every check is as in a single write).
+        Anything that reads or changes a waiting path, walks the folders, or updates or moves
+        a file puts the waiting writes in place first (`flush`). Holds the write lock
+        throughout; nested batches belong to the outermost."""
+        with self.write_lock():
+            if self._pending is not None:
+                yield
+                return
+            self._pending = PendingWrites()
+            try:
+                yield
+            finally:
+                try:
+                    self._flush_pending()
+                finally:
+                    self._pending = None
+
+    def flush(self, relpath: str | None = None) -> None:
+        """Inside a batch: put its waiting writes in place now (all of them, or only when
+        `relpath` is one of them). Outside a batch: nothing to do."""
+        pending = self._pending
+        if pending and (relpath is None or pending.holds(relpath)):
+            with self.write_lock():
+                self._flush_pending()
 
     def safe_path(self, relpath: str) -> Path:
         """An absolute path for a vault-relative one, refusing anything that leaves the vault."""
@@ -320,9 +391,14 @@ class VaultFiles:
     # What remains: an append that opened the old file before the rename and writes after the
     # last comparison goes to a file nobody will see again (see README, "Safety").
 
-    def _new_temp(self, full: Path, data: bytes, mode: int | None = None) -> Path:
-        """A fsync'd temp file beside `full` holding `data`. Created with mode 0666 so the umask
-        applies as to any new file; an update passes the file's own mode to keep it."""
+    def _new_temp(
+        self, full: Path, data: bytes, mode: int | None = None, *, durable: bool = True
+    ) -> tuple[Path, os.stat_result]:
+        """A temp file beside `full` holding `data`, and its stat (what a record written from
+        it is fingerprinted with: a link keeps the inode, size and mtime). fsync'd unless
+        `durable` is False (a batch syncs all its temp files at once before any is linked).
+        Created with mode 0666 so the umask applies as to any new file; an update passes the
+        file's own mode to keep it."""
         full.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
         while True:
@@ -338,21 +414,23 @@ class VaultFiles:
                 handle.flush()
                 if mode is not None:
                     os.chmod(temp, mode)
-                os.fsync(handle.fileno())
+                if durable:
+                    os.fsync(handle.fileno())
+                stat = os.fstat(handle.fileno())
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise
-        return temp
+        return temp, stat
 
-    def _write_bytes(self, full: Path, data: bytes, *, exclusive: bool) -> None:
+    def _write_bytes(self, full: Path, data: bytes, *, exclusive: bool) -> os.stat_result:
         """Write a file atomically: temp file in the same folder, fsync, then link (exclusive:
-        fails with FileExistsError instead of overwriting) or replace."""
+        fails with FileExistsError instead of overwriting) or replace. Returns its stat."""
         mode = None
         if not exclusive:
             with contextlib.suppress(FileNotFoundError):
                 mode = stat_module.S_IMODE(os.stat(full).st_mode)
-        temp = self._new_temp(full, data, mode)
+        temp, stat = self._new_temp(full, data, mode)
         try:
             if exclusive:
                 os.link(temp, full)
@@ -364,6 +442,7 @@ class VaultFiles:
                 os.unlink(temp)
             raise
         _fsync_folder(full.parent)
+        return stat
 
     def _aside_name(self, full: Path) -> Path:
         return full.parent / f".{full.name}.{secrets.token_hex(6)}.aside.tmp"
@@ -428,7 +507,10 @@ class VaultFiles:
         the old inode; or, with `expected`, content other than what was read): then keep it as
         a conflict copy and return the copy's path."""
         try:
-            data, stat = _read_regular(aside)
+            if expected is None:  # the stat says it all: no need to read the bytes again
+                data, stat = b"", os.lstat(aside)
+            else:
+                data, stat = _read_regular(aside)
         except FileNotFoundError:
             return None
         # Any write to the inode moves its ctime (which a person cannot set back, unlike mtime).
@@ -461,3 +543,68 @@ class VaultFiles:
         if kept is not None:
             return ConflictError(relpath, "an append to the old file", kept=kept, written=True)
         return None
+
+    # How a batch is as durable as a write at a time, with three file-system syncs instead of
+    # three fsyncs per file (docs/ARCHITECTURE.md, "Batches of writes"): (1) every new file's
+    # bytes are on disk before any name points at them (a name never leads to an empty file
+    # after a crash); (2) the new names are on disk before any file is deleted (a promoted
+    # record is durable before its short-term original goes); (3) the deletions are on disk
+    # before the batch returns. The caller holds the vault's write lock.
+
+    def _flush_pending(self) -> None:
+        """Put a batch's pending writes in place, durably, in that order. Raises the first
+        failure (a name taken meanwhile, a file a person changed) once the rest is done; when
+        a new file could not be put in place, no file of the batch is deleted."""
+        pending = self._pending
+        if not pending:
+            return
+        creates, deletes = dict(pending.creates), dict(pending.deletes)
+        pending.creates.clear()
+        pending.deletes.clear()
+        failures: list[MemkitError] = []
+        try:
+            if creates:
+                with _reported("sync", str(self.root)):
+                    _sync_file_system(self.root, [str(t) for _full, t in creates.values()])
+                folders: set[Path] = set()
+                for relpath, (full, temp) in creates.items():
+                    with _reported("write", relpath):
+                        try:
+                            os.link(temp, full)
+                        except FileExistsError:
+                            failures.append(
+                                VaultError(f"{relpath}: a file with this name already exists")
+                            )
+                            continue
+                    self.touched.add(relpath)
+                    folders.add(full.parent)
+                if folders:
+                    with _reported("sync", str(self.root)):
+                        _sync_file_system(self.root, [str(folder) for folder in folders])
+        finally:
+            for _full, temp in creates.values():
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+        if failures:
+            # Which deletion waited for which new file is not known here: keep them all (an
+            # expire run again promotes them into the facts already written, as duplicates).
+            raise failures[0]
+        folders = set()
+        for relpath, (record, full) in deletes.items():
+            try:
+                with _reported("delete", relpath):
+                    aside, before = self._take_aside(record, full)
+                    kept = self._release_aside(aside, before, relpath)
+                    folders.add(full.parent)
+                    self.touched.add(relpath)
+                    if kept is not None:
+                        raise ConflictError(
+                            relpath, "an append while it was deleted", kept=kept, written=True
+                        )
+            except MemkitError as error:
+                failures.append(error)
+        if folders:
+            with _reported("sync", str(self.root)):
+                _sync_file_system(self.root, [str(folder) for folder in folders])
+        if failures:
+            raise failures[0]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import PurePosixPath
 from typing import Any
 
 from memkit.errors import (
@@ -23,8 +26,9 @@ from memkit.records import MEMORY_TYPES, RECORD_TYPES, TYPE_FOLDERS, Record
 from memkit.secret_guard import check_fields
 from memkit.sync import VaultIndex
 from memkit.timeutil import format_time, now_iso, parse_time, utcnow
-from memkit.vault import Vault
+from memkit.vault import NotRegularFile, Vault, read_regular
 
+_DAY_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.part-\d+)?\.md$")
 REMEMBER_TYPES = tuple(t for t in RECORD_TYPES if t not in ("proposal", "episodic"))
 _WORD = re.compile(r"\w+", re.UNICODE)
 CHARS_PER_TOKEN = 4  # a rough, model-independent estimate for prompt budgets
@@ -37,10 +41,95 @@ def normalise(text: str) -> str:
 
 def similarity(first: str, second: str) -> float:
     """Share of distinct words in common (Jaccard), 0..1."""
-    a, b = set(_WORD.findall(first.lower())), set(_WORD.findall(second.lower()))
+    return _overlap(_words(first), _words(second))
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
+
+
+def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
     if not a or not b:
         return 0.0
     return len(a & b) / len(a | b)
+
+
+# How many of a text's rarest words look for its near-duplicates (more for a long text): with
+# the 0.8 default threshold a duplicate of a 30-word text holds at least 6 of 12 (usually all).
+_DUPLICATE_QUERY_WORDS = 12
+
+
+@dataclass(frozen=True)
+class _Said:
+    """What a long-term fact says, as duplicates are compared: its normalised text and words."""
+
+    normal: str
+    words: frozenset[str]
+
+    @classmethod
+    def of(cls, record: Record) -> _Said:
+        return cls(normalise(record.body), _words(record.body))
+
+    def repeats(self, other: _Said, threshold: float) -> bool:
+        return self.normal == other.normal or _overlap(self.words, other.words) >= threshold
+
+
+@dataclass
+class _Batch:
+    """What a batch of promotions knows that the index does not hold yet: the facts it wrote
+    (compared in memory, each tokenised once), and the facts it read while looking for
+    duplicates (by path, with the stat they were read at: one parse per file per batch)."""
+
+    facts: list[tuple[str, _Said]] = field(default_factory=list)  # (path, what it says)
+    # path -> (its inode, size, mtime, ctime when read; every word in the file)
+    seen: dict[str, tuple[tuple[int, int, int, int], frozenset[str]]] = field(default_factory=dict)
+    # A word of a fact's prefix -> the facts (indexes in `facts`) whose prefix holds it.
+    by_prefix: dict[str, list[int]] = field(default_factory=dict)
+    # Each word's place in the one order prefixes are taken in (rarest first: how many index
+    # documents held it when the batch first met it, so the order never changes in a batch).
+    ranks: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def rank(self, words: Iterable[str], rarity: dict[str, int]) -> None:
+        """Give the words not ranked yet their place (`rarity`: documents holding each; a word
+        it lacks, a stop word, goes last)."""
+        for word in words:
+            if word not in self.ranks:
+                self.ranks[word] = (rarity.get(word, _COMMON), word)
+
+    def prefix(self, words: frozenset[str], threshold: float) -> list[str]:
+        return _prefix(words, threshold, self.ranks.__getitem__)
+
+    def add(self, path: str, said: _Said, threshold: float) -> None:
+        for word in self.prefix(said.words, threshold):
+            self.by_prefix.setdefault(word, []).append(len(self.facts))
+        self.facts.append((path, said))
+
+    def candidates(self, said: _Said, threshold: float) -> list[tuple[str, _Said]]:
+        """The facts that may repeat `said`: those sharing a word of its prefix (prefix
+        filtering, as similarity joins do: two texts with Jaccard >= t share a word of their
+        prefixes, taken in one order, rarest first), so a batch of n facts is not n^2
+        comparisons. Every word of `said` must be ranked."""
+        if not said.words or threshold <= 0:
+            return self.facts  # no words (compared by their empty text), or anything goes
+        found = {i for w in self.prefix(said.words, threshold) for i in self.by_prefix.get(w, ())}
+        return [self.facts[i] for i in sorted(found)]
+
+
+_COMMON = 1 << 62  # the rank of a word the index does not count (a stop word): last
+
+
+def _prefix_size(count: int, threshold: float) -> int:
+    """|X| - ceil(t|X|) + 1: if Jaccard(A, B) >= t then |A & B| >= ceil(t * max(|A|, |B|)),
+    and the first that many words of A and of B, taken in one order, share a word."""
+    return max(count - math.ceil(threshold * count - 1e-9) + 1, 1)
+
+
+def _prefix(words: frozenset[str], threshold: float, key: Callable[[str], Any]) -> list[str]:
+    return sorted(words, key=key)[: _prefix_size(len(words), threshold)]
+
+
+def _stat_key(info: os.stat_result) -> tuple[int, int, int, int]:
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def estimate_tokens(text: str) -> int:
@@ -92,9 +181,9 @@ class Memory:
     def __init__(self, vault: Vault, index: VaultIndex | None = None) -> None:
         self.vault = vault
         self._index = index
-        # Facts written inside a batch of promotions: the index does not hold them until the
-        # batch ends (one commit), so `find_duplicate` also compares with these.
-        self._batch_facts: list[Record] | None = None
+        # Inside a batch of promotions: the facts written, which the index does not hold until
+        # the batch ends (one commit), so `find_duplicate` also compares with these.
+        self._batch: _Batch | None = None
         # The short-term items as last read: path -> (its stat then, (created, id)), so that
         # the capacity check after each remember parses only files new or changed since.
         self._buffer_order: dict[str, tuple[FileStat, tuple[str, str]]] = {}
@@ -250,29 +339,63 @@ class Memory:
 
     def find_duplicate(self, text: str) -> Record | None:
         """A live long-term fact saying the same thing (same words, or nearly)."""
-        wanted = normalise(text)
+        said = _Said(normalise(text), _words(text))
         threshold = self.vault.settings.memory.long_term.duplicate_similarity
-        for fact in self._batch_facts or ():
-            # Written in this batch, so not in the index yet: compared in memory (re-read only
+        batch = self._batch
+        rarity = self.index.search_index.word_rarity(text)
+        if batch is not None:
+            batch.rank(said.words, rarity)
+        for path, fact in batch.candidates(said, threshold) if batch is not None else ():
+            # Written in this batch, so not in the index yet: compared in memory (read only
             # when it matches, to merge into what is on disk now).
-            if normalise(fact.body) == wanted or similarity(fact.body, text) >= threshold:
+            if fact.repeats(said, threshold):
                 with contextlib.suppress(MemkitError, OSError):
-                    return self.vault.read_record(str(fact.path))
-        result, _stale = self.index.search(text, k=8, types=["long-term"])
+                    return self.vault.read_record(path)  # merged into as it is on disk now
+        # Searched by its rarest words: a near-duplicate holds most of them, and the common
+        # words' long posting lists cost most of a search by every word (issue 12). As many as
+        # a prefix (see `_prefix_size`) at least, so that every near-duplicate holds one of them.
+        count = max(_DUPLICATE_QUERY_WORDS, _prefix_size(len(said.words), threshold))
+        query = self.index.search_index.rarest_words(text, count, rarity)
+        result, _stale = self.index.search(query, k=8, types=["long-term"])
         seen: set[str] = set()
         for path in (hit.path for hit in result.hits):
-            if path in seen:
+            if path in seen or ".." in path.split("/"):
                 continue
             seen.add(path)
+            if not self._may_repeat(path, said, threshold, batch):
+                continue
             try:
                 record = self.vault.read_record(path)
             except (MemkitError, OSError):
                 continue  # a file that vanished or broke is simply not a match
-            if record.meta.get("superseded_by"):
-                continue
-            if normalise(record.body) == wanted or similarity(record.body, text) >= threshold:
+            if not record.meta.get("superseded_by") and _Said.of(record).repeats(said, threshold):
                 return record
         return None
+
+    def _may_repeat(self, path: str, said: _Said, threshold: float, batch: _Batch | None) -> bool:
+        """Whether the file at `path` may say the same as `said`, from its words alone, front-
+        matter included: Jaccard(A, body) <= |A & file| / |A|, so a file below the threshold by
+        that bound is no duplicate, and is never parsed. In a batch a file's words are kept
+        (by its inode, size, mtime and ctime) for the next item's search."""
+        if not said.words:
+            return True
+        full = self.vault.root / path
+        words = None
+        if batch is not None:
+            with contextlib.suppress(OSError):
+                info = os.lstat(full)
+                known = batch.seen.get(path)
+                if known is not None and known[0] == _stat_key(info):
+                    words = known[1]
+        if words is None:
+            try:
+                data, info = read_regular(self.vault.root, str(full))
+            except (OSError, NotRegularFile):
+                return False  # gone, or not a file memkit reads: not a match
+            words = _words(data.decode("utf-8", "replace"))
+            if batch is not None:
+                batch.seen[path] = (_stat_key(info), words)
+        return len(said.words & words) >= threshold * len(said.words)
 
     def _live_fact_about(self, subject: str) -> Record | None:
         wanted = normalise(subject)
@@ -290,7 +413,7 @@ class Memory:
 
     def _indexed(self, record: Record) -> Record:
         """Write-through: index what this call wrote, by path, at once (never by a walk)."""
-        if self._batch_facts is None:
+        if self._batch is None:
             # Another process holding the index for long: the write stands, and the next
             # freshness check (or the watcher) indexes it.
             with contextlib.suppress(LockTimeout):
@@ -317,8 +440,15 @@ class Memory:
                 allow_secrets=True,  # it was already accepted once (or allowed) when written
             )
             report.promoted.append((record.id, promoted.id))
-            if self._batch_facts is not None and promoted.type == "long-term":
-                self._batch_facts.append(promoted)
+            if self._batch is not None and promoted.type == "long-term":
+                threshold = self.vault.settings.memory.long_term.duplicate_similarity
+                fact = _Said.of(promoted)  # a fact merged into may hold words not ranked yet
+                missing = [w for w in fact.words if w not in self._batch.ranks]
+                if missing:
+                    rarity = self.index.search_index.word_rarity(" ".join(missing))
+                    self._batch.rank(missing, rarity)
+                self._batch.add(str(promoted.path), fact, threshold)
+        # In the vault's batch: deleted only once the promoted fact is durable.
         self.vault.delete(record)
         report.expired.append(record.id)
 
@@ -326,23 +456,26 @@ class Memory:
         self, records: list[Record], report: ExpireReport, dry_run: bool = False
     ) -> None:
         """Promote or drop many items against one fresh index: one freshness check, one index
-        commit at the end, and the batch's own new facts compared in memory."""
+        commit at the end, the batch's own new facts compared in memory, and one durability
+        barrier for all the files (`Vault.batch`: the promoted facts durable, then the items
+        deleted)."""
         if not records:
             return
         if dry_run:
             for record in records:
                 self._promote_or_drop(record, report, dry_run)
             return
-        outer = self._batch_facts is not None
+        outer = self._batch is not None
         if not outer:
-            self._batch_facts = []
+            self._batch = _Batch()
         try:
-            with self.index.batch():
+            # The vault's batch ends (its files in place) before the index's (one commit).
+            with self.index.batch(), self.vault.batch():
                 for record in records:
                     self._promote_or_drop(record, report)
         finally:
             if not outer:
-                self._batch_facts = None
+                self._batch = None
 
     def _short_term_oldest_first(self) -> list[str]:
         """The paths of the short-term items, oldest first (created, then id). Files whose
@@ -364,16 +497,27 @@ class Memory:
         return sorted(order, key=lambda path: order[path][1])
 
     def _enforce_capacity(self, dry_run: bool = False) -> ExpireReport:
+        return self._over_capacity(dry_run, kept=False)[0]
+
+    def _over_capacity(
+        self, dry_run: bool, *, kept: bool = True
+    ) -> tuple[ExpireReport, list[Record]]:
+        """Promote or drop the oldest items past capacity; returns what it did and (with
+        `kept`) the items kept, which expire looks at next under the same lock, without a
+        second scan. Items are parsed only when new or changed since this Memory last looked,
+        or when needed (the ones that go, and with `kept` the others)."""
         report = ExpireReport()
         capacity = self.vault.settings.memory.short_term.capacity
         with self.vault.write_lock():
             paths = self._short_term_oldest_first()
-            items = []
-            for path in paths[: max(0, len(paths) - capacity)]:
+            over = max(0, len(paths) - capacity)
+            records: dict[str, Record] = {}
+            for path in paths if kept else paths[:over]:
                 with contextlib.suppress(InvalidRecord, RecordNotFound, PathOutsideVault):
-                    items.append(self.vault.read_record(path))
-            self._promote_or_drop_all(items, report, dry_run)
-        return report
+                    records[path] = self.vault.read_record(path)
+            going = [records[path] for path in paths[:over] if path in records]
+            self._promote_or_drop_all(going, report, dry_run)
+        return report, [records[path] for path in paths[over:] if path in records]
 
     def expire(self, now: datetime | None = None, *, dry_run: bool = False) -> ExpireReport:
         """Remove expired short-term items (promoting important ones) and old day files;
@@ -381,16 +525,16 @@ class Memory:
         now = now or utcnow()
         if dry_run:
             return self._expire(now, dry_run)
-        with self.index.batch():  # every removal and promotion indexed in one commit at the end
+        # Every removal and promotion indexed in one commit at the end, and made durable
+        # together before that (the vault's batch ends first).
+        with self.index.batch(), self.vault.batch():
             return self._expire(now, dry_run)
 
     def _expire(self, now: datetime, dry_run: bool) -> ExpireReport:
-        report = self._enforce_capacity(dry_run)
-        with self.vault.write_lock():
+        with self.vault.write_lock():  # held by the caller's batch too: nothing moves between
+            report, kept = self._over_capacity(dry_run)
             expired = []
-            for record in self.vault.scan(["short-term"]).records:
-                if record.id in report.expired:
-                    continue  # a dry run's capacity pass named it already
+            for record in kept:
                 expires = parse_time(record.meta.get("expires"))
                 if expires is not None and expires <= now:
                     expired.append(record)
@@ -398,12 +542,26 @@ class Memory:
             retention = self.vault.settings.memory.episodic.retention_days
             if retention > 0:
                 cutoff = (now - timedelta(days=retention)).date().isoformat()
-                for record in self.vault.scan(["episodic"]).records:
-                    if str(record.meta.get("date", "9999")) < cutoff:
-                        if not dry_run:
-                            self.vault.delete(record)
-                        report.episodic_removed.append(str(record.path))
+                for record in self._days_before(cutoff):
+                    if not dry_run:
+                        self.vault.delete(record)
+                    report.episodic_removed.append(str(record.path))
         return report
+
+    def _days_before(self, cutoff: str) -> Iterator[Record]:
+        """Episodic day files whose `date` is before `cutoff`. A file named as memkit names
+        day files (`YYYY-MM-DD.md`, `YYYY-MM-DD.part-N.md`) on or after the cutoff is not
+        read: at worst a file a person renamed to a later day is kept longer, never dropped."""
+        for relpath in self.vault.record_paths(["episodic"]):
+            named = _DAY_NAME.match(PurePosixPath(relpath).name)
+            if named and named.group(1) >= cutoff:
+                continue
+            try:
+                record = self.vault.read_record(relpath)
+            except (MemkitError, OSError):
+                continue  # a file that vanished or broke is not a day to drop
+            if record.type == "episodic" and str(record.meta.get("date", "9999")) < cutoff:
+                yield record
 
     # --- recall and context --------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import memkit.files as files_module
 import memkit.sync as sync_module
 import memkit.vault as vault_module
 from memkit.learning import Learning
@@ -39,9 +40,11 @@ def parses(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         counts[path] += 1
         return parse_record(data, path)
 
-    # The two homes that parse files: the sync (indexing) and the vault (reads and read-backs).
+    # The homes that parse files: the sync (indexing), the vault (reads) and the vault's
+    # files (a record just written, from the bytes in hand).
     monkeypatch.setattr(sync_module, "parse_record", counting)
     monkeypatch.setattr(vault_module, "parse_record", counting)
+    monkeypatch.setattr(files_module, "parse_record", counting)
     return counts
 
 

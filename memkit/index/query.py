@@ -158,6 +158,31 @@ class SearchIndex(IndexStorage):
         except ValueError as e:
             raise self._damaged(e) from e
 
+    def word_rarity(self, text: str) -> dict[str, int]:
+        """How many documents hold each word of `text` (lowercased, in their order, stop words
+        left out); empty when the index cannot say (damaged: the search that follows says so)."""
+        rarity: dict[str, int] = {}
+        try:
+            searcher = self._searcher()
+            for word in dict.fromkeys(re.findall(r"\w+", text.lower())):
+                terms = self._query_analyzer.analyze(word)
+                if terms:
+                    rarity[word] = min(searcher.doc_freq("text", term) for term in terms)
+        except ValueError:
+            return {}
+        return rarity
+
+    def rarest_words(self, text: str, count: int, rarity: dict[str, int] | None = None) -> str:
+        """The `count` words of `text` that the fewest documents hold (stop words left out),
+        as query text, in their order: enough to find a near-duplicate of `text` (which holds
+        most of them) at a fraction of the cost of a search by every word, whose common words'
+        long posting lists are most of that cost. `rarity`: `word_rarity(text)`, when known."""
+        rarity = self.word_rarity(text) if rarity is None else rarity
+        if len(rarity) <= count:
+            return " ".join(rarity) or text
+        kept = set(sorted(rarity, key=rarity.__getitem__)[:count])
+        return " ".join(word for word in rarity if word in kept)
+
     def _parse(self, query: str) -> _ParsedQuery:
         text = query.translate(_SMART_QUOTES)
         phrase_texts = re.findall(r'"([^"]*)"', text)
