@@ -481,6 +481,7 @@ class Memory:
         """The paths of the short-term items, oldest first (created, then id). Files whose
         stat is as last seen are not read again: after each remember, one file is new."""
         folder = TYPE_FOLDERS["short-term"]
+        self.vault.flush()  # (inside a batch of writes: the waiting items at their names first)
         order: dict[str, tuple[FileStat, tuple[str, str]]] = {}
         for path, stat in walk_record_files(self.vault.root, [folder]).items():
             seen = self._buffer_order.get(path)
