@@ -7,7 +7,6 @@ import errno
 import hashlib
 import os
 import re
-import secrets
 import stat as stat_module
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -402,7 +401,7 @@ class VaultFiles:
         full.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
         while True:
-            temp = full.parent / f".{full.name}.{secrets.token_hex(6)}.tmp"
+            temp = full.parent / f".{full.name}.{os.urandom(6).hex()}.tmp"
             try:
                 fd = os.open(temp, flags, 0o666)
                 break
@@ -445,7 +444,7 @@ class VaultFiles:
         return stat
 
     def _aside_name(self, full: Path) -> Path:
-        return full.parent / f".{full.name}.{secrets.token_hex(6)}.aside.tmp"
+        return full.parent / f".{full.name}.{os.urandom(6).hex()}.aside.tmp"
 
     def _rename_aside(self, record: Record, full: Path) -> Path:
         """Rename the record's file to a private name: memkit then owns that inode."""
