@@ -310,10 +310,6 @@ class Manifest:
             return 0
         return int(row[0]) if row else 0
 
-    def _load_pending(self) -> list[str]:
-        """Paths pending from a killed sync: in the manifest itself now (as UNKNOWN_ROW)."""
-        return []
-
     @staticmethod
     def _shift_digest(
         db: sqlite3.Connection, before: Sequence[str], after: Mapping[str, Row]
@@ -366,10 +362,6 @@ class Manifest:
         # should that save never come (an error in between), the next read takes them in.
         self._version = -1
 
-    def _save_manifest(self, files: dict[str, FileState], scanned_ns: int) -> None:
-        """Write the whole manifest."""
-        self._write_base({path: state.to_row() for path, state in files.items()}, scanned_ns)
-
     def _write_base(self, rows: dict[str, Row], scanned_ns: int) -> None:
         """Replace the whole manifest, in one transaction. Under the lock."""
         with self._base_written(rows, scanned_ns):
@@ -406,10 +398,13 @@ class Manifest:
         changed: dict[str, Row],
         deleted: Sequence[str],
         scanned_ns: int,
+        *,
+        complete: bool = True,
     ) -> None:
         """Save `rows`, the manifest read at the start of this sync (under the lock) with
-        `changed` and `deleted`: just those rows, in one transaction."""
-        if (
+        `changed` and `deleted`: just those rows, in one transaction. Not `complete`: `rows`
+        are only those the sync looked at (see `_rows_of`), not kept as this process's."""
+        if complete and (
             not changed
             and not deleted
             and scanned_ns == self._scanned_ns
@@ -425,13 +420,17 @@ class Manifest:
             db.executemany("DELETE FROM files WHERE path = ?", ((path,) for path in deleted))
             db.executemany(_UPSERT_GONE, ((path, seq) for path in deleted))
             db.execute(_SET_META, ("scanned_ns", str(scanned_ns)))
-            db.execute(_SET_META, ("files", str(len(rows))))
+            if complete:
+                db.execute(_SET_META, ("files", str(len(rows))))
+            else:
+                db.execute("INSERT OR REPLACE INTO meta SELECT 'files', count(*) FROM files")
             self._complete_digest(db)
             if db.execute("SELECT count(*) FROM gone").fetchone()[0] > TOMBSTONES:
                 db.execute("DELETE FROM gone")
                 db.execute(_SET_META, ("pruned", str(seq)))
             db.execute(_COUNT_SAVE)
-        self._rows, self._scanned_ns, self._seq = rows, scanned_ns, seq
+        if complete:
+            self._rows, self._scanned_ns, self._seq = rows, scanned_ns, seq
 
     # --- looking at the files --------------------------------------------------------------
 
@@ -556,6 +555,38 @@ class Manifest:
             or (stat[0] >= scanned_ns and not same_content(root, path, row[2]))
         )
         return changed, gone
+
+    def _rows_of(
+        self, paths: Sequence[str], directories: Sequence[str]
+    ) -> tuple[dict[str, Row], int, int] | None:
+        """(the rows of `paths` and of the files under `directories`, scanned_ns, number of
+        rows) from the manifest on disk: what a sync of a few paths needs, in a process that has
+        not read the 100k rows (a command indexing its own writes). None: cannot say."""
+        try:
+            with self._db_lock:
+                db = self._connect()
+                db.execute("BEGIN")  # one snapshot
+                try:
+                    if not self._schema_ok(db):
+                        return None
+                    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+                    rows: dict[str, Row] = {}
+                    for path in paths:
+                        for row in db.execute(_SELECT + " WHERE path = ?", (path,)):
+                            rows[row[0]] = row[1:]
+                    for directory in directories:
+                        prefix = directory.rstrip("/") + "/"
+                        # ("0" follows "/": the range is every path under the folder.)
+                        query = _SELECT + " WHERE path >= ? AND path < ?"
+                        for row in db.execute(query, (prefix, prefix[:-1] + "0")):
+                            rows[row[0]] = row[1:]
+                finally:
+                    db.execute("COMMIT")
+        except (sqlite3.Error, OSError, ValueError):
+            return None
+        if "files" not in meta:
+            return None
+        return rows, int(meta.get("scanned_ns", 0)), int(meta["files"])
 
     def _marked_on_disk(
         self,

@@ -384,14 +384,29 @@ class VaultIndex(Manifest):
             # killed sync left pending (`manifest`; both the cached dicts: never changed here).
             # (Paths pending from a killed sync are in it, as UNKNOWN_ROW.)
             # (A rebuild asked for reads just the manifest's paths, below.)
-            on_disk = manifest = {} if full else self._manifest_rows()
+            # A process that has not read the rows (a command indexing its own writes) reads
+            # just those of the paths it looks at (`partial`), not 100k of them.
+            looks_at_few = paths is not None or bool(directories)
+            some = None
+            if not full and looks_at_few and self._rows is None:
+                some = self._rows_of(paths or (), directories)
+            partial = some is not None and some[2] > 0
+            on_disk: dict[str, Row]
+            if full:
+                on_disk = manifest = {}
+            elif some is not None and partial:
+                on_disk, self._scanned_ns, file_count = some
+                manifest = on_disk
+            else:
+                on_disk = manifest = self._manifest_rows()
+                file_count = len(manifest)
             scanned_ns = self._scanned_ns
-            if index.needs_rebuild or not manifest:
-                full = True
+            if index.needs_rebuild or not (manifest or partial):
+                full, partial = True, False
             stats: Mapping[str, FileStat]
-            if not full and (paths is not None or directories):
+            if not full and looks_at_few:
                 stats, to_read, gone = self.targeted_changes(manifest, paths or (), directories)
-                total = len(manifest) - len(gone) + len([p for p in stats if p not in manifest])
+                total = file_count - len(gone) + len([p for p in stats if p not in manifest])
             else:
                 if walked is not None:
                     scanned_ns, stats = walked
@@ -519,16 +534,27 @@ class VaultIndex(Manifest):
                 deleted_rows = sorted(
                     path for path in looked_at if path not in new_manifest and path in on_disk
                 )
-                self._save_changes(new_manifest, changed_rows, deleted_rows, scanned_ns)
+                self._save_changes(
+                    new_manifest, changed_rows, deleted_rows, scanned_ns, complete=not partial
+                )
             index.needs_rebuild = False
-        problems, proposals = self._marked(
-            new_manifest, manifest, parsed_paths.union(gone, vanished)
-        )
-        report.problems = sorted(
-            (Problem(path, new_manifest[path][6], new_manifest[path][5]) for path in problems),
-            key=lambda problem: problem.path,
-        )
-        report.proposals_in_stores = sorted(proposals)
+        marked = self._marked_on_disk() if partial else None
+        if marked is not None:  # (from the manifest's small indexes, as saved just now)
+            report.problems = [Problem(str(p), int(line), str(m)) for p, line, m in marked[1]]
+            report.proposals_in_stores = [
+                p for (p,) in marked[2] if p.rpartition("/")[0] in STORE_FOLDERS
+            ]
+        else:
+            if partial:
+                new_manifest = manifest = self._manifest_rows()
+            problems, proposals = self._marked(
+                new_manifest, manifest, parsed_paths.union(gone, vanished)
+            )
+            report.problems = sorted(
+                (Problem(p, new_manifest[p][6], new_manifest[p][5]) for p in problems),
+                key=lambda problem: problem.path,
+            )
+            report.proposals_in_stores = sorted(proposals)
         report.seconds = time.monotonic() - started
         return report
 

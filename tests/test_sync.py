@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -324,6 +325,62 @@ def test_a_changed_day_file_replaces_only_the_documents_that_changed(
     finally:
         index.close()
         other.close()
+
+
+def test_a_process_syncing_a_few_paths_reads_only_their_rows_and_reports_the_same(
+    vault: Vault, tmp_path: Path
+) -> None:
+    # A command indexing its own writes (no rows read yet) reads the rows of those paths only;
+    # its report, the index and the manifest must be what a process holding every row gives.
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apples")
+    write_record(vault, f"{LONG_TERM}/b.md", "Bravo", "bananas")
+    write_record(vault, f"{INSIGHTS}/p.md", "Moved proposal", "kept", type_="proposal")
+    (vault.root / LONG_TERM / "bad.md").write_text("---\ntitle: [unclosed\n---\n", "utf-8")
+    first = VaultIndex(vault)
+    first.sync()
+    first.close()
+
+    def synced(**where: Any) -> sync_module.SyncReport:
+        fresh = VaultIndex(vault)  # a new process: no rows in memory
+        try:
+            return fresh.sync(**where)
+        finally:
+            fresh.close()
+
+    def rows_on_disk() -> tuple[int, int]:
+        db = sqlite3.connect(vault.state_dir / "manifest.db")
+        try:
+            kept = db.execute("SELECT value FROM meta WHERE key = 'files'").fetchone()[0]
+            return int(kept), db.execute("SELECT count(*) FROM files").fetchone()[0]
+        finally:
+            db.close()
+
+    write_record(vault, f"{LONG_TERM}/a.md", "Alpha", "apricots now")
+    write_record(vault, f"{LONG_TERM}/c.md", "Charlie", "cherries")
+    report = synced(paths=[f"{LONG_TERM}/a.md", f"{LONG_TERM}/c.md"])
+    assert (report.added, report.changed, report.deleted) == (
+        [f"{LONG_TERM}/c.md"],
+        [f"{LONG_TERM}/a.md"],
+        [],
+    )
+    assert report.unchanged == 3
+    assert [p.path for p in report.problems] == [f"{LONG_TERM}/bad.md"]
+    assert report.problems[0].line > 0
+    assert report.proposals_in_stores == [f"{INSIGHTS}/p.md"]
+    assert rows_on_disk() == (5, 5)
+    (vault.root / LONG_TERM / "b.md").unlink()
+    write_record(vault, f"{LONG_TERM}/d.md", "Delta", "dates")
+    report = synced(paths=[], directories=[LONG_TERM])
+    assert (report.added, report.deleted) == ([f"{LONG_TERM}/d.md"], [f"{LONG_TERM}/b.md"])
+    assert rows_on_disk() == (5, 5)
+    # Nothing was missed: a walk finds nothing to do, and the index is a rebuild's.
+    again = synced()
+    assert again.files_changed == 0 and again.unchanged == 5
+    index = VaultIndex(vault)
+    try:
+        assert indexed(index) == rebuilt_from_scratch(vault, tmp_path / "copy")
+    finally:
+        index.close()
 
 
 def test_the_manifest_holds_mtime_size_and_content_hash(
