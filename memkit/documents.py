@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from memkit.episodic import parse_day
 from memkit.index import IndexDoc
 from memkit.records import Record
 from memkit.timeutil import parse_time
@@ -92,6 +91,8 @@ def _message_documents(
     if day_start is not None:
         day_words = day_start.strftime("%A %-d %B %Y")
     docs: list[IndexDoc] = []
+    from memkit.episodic import parse_day  # (here: a sync with no day file to read skips it)
+
     for interaction in parse_day(record.body):
         turns = interaction.messages
         for position, message in enumerate(turns):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -211,6 +210,8 @@ def _build(cls: Any, data: Any, path: list[str], text: str, file: Path) -> Any:
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:
+            import difflib  # (here: only a misspelt key needs it)
+
             close = difflib.get_close_matches(str(key), list(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
             raise SettingsError(
