@@ -84,6 +84,9 @@ _COUNT_SAVE = (
 # That moment is read from the file system's own clock by touching this file, so it has the
 # same granularity (and, on a network share, the same clock) as the files' mtimes.
 CLOCK_FILE = "scan.stamp"
+# What a report names from the manifest alone: (number of rows, (path, line, problem) of the
+# files with a problem, (path,) of the proposals outside the proposals folder).
+Marks = tuple[int, list[tuple[str, int, str]], list[tuple[str]]]
 
 
 class Manifest:
@@ -346,16 +349,14 @@ class Manifest:
         the next sync still looks at them (and drops their documents when the files are gone)."""
         with self._writing() as db:
             seq = self._next_save(db)
-            new = [p for p in paths if not db.execute(_SELECT_ONE_STAT, (p,)).fetchone()]
-            self._shift_digest(db, [], {path: UNKNOWN_ROW for path in new})
-            listed = db.executemany(
-                "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((path, *UNKNOWN_ROW, seq) for path in paths),
-            ).rowcount
-            if listed > 0:  # (the count of rows, kept for reports that read no rows)
+            # (A path listed already keeps its row: only the new ones count, and enter the digest.)
+            insert = "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            new = [p for p in paths if db.execute(insert, (p, *UNKNOWN_ROW, seq)).rowcount]
+            self._shift_digest(db, [], dict.fromkeys(new, UNKNOWN_ROW))
+            if new:  # (the count of rows, kept for reports that read no rows)
                 db.execute(
                     "UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'files'",
-                    (listed,),
+                    (len(new),),
                 )
             db.executemany("DELETE FROM gone WHERE path = ?", ((path,) for path in paths))
         # This process's cache leaves them out (the save after the commit writes their rows);
@@ -588,9 +589,7 @@ class Manifest:
             return None
         return rows, int(meta.get("scanned_ns", 0)), int(meta["files"])
 
-    def _marked_on_disk(
-        self,
-    ) -> tuple[int, list[tuple[str, int, str]], list[tuple[str]]] | None:
+    def _marked_on_disk(self) -> Marks | None:
         """(number of rows, (path, line, problem) of the files with a problem, (path,) of the
         proposals outside the proposals folder) from the manifest on disk, reading no other
         row (small indexes); None when it cannot say."""

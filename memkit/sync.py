@@ -36,6 +36,7 @@ from memkit.manifest import UNKNOWN_ROW as UNKNOWN_ROW
 from memkit.manifest import (
     FileState,
     Manifest,
+    Marks,
     Row,
     misplaced,
     state_of_record,
@@ -143,6 +144,14 @@ def _rebuild_batch(root: str, relpaths: list[str]) -> list[Rebuilt]:
             docs = [prepare_document(doc) for doc in parsed.docs or ()]
             batch.append((parsed.path, parsed.state.to_row(), docs))
     return batch
+
+
+def _report_marks(report: SyncReport, marked: Marks) -> None:
+    """`report`'s problems and proposals in store folders from `Manifest._marked_on_disk`."""
+    report.problems = [Problem(str(p), int(line), str(m)) for p, line, m in marked[1]]
+    report.proposals_in_stores = [
+        str(p) for (p,) in marked[2] if str(p).rpartition("/")[0] in STORE_FOLDERS
+    ]
 
 
 def _in_store(path: str, row: Row) -> bool:
@@ -540,10 +549,7 @@ class VaultIndex(Manifest):
             index.needs_rebuild = False
         marked = self._marked_on_disk() if partial else None
         if marked is not None:  # (from the manifest's small indexes, as saved just now)
-            report.problems = [Problem(str(p), int(line), str(m)) for p, line, m in marked[1]]
-            report.proposals_in_stores = [
-                p for (p,) in marked[2] if p.rpartition("/")[0] in STORE_FOLDERS
-            ]
+            _report_marks(report, marked)
         else:
             if partial:
                 new_manifest = manifest = self._manifest_rows()
@@ -569,12 +575,8 @@ class VaultIndex(Manifest):
             marked = self._marked_on_disk()
             if marked is None:
                 return None
-            total, problems, proposals = marked
-        report = SyncReport(unchanged=int(total))
-        report.problems = [Problem(str(p), int(line), str(m)) for p, line, m in problems]
-        report.proposals_in_stores = [
-            str(path) for (path,) in proposals if str(path).rpartition("/")[0] in STORE_FOLDERS
-        ]
+        report = SyncReport(unchanged=marked[0])
+        _report_marks(report, marked)
         return report
 
     def _marked(
